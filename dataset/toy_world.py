@@ -44,7 +44,6 @@ Usage
 
 import argparse
 import csv
-import io
 import json
 import math
 import os
@@ -221,18 +220,33 @@ def _noise_spectrum(m, sr, rng, lo=None, hi=None, order=2, tilt_db_oct=0.0):
     The rfft of white Gaussian noise has independent complex Gaussian bins, so
     drawing them saves a forward FFT per noise.
     """
-    f = np.fft.rfftfreq(m, 1.0 / sr)
-    f[0] = f[1]
-    gain = np.ones_like(f)
-    if lo:
-        gain /= np.sqrt(1.0 + (lo / f) ** (2 * order))
-    if hi:
-        gain /= np.sqrt(1.0 + (f / hi) ** (2 * order))
-    if tilt_db_oct:
-        gain *= (f / 1000.0) ** (tilt_db_oct / 6.0206)
-    gain[0] = 0.0  # no DC offset
-    draws = rng.standard_normal((2, len(f)))
+    gain = _noise_gain(m, sr, lo, hi, order, tilt_db_oct)
+    draws = rng.standard_normal((2, len(gain)))
     return (draws[0] + 1j * draws[1]) * gain
+
+
+_GAINS = {}
+
+
+def _noise_gain(m, sr, lo, hi, order, tilt_db_oct):
+    """Magnitude mask of ``_noise_spectrum`` (cached: the powers are slow and the same
+    lengths and bands recur within a clip)."""
+    key = (m, sr, lo, hi, order, tilt_db_oct)
+    if key not in _GAINS:
+        if len(_GAINS) > 256:
+            _GAINS.clear()
+        f = np.fft.rfftfreq(m, 1.0 / sr)
+        f[0] = f[1]
+        gain = np.ones_like(f)
+        if lo:
+            gain /= np.sqrt(1.0 + (lo / f) ** (2 * order))
+        if hi:
+            gain /= np.sqrt(1.0 + (f / hi) ** (2 * order))
+        if tilt_db_oct:
+            gain *= (f / 1000.0) ** (tilt_db_oct / 6.0206)
+        gain[0] = 0.0  # no DC offset
+        _GAINS[key] = gain
+    return _GAINS[key]
 
 
 _TABLE_SIZE = 2048
@@ -1227,12 +1241,7 @@ def render_clip(spec, seed):
 
 def _write_wav(path, audio, sr, subtype):
     """Writes a WAV atomically (no time stamps or other varying chunks)."""
-    def write(f):
-        buf = io.BytesIO()
-        sf.write(buf, audio, sr, subtype=subtype, format="WAV")
-        f.write(buf.getvalue())
-
-    atomic_write(path, write, "wb")
+    atomic_write(path, lambda f: sf.write(f, audio, sr, subtype=subtype, format="WAV"), "wb")
 
 
 def _render_and_write(job):

@@ -58,3 +58,19 @@ def run_script(args, timeout=900, env=None):
     return subprocess.run(
         [sys.executable] + list(args), cwd=REPO, capture_output=True, text=True, timeout=timeout, env=full_env
     )
+
+
+@pytest.fixture(scope="session")
+def toy_teacher(toy_world, tmp_path_factory):
+    """A toy teacher trained once per session with hparams/toy (CPU, about a minute); returns its experiment folder.
+
+    The folder holds ``save/`` (checkpoints, ``train_raw.csv``), ``train_log.txt``
+    and the prepared manifests.
+    """
+    out = tmp_path_factory.mktemp("toy_teacher")
+    proc = run_script([
+        "recipes/microsoft_clap_train.py", "hparams/toy/microsoft_clap_train.yaml",
+        f"--data_annot_folder={toy_world}", f"--output_base={out}", "--experiment_name=teacher", "--noprogressbar",
+    ])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return str(out / "teacher")

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,13 +39,9 @@ def latest_weights(save_dir):
 
 
 @pytest.mark.slow
-def test_toy_teacher_learns(toy_world, tmp_path):
-    """Validation loss falls and in-batch audio→text R@1 beats chance by a clear margin."""
-    proc = run_script([TRAIN, TOY_YAML, f"--data_annot_folder={toy_world}", f"--output_base={tmp_path}",
-                       "--number_of_epochs=10", "--noprogressbar"])
-    check_ok(proc)
-    out = tmp_path / "toy_teacher"
-    assert f"Output folder: {out}" in proc.stdout
+def test_toy_teacher_learns(toy_teacher):
+    """Validation loss falls and in-batch audio→text R@1 beats chance by a clear margin (hparams/toy, 10 epochs)."""
+    out = Path(toy_teacher)
     stats = valid_stats(out / "train_log.txt")
     assert len(stats) == 10
     first_loss = stats[0][0]
@@ -112,15 +109,22 @@ def test_paper_command_runs_unchanged(toy_world, tmp_path):
     assert torch.equal(weights["audio_encoder.base.fc_audioset.weight"], cnn.fc_audioset.weight)
 
 
-def resume_flags(toy_world, out, name):
+def resume_flags(toy_world, out, name, curation=True):
+    """A short run; with ``curation`` a third of the steps draw curated batches (the mixer is resumed too)."""
+    mix = [f"--curation_csv={os.path.join(toy_world, 'pairs.csv')}", "--curation_prob=0.3"] if curation else []
     return [TRAIN, TOY_YAML, f"--data_annot_folder={toy_world}", f"--output_base={out}", f"--experiment_name={name}",
-            "--number_of_epochs=2", "--batch_size=16", "--subset_pct=0.5", "--ckpt_interval_steps=3", "--noprogressbar"]
+            "--number_of_epochs=2", "--batch_size=16", "--subset_pct=0.5", "--ckpt_interval_steps=3",
+            "--noprogressbar"] + mix
 
 
 @pytest.mark.slow
 def test_killed_mid_epoch_then_resumed_equals_uninterrupted(toy_world, tmp_path):
     """SIGKILL after the first intra-epoch checkpoint; the resumed run ends with the same weights."""
-    check_ok(run_script(resume_flags(toy_world, tmp_path, "straight")))
+    straight = run_script(resume_flags(toy_world, tmp_path, "straight"))
+    check_ok(straight)
+    log = (tmp_path / "straight" / "train_log.txt").read_text()
+    curated = [int(x) for x in re.findall(r"curated_batches: (\d+)", log)]
+    assert len(curated) == 2 and sum(curated) > 0, log
 
     save = tmp_path / "killed" / "save"
     proc = subprocess.Popen([sys.executable] + resume_flags(toy_world, tmp_path, "killed"), cwd=REPO,
@@ -151,9 +155,30 @@ def test_killed_mid_epoch_then_resumed_equals_uninterrupted(toy_world, tmp_path)
 
 @pytest.mark.slow
 def test_existing_checkpoints_without_resume_flag_is_a_clear_error(toy_world, tmp_path):
-    args = resume_flags(toy_world, tmp_path, "again")
+    """A second run into a folder with checkpoints refuses to start, and says which flag continues it."""
+    args = resume_flags(toy_world, tmp_path, "again", curation=False)
     args[args.index("--number_of_epochs=2")] = "--number_of_epochs=1"
     check_ok(run_script(args))
     proc = run_script(args)
     assert proc.returncode != 0
     assert "already holds checkpoints" in proc.stderr and "--resume_interrupt=True" in proc.stderr
+
+
+def test_curation_prob_without_curation_csv_fails_before_training(toy_world, tmp_path):
+    proc = run_script([TRAIN, TOY_YAML, f"--data_annot_folder={toy_world}", f"--output_base={tmp_path}",
+                       "--curation_prob=0.5", "--curation_csv="])
+    assert proc.returncode != 0
+    assert "--curation_prob=0.5 needs --curation_csv" in proc.stderr
+    assert not (tmp_path / "toy_teacher" / "train_log.txt").exists()
+    assert not checkpoint_dirs(tmp_path / "toy_teacher" / "save")
+
+
+def test_curation_mixer_share_matches_probability():
+    """Over 1000 steps the share of curated batches is within three standard deviations of curation_prob."""
+    from recipes.microsoft_clap_train import CurationMixer
+
+    p, n = 0.3, 1000
+    mixer = CurationMixer.__new__(CurationMixer)
+    mixer.prob, mixer.generator = p, torch.Generator().manual_seed(0)
+    share = sum(mixer.take_curated() for _ in range(n)) / n
+    assert abs(share - p) <= 3 * (p * (1 - p) / n) ** 0.5, share
