@@ -21,6 +21,7 @@ Authors
 import logging
 import math
 import os
+import pathlib
 import shutil
 import sys
 
@@ -36,6 +37,7 @@ from dataset.manifest import read_caption_csv
 from models.freeze import freeze_base
 from models.text_encoder import tokenize
 from recipes import common
+from recipes.zeroshot_eval import zeroshot_validation_from_hparams
 
 logger = logging.getLogger(__name__)
 
@@ -109,26 +111,33 @@ class CurationMixer:
 class CLAPBrain(sb.Brain):
     """Contrastive audio-text training over the global batch."""
 
+    def tokens(self, batch):
+        """The batch's captions as model inputs on the Brain's device."""
+        tokens = tokenize(self.hparams.tokenizer, batch.caption, max_length=self.hparams.text_max_length)
+        return {k: v.to(self.device) for k, v in tokens.items()}
+
     def compute_forward(self, batch, stage):
         """Embeds the batch's audio and captions; returns (audio_emb, text_emb, logit_scale)."""
         batch = batch.to(self.device)
-        tokens = tokenize(self.hparams.tokenizer, batch.caption, max_length=self.hparams.text_max_length)
-        tokens = {k: v.to(self.device) for k, v in tokens.items()}
-        audio_emb, text_emb, scale = self.modules.model(batch.sig.data, **tokens)
+        audio_emb, text_emb, scale = self.modules.model(batch.sig.data, **self.tokens(batch))
         # DataParallel gathers the 0-dim scale of each replica into a vector.
         return audio_emb, text_emb, scale.reshape(-1)[0]
 
     def compute_objectives(self, predictions, batch, stage):
         """Symmetric contrastive loss; in-batch audio→text R@1 outside training."""
-        audio_emb, text_emb, scale = predictions
+        audio_emb, text_emb, scale = predictions[:3]
         valid = batch.audio_ok.to(self.device)
         self.unreadable += int((~valid).sum())
         loss, logits = self.hparams.loss(
-            audio_emb, text_emb, scale, valid=valid, gather=(stage == sb.Stage.TRAIN)
+            audio_emb, text_emb, scale, valid=valid, gather=(stage == sb.Stage.TRAIN), **self.soft_target_inputs(predictions, stage)
         )
         if stage != sb.Stage.TRAIN and logits.numel():
             self._update_recall(logits, [p for p, ok in zip(batch.wav_path, valid.tolist()) if ok])
         return loss
+
+    def soft_target_inputs(self, predictions, stage):
+        """Extra loss arguments; plain CLAP has none (SoftCLAP passes the teacher's embeddings)."""
+        return {}
 
     def _update_recall(self, logits, wav_paths):
         # A caption of the same clip counts as a hit: Clotho has five per clip.
@@ -202,6 +211,9 @@ class CLAPBrain(sb.Brain):
         if self.recall_rows:
             stats["R@1"] = self.recall_hits / self.recall_rows
             stats["R@1_chance"] = self.recall_chance / self.recall_rows
+        if getattr(self, "zeroshot", None) is not None:
+            # Zero-shot top-1 (use_zs_loader): the metric checkpoints are then kept by.
+            stats["acc"] = self.zeroshot(self.modules.model, self.device)["top1"] or 0.0
         if stage == sb.Stage.VALID:
             lr = self.optimizer.param_groups[0]["lr"]
             self.hparams.train_logger.log_stats(
@@ -209,8 +221,9 @@ class CLAPBrain(sb.Brain):
                 train_stats=getattr(self, "train_stats", None),
                 valid_stats=stats,
             )
-            meta = {k: float(v) for k, v in stats.items() if k in ("loss", "R@1")}
-            self.checkpointer.save_and_keep_only(meta=meta, min_keys=["loss"])
+            meta = {k: float(v) for k, v in stats.items() if k in ("loss", "R@1", "acc")}
+            keep = {"max_keys": ["acc"]} if "acc" in meta else {"min_keys": ["loss"]}
+            self.checkpointer.save_and_keep_only(meta=meta, **keep)
         elif stage == sb.Stage.TEST:
             self.hparams.train_logger.log_stats(
                 stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats
@@ -302,8 +315,14 @@ def freeze_for_training(model, hparams):
         freeze_base(model.caption_encoder)
 
 
-def main(argv=None):
-    """Parses flags, prepares data, builds the Brain, trains and evaluates."""
+def main(argv=None, brain_class=None, extra_brain_kwargs=None):
+    """Parses flags, prepares data, builds the Brain, trains and evaluates.
+
+    ``brain_class`` (default :class:`CLAPBrain`) and ``extra_brain_kwargs``
+    (a function of the loaded hparams returning keyword arguments for it) let
+    the SoftCLAP recipe reuse this whole sequence with its own Brain.
+    """
+    brain_class = brain_class or CLAPBrain
     hparams_file, run_opts, overrides = common.parse_arguments(argv)
     run_opts = common.cpu_fallbacks(run_opts)
     sb.utils.distributed.ddp_init_group(run_opts)
@@ -315,12 +334,13 @@ def main(argv=None):
     )
     prepare_manifests(hparams)
     train_set, valid_set, curated_set = dataio_prep(hparams)
+    zeroshot = zeroshot_validation_from_hparams(hparams)
 
     # Where checkpoints live: our own save folder, or the interrupted run's.
     ckpt_dir = hparams["save_folder"]
     if hparams["resume_interrupt"] and hparams.get("prev_ckpt_dir"):
         ckpt_dir = hparams["prev_ckpt_dir"]
-    hparams["checkpointer"].checkpoints_dir = sb.utils.checkpoints.pathlib.Path(ckpt_dir)
+    hparams["checkpointer"].checkpoints_dir = pathlib.Path(ckpt_dir)
     has_ckpt = bool(common.checkpoint_dirs(ckpt_dir))
     if has_ckpt and not hparams["resume_interrupt"]:
         raise SystemExit(
@@ -335,12 +355,13 @@ def main(argv=None):
         common.initialise_model(model, hparams)
     freeze_for_training(model, hparams)
 
-    brain = CLAPBrain(
+    brain = brain_class(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],
         hparams=hparams,
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
+        **(extra_brain_kwargs(hparams) if extra_brain_kwargs else {}),
     )
     loader_kwargs = dict(hparams["train_dataloader_opts"])
     loader_kwargs["generator"] = torch.Generator().manual_seed(hparams["seed"])
@@ -351,15 +372,15 @@ def main(argv=None):
             curated_set, hparams["curation_prob"], hparams["batch_size"], hparams["seed"] + 7,
             num_workers=hparams["num_workers"], epoch_state=hparams["curation_epoch_state"],
         )
+    brain.zeroshot = zeroshot
     replay_steps = len(train_loader) * hparams["number_of_epochs"]
     brain.total_steps = int(math.ceil(replay_steps / (1.0 - hparams["curation_prob"])))
 
     if if_main_process():
         print(f"Output folder: {os.path.abspath(hparams['output_folder'])}", flush=True)
     brain.fit(hparams["epoch_counter"], train_loader, valid_loader)
-    brain.evaluate(
-        valid_set, min_key="loss", test_loader_kwargs=hparams["valid_dataloader_opts"]
-    )
+    best = {"max_key": "acc"} if zeroshot is not None else {"min_key": "loss"}
+    brain.evaluate(valid_set, test_loader_kwargs=hparams["valid_dataloader_opts"], **best)
     if if_main_process():
         print(f"Done. Checkpoints: {os.path.abspath(ckpt_dir)}", flush=True)
     return brain

@@ -38,6 +38,35 @@ def latest_weights(save_dir):
     return torch.load(os.path.join(find_checkpoint(save_dir, "latest"), "model.ckpt"), weights_only=True)
 
 
+def max_weight_difference(save_a, save_b):
+    """Largest absolute difference between the latest model weights of two runs."""
+    a, b = latest_weights(save_a), latest_weights(save_b)
+    assert a.keys() == b.keys()
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+def kill_after_first_intra_epoch_checkpoint(args, save_dir, timeout=600):
+    """Starts ``python args...`` and SIGKILLs it as soon as a complete intra-epoch checkpoint exists."""
+    proc = subprocess.Popen([sys.executable] + list(args), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def intra_epoch_done():
+        return any(os.path.exists(os.path.join(d, "zz_complete.ckpt"))
+                   and "brain_intra_epoch_ckpt" in open(os.path.join(d, "CKPT.yaml")).read()
+                   for d in checkpoint_dirs(save_dir))
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if intra_epoch_done():
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before an intra-epoch checkpoint appeared"
+    latest = find_checkpoint(save_dir, "latest")
+    assert "brain_intra_epoch_ckpt" in open(os.path.join(latest, "CKPT.yaml")).read()
+
+
 @pytest.mark.slow
 def test_toy_teacher_learns(toy_teacher):
     """Validation loss falls and in-batch audio→text R@1 beats chance by a clear margin (hparams/toy, 10 epochs)."""
@@ -127,30 +156,13 @@ def test_killed_mid_epoch_then_resumed_equals_uninterrupted(toy_world, tmp_path)
     assert len(curated) == 2 and sum(curated) > 0, log
 
     save = tmp_path / "killed" / "save"
-    proc = subprocess.Popen([sys.executable] + resume_flags(toy_world, tmp_path, "killed"), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    killed = False
-    while time.time() < deadline and proc.poll() is None:
-        if any((c_dir := d) and os.path.exists(os.path.join(d, "zz_complete.ckpt"))
-               and "brain_intra_epoch_ckpt" in open(os.path.join(d, "CKPT.yaml")).read()
-               for d in checkpoint_dirs(save)):
-            proc.send_signal(signal.SIGKILL)
-            killed = True
-            break
-        time.sleep(0.02)
-    proc.wait()
-    assert killed, "the run finished before an intra-epoch checkpoint appeared"
-    assert "brain_intra_epoch_ckpt" in open(os.path.join(find_checkpoint(save, "latest"), "CKPT.yaml")).read()
+    kill_after_first_intra_epoch_checkpoint(resume_flags(toy_world, tmp_path, "killed"), save)
 
     resumed = run_script(resume_flags(toy_world, tmp_path, "killed") + ["--resume_interrupt=True", f"--prev_ckpt_dir={save}"])
     check_ok(resumed)
     assert "Loading a checkpoint" in resumed.stdout + resumed.stderr
 
-    a, b = latest_weights(tmp_path / "straight" / "save"), latest_weights(save)
-    assert a.keys() == b.keys()
-    worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
-    assert worst <= 1e-6, worst
+    assert max_weight_difference(tmp_path / "straight" / "save", save) <= 1e-6
 
 
 @pytest.mark.slow

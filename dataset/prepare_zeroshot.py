@@ -1,0 +1,578 @@
+"""Prepares the zero-shot evaluation sets: ESC-50, UrbanSound8K and TUT Acoustic Scenes 2017.
+
+Each preparer reads the layout users unpack (see ``docs/formats.md``) and
+writes one manifest ``zeroshot_<dataset>.csv`` with the columns
+``ID,wav_path,class_name,fold,source_id`` (absolute ``wav_path``; the raw
+class name, e.g. ``sea_waves`` or ``cafe/restaurant``; ``source_id`` the
+Freesound id of ESC-50 and UrbanSound8K clips, the recording location of TUT
+clips). Next to it, ``zeroshot_<dataset>.json`` records the options, the
+class list in the paper's order (ESC-50 by ``target``, UrbanSound8K by
+``classID``, TUT sorted) and the counts; a later call with the same options
+reuses the manifest. Clips listed in the metadata but absent on disk are
+skipped and counted, as are files whose header cannot be read.
+
+To run it alone::
+
+    python -c "from dataset.prepare_zeroshot import prepare_esc50; \\
+        prepare_esc50('/data/ESC-50-master', 'results/esc50')"
+
+Authors
+ * clap-curation-recipes contributors
+"""
+
+import json
+import logging
+import os
+import re
+
+from tqdm import tqdm
+
+from dataset.audio import AudioReadError, probe_audio
+from dataset.labels import TUT_SETS, dataset_labels
+from dataset.manifest import atomic_write, read_csv, write_csv
+
+logger = logging.getLogger(__name__)
+
+ZEROSHOT_FIELDS = ["ID", "wav_path", "class_name", "fold", "source_id"]
+# Fold value of every clip of the TUT 2017 evaluation set.
+TUT_EVAL_FOLD = "evaluation"
+TUT_SET_NAMES = ("development", "evaluation")
+# What each dataset's folds are called (the ``fold`` column of the manifest).
+DATASET_FOLDS = {
+    "esc50": [str(k) for k in range(1, 6)],
+    "us8k": [str(k) for k in range(1, 11)],
+    "tut17": [str(k) for k in range(1, 5)] + [TUT_EVAL_FOLD],
+}
+# The file that identifies each dataset's root folder.
+_ROOT_MARKERS = {
+    "esc50": (os.path.join("meta", "esc50.csv"),),
+    "us8k": (os.path.join("metadata", "UrbanSound8K.csv"),),
+    "tut17": tuple(os.path.join(name, "meta.txt") for name in TUT_SETS),
+}
+_ALIASES = {"esc": "esc50", "esc-50": "esc50", "tut": "tut17", "tut2017": "tut17", "urbansound8k": "us8k"}
+
+# Bumped when the manifests' content changes for the same options, so that
+# old manifests are not silently reused.
+_FORMAT_VERSION = 1
+
+
+def canonical_dataset(dataset):
+    """The canonical name (``esc50``, ``us8k``, ``tut17``) of a zero-shot set, accepting the YAML folder names.
+
+    Example
+    -------
+    >>> canonical_dataset("esc"), canonical_dataset("US8K"), canonical_dataset("tut")
+    ('esc50', 'us8k', 'tut17')
+    """
+    name = str(dataset).strip().lower()
+    name = _ALIASES.get(name, name)
+    if name not in DATASET_FOLDS:
+        raise ValueError(f"Unknown zero-shot dataset {dataset!r}; expected one of esc50 (esc), us8k, tut17 (tut).")
+    return name
+
+
+def manifest_paths(save_folder, dataset):
+    """``(csv, json)`` paths of the manifest of ``dataset`` in ``save_folder``.
+
+    Example
+    -------
+    >>> [os.path.basename(p) for p in manifest_paths("/tmp/out", "esc")]
+    ['zeroshot_esc50.csv', 'zeroshot_esc50.json']
+    """
+    dataset = canonical_dataset(dataset)
+    base = os.path.join(os.path.abspath(os.fspath(save_folder)), f"zeroshot_{dataset}")
+    return base + ".csv", base + ".json"
+
+
+def parse_folds(folds, dataset):
+    """Normalises a fold selection into a sorted list of fold names, or None for all folds.
+
+    Arguments
+    ---------
+    folds : None, int, str or list
+        ``None`` (or ``""``) = every fold; an int; a string ``"1,2"`` or
+        ``"[1, 2]"`` (what a ``--folds=`` flag gives); a list of ints or
+        strings. TUT 2017 also has the fold ``"evaluation"`` (its evaluation set).
+    dataset : str
+        ``esc50`` (folds 1-5), ``us8k`` (1-10) or ``tut17`` (1-4, evaluation).
+
+    Returns
+    -------
+    list of str or None
+
+    Raises
+    ------
+    ValueError
+        If a fold does not exist in that dataset, or the selection is empty.
+
+    Example
+    -------
+    >>> parse_folds("2, 1", "esc50"), parse_folds(None, "us8k"), parse_folds([4, "evaluation"], "tut")
+    (['1', '2'], None, ['4', 'evaluation'])
+    >>> parse_folds(6, "esc50")
+    Traceback (most recent call last):
+    ...
+    ValueError: esc50 has no fold '6' (folds=6); its folds are 1, 2, 3, 4, 5.
+    """
+    dataset = canonical_dataset(dataset)
+    valid = DATASET_FOLDS[dataset]
+    if folds is None or (isinstance(folds, str) and not folds.strip()):
+        return None
+    if isinstance(folds, str):
+        items = [x for x in re.split(r"[\s,;\[\]]+", folds) if x]
+    elif isinstance(folds, (list, tuple, set)):
+        items = list(folds)
+    else:
+        items = [folds]
+    if not items:
+        raise ValueError(f"folds={folds!r} selects no fold of {dataset}; give null for all folds.")
+    chosen = set()
+    for item in items:
+        if isinstance(item, bool):
+            name = str(item)
+        elif isinstance(item, float) and item.is_integer():
+            name = str(int(item))
+        else:
+            name = str(item).strip().lower()
+        if name not in valid:
+            raise ValueError(
+                f"{dataset} has no fold {name!r} (folds={folds!r}); its folds are {', '.join(valid)}."
+            )
+        chosen.add(name)
+    return sorted(chosen, key=valid.index)
+
+
+def find_dataset_root(data_folder, dataset):
+    """The folder holding ``dataset``'s metadata: ``data_folder`` itself or one of its subfolders.
+
+    The second case lets ``--data_folder`` point at a folder that holds the
+    unpacked archive (``ESC-50-master/``, ``UrbanSound8K/``) or the toy world.
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming the file looked for.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> os.makedirs(os.path.join(d, "ESC-50-master", "meta"))
+    >>> open(os.path.join(d, "ESC-50-master", "meta", "esc50.csv"), "w").close()
+    >>> find_dataset_root(d, "esc50") == os.path.join(d, "ESC-50-master")
+    True
+    """
+    dataset = canonical_dataset(dataset)
+    if not data_folder:
+        raise FileNotFoundError(f"No data_folder given for {dataset}.")
+    folder = os.path.abspath(os.fspath(data_folder))
+    markers = _ROOT_MARKERS[dataset]
+
+    def holds(root):
+        return any(os.path.isfile(os.path.join(root, m)) for m in markers)
+
+    if holds(folder):
+        return folder
+    try:
+        subfolders = sorted(e.path for e in os.scandir(folder) if e.is_dir())
+    except OSError:
+        subfolders = []
+    for sub in subfolders:
+        if holds(sub):
+            return sub
+    raise FileNotFoundError(
+        f"{dataset}: found no {' or '.join(markers)} in {folder} or its subfolders; "
+        f"--data_folder must be the root of the unpacked dataset (see docs/formats.md)."
+    )
+
+
+# ------------------------------------------------------------------ readers
+def _strip_row(row):
+    return {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+
+
+def _require(path, rows, columns):
+    missing = [c for c in columns if rows and c not in rows[0]]
+    if missing:
+        raise ValueError(f"{path} lacks the column(s) {missing}; is it the dataset's metadata file?")
+
+
+def read_esc50(root):
+    """Rows of ``meta/esc50.csv``: ``ID`` (file stem), ``wav_path``, ``class_name`` (``category``), ``fold``, ``source_id`` (``src_file``)."""
+    path = os.path.join(root, "meta", "esc50.csv")
+    rows = [_strip_row(r) for r in read_csv(path)]
+    _require(path, rows, ["filename", "fold", "category", "src_file"])
+    return [
+        {
+            "ID": os.path.splitext(r["filename"])[0],
+            "wav_path": os.path.join(root, "audio", r["filename"]),
+            "class_name": r["category"],
+            "fold": str(int(r["fold"])),
+            "source_id": r["src_file"],
+        }
+        for r in rows
+    ]
+
+
+def read_us8k(root):
+    """Rows of ``metadata/UrbanSound8K.csv``; audio in ``audio/fold<k>/``; ``source_id`` is ``fsID``."""
+    path = os.path.join(root, "metadata", "UrbanSound8K.csv")
+    rows = [_strip_row(r) for r in read_csv(path)]
+    _require(path, rows, ["slice_file_name", "fsID", "fold", "class"])
+    out = []
+    for r in rows:
+        fold = str(int(r["fold"]))
+        out.append({
+            "ID": os.path.splitext(r["slice_file_name"])[0],
+            "wav_path": os.path.join(root, "audio", f"fold{fold}", r["slice_file_name"]),
+            "class_name": r["class"],
+            "fold": fold,
+            "source_id": r["fsID"],
+        })
+    return out
+
+
+def _read_tsv(path):
+    """Non-empty lines of a TUT text file, split at tabs (whitespace if a line has no tab), every field stripped."""
+    rows = []
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        for line in f:
+            fields = line.split("\t") if "\t" in line else line.split()
+            fields = [x.strip() for x in fields]
+            while fields and not fields[-1]:
+                fields.pop()
+            if fields:
+                rows.append(fields)
+    return rows
+
+
+def _tut_dev_folds(set_root):
+    """``{file: fold}`` from ``evaluation_setup/fold<k>_evaluate.txt`` (each clip is evaluated in one fold)."""
+    folds = {}
+    for k in range(1, 5):
+        path = os.path.join(set_root, "evaluation_setup", f"fold{k}_evaluate.txt")
+        if os.path.isfile(path):
+            for fields in _read_tsv(path):
+                folds[fields[0]] = str(k)
+    return folds
+
+
+def read_tut17(root, sets=TUT_SET_NAMES):
+    """Rows of the TUT 2017 ``meta.txt`` files of ``sets`` (``development``, ``evaluation``).
+
+    Development clips take their fold from ``evaluation_setup/fold<k>_evaluate.txt``
+    (empty when a clip is in none); evaluation clips have the fold ``"evaluation"``.
+    ``source_id`` is the recording location when ``meta.txt`` has a third column.
+    """
+    rows = []
+    for set_name in sets:
+        set_root = os.path.join(root, f"TUT-acoustic-scenes-2017-{set_name}")
+        meta = os.path.join(set_root, "meta.txt")
+        if not os.path.isfile(meta):
+            raise FileNotFoundError(f"tut17: {meta} not found; the {set_name} set is needed (sets={list(sets)}).")
+        if set_name == "development":
+            folds = _tut_dev_folds(set_root)
+            if not folds:
+                logger.warning("tut17: no evaluation_setup/fold<k>_evaluate.txt in %s; development clips get no fold.", set_root)
+        prefix = "dev" if set_name == "development" else "eval"
+        for i, fields in enumerate(_read_tsv(meta)):
+            if len(fields) < 2:
+                raise ValueError(f"{meta}, line {i + 1}: expected 'file<TAB>scene[<TAB>location]', got {fields!r}.")
+            file_name, scene = fields[0], fields[1]
+            fold = folds.get(file_name, "") if set_name == "development" else TUT_EVAL_FOLD
+            stem = os.path.splitext(os.path.basename(file_name))[0]
+            rows.append({
+                "ID": f"{prefix}_{stem}",
+                "wav_path": os.path.normpath(os.path.join(set_root, file_name)),
+                "class_name": scene,
+                "fold": fold,
+                "source_id": fields[2] if len(fields) > 2 else "",
+            })
+    return rows
+
+
+# --------------------------------------------------------------- preparation
+def _check_rows(rows, labels, dataset):
+    known = set(labels)
+    unknown = sorted({r["class_name"] for r in rows} - known)
+    if unknown:
+        raise ValueError(f"{dataset}: class(es) {unknown} are not in the class list {labels}.")
+    seen = set()
+    for row in rows:
+        if row["ID"] in seen:
+            raise ValueError(f"{dataset}: duplicate clip ID {row['ID']!r} ({row['wav_path']}).")
+        seen.add(row["ID"])
+
+
+def _available(rows, check_audio, dataset):
+    """Splits rows into (kept, missing, unreadable) by looking at the audio files."""
+    kept, missing, unreadable = [], [], []
+    for row in tqdm(rows, desc=f"Checking {dataset} audio", unit="file", dynamic_ncols=True,
+                    disable=len(rows) < 1000):
+        if not os.path.isfile(row["wav_path"]):
+            missing.append(row)
+            continue
+        if check_audio:
+            try:
+                probe_audio(row["wav_path"])
+            except AudioReadError as err:
+                logger.debug("%s", err)
+                unreadable.append(row)
+                continue
+        kept.append(row)
+    return kept, missing, unreadable
+
+
+def _fold_order(fold):
+    return (0, int(fold), "") if fold.isdigit() else (1, 0, fold)
+
+
+def read_previous(json_path):
+    """The JSON of an earlier preparation, or None if absent or unreadable (then everything is redone)."""
+    if not os.path.isfile(json_path):
+        return None
+    try:
+        with open(json_path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _prepare(dataset, data_folder, save_folder, folds, check_audio, sets=None):
+    dataset = canonical_dataset(dataset)
+    fold_list = parse_folds(folds, dataset)
+    root = find_dataset_root(data_folder, dataset)
+    if dataset == "tut17":
+        sets = _parse_sets(sets)
+        if fold_list:
+            dev_folds = [f for f in fold_list if f != TUT_EVAL_FOLD]
+            if dev_folds and "development" not in sets:
+                raise ValueError(f"tut17: folds {dev_folds} are development folds but sets={sets} has no development set.")
+            if TUT_EVAL_FOLD in fold_list and "evaluation" not in sets:
+                raise ValueError(f"tut17: fold 'evaluation' selected but sets={sets} has no evaluation set.")
+    csv_path, json_path = manifest_paths(save_folder, dataset)
+    options = {
+        "format_version": _FORMAT_VERSION,
+        "dataset": dataset,
+        "data_folder": root,
+        "folds": fold_list,
+        "check_audio": bool(check_audio),
+    }
+    if dataset == "tut17":
+        options["sets"] = list(sets)
+    previous = read_previous(json_path)
+    if previous and previous.get("options") == options and os.path.isfile(csv_path):
+        logger.info("%s exists for the same options; skipping preparation.", csv_path)
+        return {"csv": csv_path, "labels": previous["labels"], "stats": previous.get("stats", {}), "reused": True}
+    # The JSON marks a finished preparation: drop it first so that a crash
+    # while writing a new CSV can never pair it with the old options.
+    if os.path.exists(json_path):
+        os.remove(json_path)
+
+    labels = dataset_labels(dataset, root)
+    if dataset == "esc50":
+        rows = read_esc50(root)
+    elif dataset == "us8k":
+        rows = read_us8k(root)
+    else:
+        rows = read_tut17(root, sets)
+    _check_rows(rows, labels, dataset)
+    listed_total = len(rows)
+    if fold_list is not None:
+        rows = [r for r in rows if r["fold"] in fold_list]
+    kept, missing, unreadable = _available(rows, check_audio, dataset)
+    if missing:
+        logger.warning("%s: %d listed clip(s) missing on disk were skipped, e.g. %s",
+                       dataset, len(missing), ", ".join(r["wav_path"] for r in missing[:3]))
+    if unreadable:
+        logger.warning("%s: %d unreadable or empty audio file(s) were skipped, e.g. %s",
+                       dataset, len(unreadable), ", ".join(r["wav_path"] for r in unreadable[:3]))
+    if not kept:
+        example = rows[0]["wav_path"] if rows else "(no clip listed in the selected folds)"
+        raise ValueError(
+            f"{dataset}: no readable audio among the {len(rows)} clips listed in folds "
+            f"{fold_list or 'all'} under {root} (e.g. {example}). Check --data_folder and the folds."
+        )
+    per_fold = {}
+    for row in kept:
+        per_fold[row["fold"]] = per_fold.get(row["fold"], 0) + 1
+    stats = {
+        "listed": listed_total,
+        "selected": len(rows),
+        "kept": len(kept),
+        "missing": len(missing),
+        "unreadable": len(unreadable),
+        "per_fold": {f: per_fold[f] for f in sorted(per_fold, key=_fold_order)},
+    }
+    write_csv(csv_path, kept, fieldnames=ZEROSHOT_FIELDS)
+    atomic_write(
+        json_path,
+        lambda f: json.dump({"options": options, "labels": labels, "stats": stats}, f, indent=2, ensure_ascii=False),
+        "w",
+        encoding="utf-8",
+    )
+    logger.info(
+        "%s: %d clips listed, %d in folds %s, %d kept, %d missing, %d unreadable; %d classes -> %s",
+        dataset, listed_total, len(rows), fold_list or "all", len(kept), len(missing), len(unreadable),
+        len(labels), csv_path,
+    )
+    return {"csv": csv_path, "labels": labels, "stats": stats, "reused": False}
+
+
+def _parse_sets(sets):
+    if sets is None:
+        return list(TUT_SET_NAMES)
+    if isinstance(sets, str):
+        sets = [s for s in re.split(r"[\s,;\[\]]+", sets) if s]
+    sets = [str(s).strip().lower() for s in sets]
+    bad = [s for s in sets if s not in TUT_SET_NAMES]
+    if bad or not sets:
+        raise ValueError(f"tut17: sets must be a non-empty subset of {list(TUT_SET_NAMES)}, got {sets!r}.")
+    return [s for s in TUT_SET_NAMES if s in sets]
+
+
+def prepare_esc50(data_folder, save_folder, folds=None, check_audio=True):
+    """Writes the ESC-50 manifest ``zeroshot_esc50.csv`` (50 classes in ``target`` order, folds 1-5).
+
+    Arguments
+    ---------
+    data_folder : str
+        The folder holding ``audio/`` and ``meta/esc50.csv`` (or its parent).
+    save_folder : str
+        Where ``zeroshot_esc50.csv`` and ``zeroshot_esc50.json`` are written.
+    folds : None, int, str or list
+        Folds to keep (see :func:`parse_folds`); None keeps all five.
+    check_audio : bool
+        Read every file's header and skip unreadable or empty ones.
+
+    Returns
+    -------
+    dict
+        ``csv`` (manifest path), ``labels`` (class list in ``target`` order),
+        ``stats`` (``listed``, ``selected`` (in the chosen folds), ``kept``,
+        ``missing``, ``unreadable``, ``per_fold``) and ``reused`` (True when
+        an earlier manifest for the same options was kept).
+
+    Example
+    -------
+    >>> import os, tempfile, numpy as np, soundfile
+    >>> d = tempfile.mkdtemp()
+    >>> os.makedirs(os.path.join(d, "meta")); os.makedirs(os.path.join(d, "audio"))
+    >>> with open(os.path.join(d, "meta", "esc50.csv"), "w") as f:
+    ...     _ = f.write("filename,fold,target,category,esc10,src_file,take\\n"
+    ...                 "1-1-A-1.wav,1,1,rain,False,1,A\\n2-2-A-0.wav,2,0,sea_waves,False,2,A\\n")
+    >>> soundfile.write(os.path.join(d, "audio", "1-1-A-1.wav"), np.zeros(441), 44100)
+    >>> out = prepare_esc50(d, os.path.join(d, "out"))
+    >>> out["labels"], out["stats"]["kept"], out["stats"]["missing"]
+    (['sea_waves', 'rain'], 1, 1)
+    >>> prepare_esc50(d, os.path.join(d, "out"))["reused"]
+    True
+    """
+    return _prepare("esc50", data_folder, save_folder, folds, check_audio)
+
+
+def prepare_us8k(data_folder, save_folder, folds=None, check_audio=True):
+    """Writes the UrbanSound8K manifest ``zeroshot_us8k.csv`` (10 classes in ``classID`` order, folds 1-10).
+
+    Arguments
+    ---------
+    data_folder : str
+        The folder holding ``audio/fold<k>/`` and ``metadata/UrbanSound8K.csv`` (or its parent).
+    save_folder : str
+        Where ``zeroshot_us8k.csv`` and ``zeroshot_us8k.json`` are written.
+    folds : None, int, str or list
+        Folds to keep (see :func:`parse_folds`); never reshuffled.
+    check_audio : bool
+        Read every file's header and skip unreadable or empty ones.
+
+    Returns
+    -------
+    dict
+        As :func:`prepare_esc50`.
+
+    Example
+    -------
+    >>> import os, tempfile, numpy as np, soundfile
+    >>> d = tempfile.mkdtemp()
+    >>> os.makedirs(os.path.join(d, "metadata")); os.makedirs(os.path.join(d, "audio", "fold3"))
+    >>> with open(os.path.join(d, "metadata", "UrbanSound8K.csv"), "w") as f:
+    ...     _ = f.write("slice_file_name,fsID,start,end,salience,fold,classID,class\\n"
+    ...                 "7-3-0-0.wav,7,0,0.05,1,3,3,dog_bark\\n")
+    >>> soundfile.write(os.path.join(d, "audio", "fold3", "7-3-0-0.wav"), np.zeros((1100, 2)), 22050)
+    >>> out = prepare_us8k(d, os.path.join(d, "out"), folds=3)
+    >>> out["stats"]["per_fold"], read_csv(out["csv"])[0]["source_id"]
+    ({'3': 1}, '7')
+    """
+    return _prepare("us8k", data_folder, save_folder, folds, check_audio)
+
+
+def prepare_tut17(data_folder, save_folder, folds=None, sets=TUT_SET_NAMES, check_audio=True):
+    """Writes the TUT Acoustic Scenes 2017 manifest ``zeroshot_tut17.csv`` (15 scenes, sorted).
+
+    The paper scores the development and evaluation sets together (the
+    default ``sets``). Development clips take their fold (1-4) from
+    ``evaluation_setup/fold<k>_evaluate.txt``; evaluation clips have the fold
+    ``"evaluation"``. Every field of the text files is stripped.
+
+    Arguments
+    ---------
+    data_folder : str
+        The folder holding ``TUT-acoustic-scenes-2017-development/`` and/or
+        ``TUT-acoustic-scenes-2017-evaluation/`` (or its parent).
+    save_folder : str
+        Where ``zeroshot_tut17.csv`` and ``zeroshot_tut17.json`` are written.
+    folds : None, int, str or list
+        Folds to keep: 1-4 and/or ``"evaluation"``; None keeps every clip of ``sets``.
+    sets : tuple of str
+        ``"development"``, ``"evaluation"`` or both.
+    check_audio : bool
+        Read every file's header and skip unreadable or empty ones.
+
+    Returns
+    -------
+    dict
+        As :func:`prepare_esc50`.
+
+    Example
+    -------
+    >>> import os, tempfile, numpy as np, soundfile
+    >>> d = tempfile.mkdtemp()
+    >>> ev = os.path.join(d, "TUT-acoustic-scenes-2017-evaluation")
+    >>> os.makedirs(os.path.join(ev, "audio"))
+    >>> with open(os.path.join(ev, "meta.txt"), "w") as f:
+    ...     _ = f.write("audio/1.wav\\tcafe/restaurant \\r\\n")
+    >>> soundfile.write(os.path.join(ev, "audio", "1.wav"), np.zeros((441, 2)), 44100, subtype="PCM_24")
+    >>> out = prepare_tut17(d, os.path.join(d, "out"), sets=["evaluation"])
+    >>> row = read_csv(out["csv"])[0]
+    >>> row["ID"], row["class_name"], row["fold"], out["labels"]
+    ('eval_1', 'cafe/restaurant', 'evaluation', ['cafe/restaurant'])
+    """
+    return _prepare("tut17", data_folder, save_folder, folds, check_audio, sets=sets)
+
+
+def prepare_zeroshot(dataset, data_folder, save_folder, folds=None, check_audio=True):
+    """Calls the preparer of ``dataset`` (``esc50``/``esc``, ``us8k``, ``tut17``/``tut``; TUT: both sets).
+
+    Example
+    -------
+    >>> prepare_zeroshot("mnist", "/nowhere", "/tmp")
+    Traceback (most recent call last):
+    ...
+    ValueError: Unknown zero-shot dataset 'mnist'; expected one of esc50 (esc), us8k, tut17 (tut).
+    """
+    return _prepare(canonical_dataset(dataset), data_folder, save_folder, folds, check_audio)
+
+
+def read_prepared(save_folder, dataset):
+    """``(csv path, labels, stats)`` of a finished preparation in ``save_folder``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the dataset was not prepared there.
+    """
+    csv_path, json_path = manifest_paths(save_folder, dataset)
+    previous = read_previous(json_path)
+    if previous is None or not os.path.isfile(csv_path):
+        raise FileNotFoundError(f"No prepared {canonical_dataset(dataset)} manifest in {save_folder}; run its preparer first.")
+    return csv_path, previous["labels"], previous.get("stats", {})
