@@ -7,6 +7,7 @@ never leaves half a manifest on disk.
 """
 
 import csv
+import json
 import os
 import tempfile
 
@@ -160,3 +161,20 @@ def read_caption_csv(path, base_dir=None):
         if wav and not os.path.isabs(wav):
             row["wav_path"] = os.path.normpath(os.path.join(base_dir, wav))
     return rows
+
+
+def read_json_or_none(path):
+    """The JSON object in ``path``, or None if it is absent or unreadable (callers then redo their work).
+
+    Example
+    -------
+    >>> read_json_or_none("/nonexistent/options.json") is None
+    True
+    """
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None

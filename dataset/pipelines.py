@@ -44,6 +44,25 @@ class EpochState:
         self.epoch = epoch
 
 
+def load_or_silence(wav_path, sample_rate, duration, crop, generator=None):
+    """``(waveform, True)``, or ``(silence, False)`` for a file that cannot be read.
+
+    Used inside data pipelines so that a clip that broke after preparation is
+    masked and counted by the caller instead of ending the epoch.
+
+    Example
+    -------
+    >>> sig, ok = load_or_silence("/nonexistent.wav", 8000, 0.5, "center")
+    >>> sig.shape, ok
+    (torch.Size([4000]), False)
+    """
+    try:
+        return load_audio(wav_path, sample_rate, duration, crop=crop, generator=generator), True
+    except AudioReadError as err:
+        logger.warning("Skipping unreadable audio (%s)", err)
+        return torch.zeros(int(round(sample_rate * duration))), False
+
+
 def rows_to_data(rows):
     """Turns manifest rows into the ``{ID: {field: value}}`` dict ``DynamicItemDataset`` takes."""
     data = {}
@@ -103,7 +122,6 @@ def caption_dataset(
     rows = read_caption_csv(csv_path)
     if not rows:
         raise ValueError(f"The caption manifest {csv_path} has no rows.")
-    num_samples = int(round(sample_rate * duration))
     epoch_state = epoch_state or EpochState()
     dataset = sb.dataio.dataset.DynamicItemDataset(rows_to_data(rows))
 
@@ -115,13 +133,7 @@ def caption_dataset(
             crop = "random"
         else:
             generator, crop = None, eval_crop
-        try:
-            sig = load_audio(wav_path, sample_rate, duration, crop=crop, generator=generator)
-            ok = True
-        except AudioReadError as err:
-            # Never crash mid-epoch: the row is masked out of the loss and counted.
-            logger.warning("Skipping unreadable audio (%s)", err)
-            sig, ok = torch.zeros(num_samples), False
+        sig, ok = load_or_silence(wav_path, sample_rate, duration, crop, generator)
         yield sig
         yield ok
 

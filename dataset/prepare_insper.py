@@ -26,7 +26,7 @@ import yaml
 from tqdm import tqdm
 
 from dataset.audio import AUDIO_EXTENSIONS, AudioReadError, probe_audio
-from dataset.manifest import ManifestError, atomic_write, read_caption_csv, read_csv, write_csv
+from dataset.manifest import ManifestError, atomic_write, read_caption_csv, read_csv, read_json_or_none, write_csv
 
 logger = logging.getLogger(__name__)
 
@@ -779,7 +779,7 @@ def prepare_insper(
         "seed": int(seed),
         "check_audio": bool(check_audio),
     }
-    previous = _read_previous(json_path)
+    previous = read_json_or_none(json_path)
     if previous and previous.get("options") == options and os.path.isfile(train_csv) and os.path.isfile(valid_csv):
         logger.info("%s and %s exist for the same options; skipping preparation.", train_csv, valid_csv)
         return {"train": train_csv, "valid": valid_csv, "stats": previous.get("stats", {})}
@@ -859,14 +859,3 @@ def prepare_insper(
         len(train), n_train_clips, train_csv, len(valid), n_valid_clips, valid_csv,
     )
     return {"train": train_csv, "valid": valid_csv, "stats": stats}
-
-
-def _read_previous(json_path):
-    """The JSON of an earlier run, or None if absent or unreadable (then everything is redone)."""
-    if not os.path.isfile(json_path):
-        return None
-    try:
-        with open(json_path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from dataset.audio import AudioReadError, probe_audio
 from dataset.labels import TUT_SETS, dataset_labels
-from dataset.manifest import atomic_write, read_csv, write_csv
+from dataset.manifest import atomic_write, read_csv, read_json_or_none, write_csv
 
 logger = logging.getLogger(__name__)
 
@@ -327,15 +327,6 @@ def _fold_order(fold):
     return (0, int(fold), "") if fold.isdigit() else (1, 0, fold)
 
 
-def read_previous(json_path):
-    """The JSON of an earlier preparation, or None if absent or unreadable (then everything is redone)."""
-    if not os.path.isfile(json_path):
-        return None
-    try:
-        with open(json_path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def _prepare(dataset, data_folder, save_folder, folds, check_audio, sets=None):
@@ -360,7 +351,7 @@ def _prepare(dataset, data_folder, save_folder, folds, check_audio, sets=None):
     }
     if dataset == "tut17":
         options["sets"] = list(sets)
-    previous = read_previous(json_path)
+    previous = read_json_or_none(json_path)
     if previous and previous.get("options") == options and os.path.isfile(csv_path):
         logger.info("%s exists for the same options; skipping preparation.", csv_path)
         return {"csv": csv_path, "labels": previous["labels"], "stats": previous.get("stats", {}), "reused": True}
@@ -572,7 +563,7 @@ def read_prepared(save_folder, dataset):
         If the dataset was not prepared there.
     """
     csv_path, json_path = manifest_paths(save_folder, dataset)
-    previous = read_previous(json_path)
+    previous = read_json_or_none(json_path)
     if previous is None or not os.path.isfile(csv_path):
         raise FileNotFoundError(f"No prepared {canonical_dataset(dataset)} manifest in {save_folder}; run its preparer first.")
     return csv_path, previous["labels"], previous.get("stats", {})

@@ -30,10 +30,9 @@ import speechbrain as sb
 from speechbrain.utils.distributed import run_on_main
 from tqdm import tqdm
 
-from dataset.audio import AudioReadError, load_audio
 from dataset.labels import prompt_label
 from dataset.manifest import atomic_write, read_csv, write_csv
-from dataset.pipelines import rows_to_data
+from dataset.pipelines import load_or_silence, rows_to_data
 from dataset.prepare_zeroshot import prepare_zeroshot, read_prepared
 from models.text_encoder import tokenize
 
@@ -520,18 +519,13 @@ def zeroshot_dataset(csv_path, sample_rate, duration, eval_crop="center"):
     missing = {"ID", "wav_path", "class_name", "fold"} - set(rows[0])
     if missing:
         raise ValueError(f"{csv_path} lacks the column(s) {sorted(missing)}; expected ID,wav_path,class_name,fold.")
-    num_samples = int(round(sample_rate * duration))
     dataset = sb.dataio.dataset.DynamicItemDataset(rows_to_data(rows))
 
     @sb.utils.data_pipeline.takes("wav_path")
     @sb.utils.data_pipeline.provides("sig", "audio_ok")
     def audio_pipeline(wav_path):
-        try:
-            sig, ok = load_audio(wav_path, sample_rate, duration, crop=eval_crop), True
-        except AudioReadError as err:
-            # A clip that broke after preparation is counted as skipped, never a crash.
-            logger.warning("Skipping unreadable audio (%s)", err)
-            sig, ok = torch.zeros(num_samples), False
+        # A clip that broke after preparation is counted as skipped, never a crash.
+        sig, ok = load_or_silence(wav_path, sample_rate, duration, eval_crop)
         yield sig
         yield ok
 

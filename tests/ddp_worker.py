@@ -6,7 +6,6 @@ and rank 0 saves the loss and the averaged gradients for comparison with a
 single process that holds the whole batch.
 """
 
-import os
 import sys
 
 import torch
