@@ -44,6 +44,8 @@ def atomic_write(path, write_fn, mode="w", **open_kwargs):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    # mkstemp creates 0600 files; outputs should get the usual permissions (umask).
+    os.chmod(tmp, 0o666 & ~_current_umask())
     try:
         with os.fdopen(fd, mode, **open_kwargs) as f:
             write_fn(f)
@@ -52,6 +54,12 @@ def atomic_write(path, write_fn, mode="w", **open_kwargs):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_csv(path, rows, fieldnames=None):

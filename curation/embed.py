@@ -1,0 +1,805 @@
+"""Embedding extraction for curation: resumable, sharded, byte-reproducible ``.npy`` matrices.
+
+The teacher embeds every clip of an audio path list and every distinct
+caption of a caption CSV. Files written in the output folder (``emb_dir``):
+
+==========================  ====================================================
+``audio_emb.npy``           ``[N, d]`` L2-normalised audio embeddings (float16 by
+                            default), one row per readable clip, in list order
+``audio_paths.txt``         the N clips of those rows, one absolute path a line
+``audio_skipped.csv``       ``index,wav_path,error``: unreadable clips, left out
+``text_emb.npy``            ``[M, d]`` embeddings of the distinct captions
+``text_captions.csv``       the caption table of those rows (:func:`caption_table`)
+``embeddings.json``         options, counts and model fingerprint (written last)
+==========================  ====================================================
+
+Resuming: the item list is cut into fixed shards of ``shard_size`` items,
+each embedded in fixed batches and written atomically to
+``shards/<name>-<start>-<stop>.npz``. A killed run keeps its finished shards;
+run again, it embeds only the missing ones, and the merged files are byte for
+byte those of an uninterrupted run (the same batches go through the same
+model). Under ``torchrun`` shard ``k`` belongs to rank ``k % world_size``;
+rank 0 merges once every shard exists.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+
+import numpy as np
+import torch
+
+from dataset.audio import AudioReadError, fit_length, load_audio
+from dataset.manifest import atomic_write, write_csv
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "AUDIO_EMB", "AUDIO_PATHS", "AUDIO_SKIPPED", "TEXT_EMB", "TEXT_CAPTIONS", "INFO", "SHARD_DIR",
+    "STORAGE_DTYPES", "read_path_list", "write_path_list", "caption_table", "write_caption_table",
+    "read_caption_table", "list_digest", "read_skipped", "audio_chunks", "AudioClips", "collate_audio", "model_fingerprint",
+    "embed_items", "embed_audio_files", "embed_captions", "encode_texts", "load_embedding_info",
+    "save_npy", "update_info", "load_audio_set", "load_caption_set",
+]
+
+AUDIO_EMB = "audio_emb.npy"
+AUDIO_PATHS = "audio_paths.txt"
+AUDIO_SKIPPED = "audio_skipped.csv"
+TEXT_EMB = "text_emb.npy"
+TEXT_CAPTIONS = "text_captions.csv"
+INFO = "embeddings.json"
+SHARD_DIR = "shards"
+STORAGE_DTYPES = {"float16": np.float16, "float32": np.float32}
+CAPTION_TABLE_FIELDS = ["ID", "caption", "wav_path", "source", "source_ids", "n_rows"]
+
+
+# ------------------------------------------------------------------ item lists
+def read_path_list(path):
+    """Reads a list of audio files, one path a line (blank lines ignored).
+
+    Relative paths are taken relative to the list's folder.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> p = os.path.join(d, "list.txt")
+    >>> _ = open(p, "w").write("/a/Y1.wav\\n\\nb.wav\\n")
+    >>> read_path_list(p) == ["/a/Y1.wav", os.path.join(d, "b.wav")]
+    True
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Audio path list not found: {path} (expected one audio file path per line).")
+    base = os.path.dirname(os.path.abspath(path))
+    with open(path, encoding="utf-8") as f:
+        lines = [line.strip() for line in f]
+    return [p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p)) for p in lines if p]
+
+
+def write_path_list(path, paths):
+    """Writes one path a line (atomically).
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "paths.txt")
+    >>> write_path_list(p, ["/a/Y1.wav", "/a/Y 2,b.wav"])
+    >>> read_path_list(p)
+    ['/a/Y1.wav', '/a/Y 2,b.wav']
+    """
+    atomic_write(path, lambda f: f.write("".join(p + "\n" for p in paths)), "w", encoding="utf-8", newline="")
+
+
+def caption_table(rows):
+    """The distinct captions of caption-CSV rows, in order of first appearance.
+
+    Several clips can carry the same caption text; embedding it once keeps a
+    clip from receiving the same caption twice. Each entry keeps the first
+    row's ``ID``, ``wav_path`` and ``source``, the number of rows with that
+    text, and every ``source_id`` (Freesound ids, for the overlap audit)
+    joined by ``;``.
+
+    Arguments
+    ---------
+    rows : list of dict
+        Rows with at least ``ID``, ``wav_path``, ``caption`` (from
+        :func:`dataset.manifest.read_caption_csv`).
+
+    Returns
+    -------
+    list of dict
+        Keys ``ID, caption, wav_path, source, source_ids, n_rows``.
+
+    Example
+    -------
+    >>> rows = [{"ID": "a", "wav_path": "/a.wav", "caption": "Rain.", "source_id": "7"},
+    ...         {"ID": "b", "wav_path": "/b.wav", "caption": " Rain. ", "source_id": "9"},
+    ...         {"ID": "c", "wav_path": "/c.wav", "caption": ""}]
+    >>> [(t["ID"], t["caption"], t["source_ids"], t["n_rows"]) for t in caption_table(rows)]
+    [('a', 'Rain.', '7;9', 2)]
+    """
+    table, where = [], {}
+    for row in rows:
+        text = (row.get("caption") or "").strip()
+        if not text:
+            continue
+        if text not in where:
+            where[text] = len(table)
+            table.append({
+                "ID": row["ID"], "caption": text, "wav_path": row.get("wav_path", ""),
+                "source": row.get("source", ""), "source_ids": [], "n_rows": 0,
+            })
+        entry = table[where[text]]
+        entry["n_rows"] += 1
+        sid = str(row.get("source_id") or "").strip()
+        if sid and sid not in entry["source_ids"]:
+            entry["source_ids"].append(sid)
+    for entry in table:
+        entry["source_ids"] = ";".join(entry["source_ids"])
+    return table
+
+
+def write_caption_table(path, table, extra_fields=()):
+    """Writes a caption table (atomically) with the standard columns first.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "text_captions.csv")
+    >>> write_caption_table(p, caption_table([{"ID": "a", "wav_path": "/a.wav", "caption": 'A "dog", {barks}'}]))
+    >>> [(t["ID"], t["caption"], t["n_rows"]) for t in read_caption_table(p)]
+    [('a', 'A "dog", {barks}', 1)]
+    """
+    write_csv(path, table, fieldnames=CAPTION_TABLE_FIELDS + [f for f in extra_fields if f not in CAPTION_TABLE_FIELDS])
+
+
+def read_caption_table(path):
+    """Reads a caption table written by :func:`write_caption_table` (``n_rows`` as int)."""
+    from dataset.manifest import read_csv
+
+    table = read_csv(path)
+    for entry in table:
+        entry["n_rows"] = int(entry.get("n_rows") or 0)
+    return table
+
+
+# ------------------------------------------------------------------ audio items
+def audio_chunks(wav, num_samples, max_chunks=None):
+    """Cuts a waveform into ``num_samples`` windows that cover it (for chunk-and-average).
+
+    A clip no longer than one window is tiled to it (one chunk). A longer one
+    gives ``ceil(T / num_samples)`` windows (at most ``max_chunks``) spread
+    evenly from the start to the end, so the last window ends at the last
+    sample and no window is padded.
+
+    Example
+    -------
+    >>> audio_chunks(torch.arange(10.0), 4).tolist()
+    [[0.0, 1.0, 2.0, 3.0], [3.0, 4.0, 5.0, 6.0], [6.0, 7.0, 8.0, 9.0]]
+    >>> audio_chunks(torch.arange(3.0), 4).tolist()
+    [[0.0, 1.0, 2.0, 0.0]]
+    """
+    length = wav.shape[-1]
+    if length <= num_samples:
+        return fit_length(wav, num_samples, crop="start").unsqueeze(0)
+    count = math.ceil(length / num_samples)
+    if max_chunks:
+        count = min(count, int(max_chunks))
+    if count == 1:
+        return fit_length(wav, num_samples, crop="center").unsqueeze(0)
+    starts = np.linspace(0, length - num_samples, count).round().astype(np.int64)
+    return torch.stack([wav[s : s + num_samples] for s in starts])
+
+
+class AudioClips(torch.utils.data.Dataset):
+    """Clips of a path list as model input: one deterministic crop, or all chunks of the clip.
+
+    An unreadable file gives one silent chunk and ``ok=False`` (with the
+    reason), so a batch keeps its shape and the row is dropped at the merge.
+
+    Arguments
+    ---------
+    paths : list of str
+        Audio files.
+    sample_rate : int
+        Model rate.
+    duration : float
+        Seconds the model sees at once.
+    crop : str
+        ``"center"`` or ``"start"`` (single-crop mode).
+    chunking : bool
+        Embed every chunk of the clip (:func:`audio_chunks`) and average.
+    max_chunks : int, optional
+        Cap on chunks per clip.
+
+    Example
+    -------
+    >>> import os, tempfile, soundfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.wav")
+    >>> soundfile.write(p, np.zeros(1200, "float32"), 8000)
+    >>> clips = AudioClips([p, p + ".missing"], 8000, 0.1)
+    >>> item = clips[0]
+    >>> tuple(item["wav"].shape), item["ok"], clips[1]["ok"]
+    ((1, 800), True, False)
+    """
+
+    def __init__(self, paths, sample_rate, duration, crop="center", chunking=False, max_chunks=None):
+        self.paths = list(paths)
+        self.sample_rate = int(sample_rate)
+        self.duration = float(duration)
+        self.num_samples = int(round(self.duration * self.sample_rate))
+        self.crop = crop
+        self.chunking = bool(chunking)
+        self.max_chunks = max_chunks
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        path = self.paths[index]
+        try:
+            if self.chunking:
+                wav = audio_chunks(load_audio(path, self.sample_rate), self.num_samples, self.max_chunks)
+            else:
+                wav = load_audio(path, self.sample_rate, self.duration, crop=self.crop).unsqueeze(0)
+            return {"index": index, "wav": wav, "ok": True, "error": ""}
+        except (AudioReadError, ValueError, RuntimeError) as err:
+            # Decoding failures of any kind: the clip is skipped, not the run.
+            return {"index": index, "wav": torch.zeros(1, self.num_samples), "ok": False, "error": str(err)}
+
+
+def collate_audio(items):
+    """Stacks the chunks of a batch of :class:`AudioClips` items.
+
+    Returns
+    -------
+    dict
+        ``wav`` ``[total_chunks, T]``, ``counts`` (chunks per clip), ``ok``
+        (bool per clip), ``error`` (str per clip), ``index``.
+    """
+    return {
+        "wav": torch.cat([it["wav"] for it in items]),
+        "counts": torch.tensor([it["wav"].shape[0] for it in items]),
+        "ok": torch.tensor([it["ok"] for it in items]),
+        "error": [it["error"] for it in items],
+        "index": [it["index"] for it in items],
+    }
+
+
+def _audio_encoder(model, device, chunk_batch):
+    """``batch -> float32 [B, d]`` unit rows: chunk embeddings averaged per clip, then normalised."""
+
+    def encode(batch):
+        wav = batch["wav"]
+        parts = [model.encode_audio(wav[s : s + chunk_batch].to(device)).float().cpu() for s in range(0, wav.shape[0], chunk_batch)]
+        chunk_emb = torch.cat(parts)
+        counts = batch["counts"]
+        if int(counts.max()) == 1:
+            emb = chunk_emb
+        else:
+            owner = torch.repeat_interleave(torch.arange(counts.numel()), counts)
+            emb = torch.zeros(counts.numel(), chunk_emb.shape[1]).index_add_(0, owner, chunk_emb)
+            emb = torch.nn.functional.normalize(emb, dim=-1)
+        return emb.numpy(), batch["ok"].numpy(), batch["error"]
+
+    return encode
+
+
+# ------------------------------------------------------------------ text items
+class _Texts(torch.utils.data.Dataset):
+    def __init__(self, texts):
+        self.texts = list(texts)
+
+    def __len__(self):
+        return len(self.texts)
+
+    def __getitem__(self, index):
+        return self.texts[index]
+
+
+def _text_encoder(model, tokenizer, max_length, device):
+    from models.text_encoder import tokenize
+
+    def encode(texts):
+        tokens = {k: v.to(device) for k, v in tokenize(tokenizer, texts, max_length=max_length).items()}
+        emb = model.encode_text(**tokens).float().cpu().numpy()
+        return emb, np.ones(len(texts), dtype=bool), [""] * len(texts)
+
+    return encode
+
+
+def _text_collate(texts):
+    return list(texts)
+
+
+def encode_texts(model, tokenizer, texts, batch_size=256, max_length=100, device="cpu", progress=False, desc="texts"):
+    """Embeds a (small) list of texts in memory: float32 ``[len(texts), d]`` unit rows.
+
+    Used for label prompts and the DS captions; fixed batches make it reproducible.
+    """
+    encode = _text_encoder(model, tokenizer, max_length, device)
+    out = []
+    model.eval()
+    batches = range(0, len(texts), batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc=desc, unit="batch", dynamic_ncols=True)
+    with torch.inference_mode():
+        for s in batches:
+            out.append(encode(list(texts[s : s + batch_size]))[0])
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(out)
+
+
+# ------------------------------------------------------------------ model identity
+def model_fingerprint(model):
+    """A short hash of a model's parameters and buffers (which weights made an embedding file).
+
+    Example
+    -------
+    >>> a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    >>> model_fingerprint(a) == model_fingerprint(a), model_fingerprint(a) == model_fingerprint(b)
+    (True, False)
+    """
+    digest = hashlib.blake2b(digest_size=12)
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode("utf-8"))
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def list_digest(items):
+    """A short hash of a list of strings (which paths or captions an embedding file holds).
+
+    Example
+    -------
+    >>> list_digest(["a", "b"]) == list_digest(["a", "b"]), list_digest(["a", "b"]) == list_digest(["ab"])
+    (True, False)
+    """
+    digest = hashlib.blake2b(digest_size=12)
+    for item in items:
+        digest.update(item.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------ shards
+def _shard_path(shard_dir, name, start, stop):
+    return os.path.join(shard_dir, f"{name}-{start:010d}-{stop:010d}.npz")
+
+
+def _shard_ranges(n_items, shard_size):
+    return [(s, min(s + shard_size, n_items)) for s in range(0, n_items, shard_size)]
+
+
+def _check_shard_config(shard_dir, name, config):
+    """Stores the options of the shards on first use; refuses to mix shards made with other options."""
+    path = os.path.join(shard_dir, f"{name}-config.json")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+        if old != config:
+            changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+            raise SystemExit(
+                f"{shard_dir} holds partial '{name}' embeddings made with other options ({', '.join(changed)} differ). "
+                f"Rerun with the same options to resume, or delete {shard_dir} (or choose another output folder) to start over."
+            )
+        return
+    text = json.dumps(config, indent=1, sort_keys=True)
+    atomic_write(path, lambda f: f.write(text), "w", encoding="utf-8")
+
+
+def _save_shard(path, emb, ok, errors):
+    def write(f):
+        np.savez(f, emb=emb, ok=ok, error=np.array(errors, dtype=np.str_))
+
+    atomic_write(path, write, "wb")
+
+
+def embed_items(
+    dataset,
+    collate_fn,
+    encode_fn,
+    shard_dir,
+    name,
+    batch_size,
+    shard_size,
+    dtype="float16",
+    num_workers=0,
+    rank=0,
+    world_size=1,
+    progress=True,
+    config=None,
+):
+    """Embeds the items of ``dataset`` that this rank owns and that have no shard yet.
+
+    Arguments
+    ---------
+    dataset : torch.utils.data.Dataset
+        Items in output order.
+    collate_fn : callable
+        Items → batch.
+    encode_fn : callable
+        batch → ``(float32 [B, d] unit rows, ok [B] bool, errors [B] str)``.
+    shard_dir : str
+        Where shards go.
+    name : str
+        Shard file prefix (``audio``, ``text``).
+    batch_size, shard_size : int
+        Items per batch; items per shard (rounded up to a multiple of ``batch_size``).
+    dtype : str
+        ``"float16"`` or ``"float32"``.
+    num_workers : int
+        DataLoader workers.
+    rank, world_size : int
+        This process and the number of processes (shard k → rank k % world_size).
+    progress : bool
+        tqdm bar.
+    config : dict, optional
+        Options that must match between a run and its resumption: stored
+        beside the shards by the first run, compared by later ones.
+
+    Returns
+    -------
+    int
+        Number of shards this call wrote.
+    """
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"Embedding dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}.")
+    shard_size = int(math.ceil(shard_size / batch_size) * batch_size)
+    os.makedirs(shard_dir, exist_ok=True)
+    if config is not None:
+        _check_shard_config(shard_dir, name, dict(config, batch_size=batch_size, shard_size=shard_size, dtype=dtype))
+    pending = [
+        (s, e) for k, (s, e) in enumerate(_shard_ranges(len(dataset), shard_size))
+        if k % world_size == rank and not os.path.isfile(_shard_path(shard_dir, name, s, e))
+    ]
+    if not pending:
+        return 0
+    # Fixed batches inside fixed shards: a resumed shard sees the same batches, hence the same bytes.
+    batches = [list(range(b, min(b + batch_size, e))) for s, e in pending for b in range(s, e, batch_size)]
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=batches, collate_fn=collate_fn, num_workers=num_workers,
+        worker_init_fn=_single_thread_worker if num_workers else None,
+    )
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=sum(e - s for s, e in pending), desc=f"embedding {name}", unit="item", dynamic_ncols=True)
+    storage = STORAGE_DTYPES[dtype]
+    shard_iter = iter(pending)
+    start, stop = next(shard_iter)
+    embs, oks, errors = [], [], []
+    done = 0
+    with torch.inference_mode():
+        for batch in loader:
+            emb, ok, err = encode_fn(batch)
+            embs.append(emb.astype(storage))
+            oks.append(np.asarray(ok, dtype=bool))
+            errors.extend(err)
+            if bar is not None:
+                bar.update(len(ok))
+            if sum(len(o) for o in oks) == stop - start:
+                _save_shard(_shard_path(shard_dir, name, start, stop), np.concatenate(embs), np.concatenate(oks), errors)
+                done += 1
+                embs, oks, errors = [], [], []
+                start, stop = next(shard_iter, (None, None))
+    if bar is not None:
+        bar.close()
+    return done
+
+
+def _single_thread_worker(_):
+    # Each loader worker decodes and resamples one clip at a time; more threads only compete.
+    torch.set_num_threads(1)
+
+
+def _merge_shards(shard_dir, name, n_items, shard_size, batch_size, out_path, dim_hint=None):
+    """Concatenates the rows of every shard whose ``ok`` is set into ``out_path``; returns (ok, errors)."""
+    shard_size = int(math.ceil(shard_size / batch_size) * batch_size)
+    ranges = _shard_ranges(n_items, shard_size)
+    missing = [r for r in ranges if not os.path.isfile(_shard_path(shard_dir, name, *r))]
+    if missing:
+        raise RuntimeError(f"Cannot merge '{name}': {len(missing)} shard(s) missing in {shard_dir}, e.g. items {missing[0]}.")
+    ok_all = np.zeros(n_items, dtype=bool)
+    errors = {}
+    dtype, dim = None, dim_hint
+    for s, e in ranges:
+        with np.load(_shard_path(shard_dir, name, s, e)) as shard:
+            ok_all[s:e] = shard["ok"]
+            dtype, dim = shard["emb"].dtype, shard["emb"].shape[1]
+            for i in np.flatnonzero(~shard["ok"]):
+                errors[s + int(i)] = str(shard["error"][i])
+    n_ok = int(ok_all.sum())
+    folder = os.path.dirname(os.path.abspath(out_path))
+    tmp = os.path.join(folder, f".{os.path.basename(out_path)}.{os.getpid()}.tmp")
+    if dtype is None or n_ok == 0:
+        np.save(tmp, np.zeros((0, dim or 0), dtype=dtype or np.float16))
+        os.replace(tmp + ".npy", out_path)
+        return ok_all, errors
+    try:
+        # Written through a memmap: bounded memory for millions of rows.
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n_ok, dim))
+        row = 0
+        for s, e in ranges:
+            with np.load(_shard_path(shard_dir, name, s, e)) as shard:
+                rows = shard["emb"][shard["ok"]]
+            out[row : row + len(rows)] = rows
+            row += len(rows)
+        out.flush()
+        del out
+        os.replace(tmp, out_path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return ok_all, errors
+
+
+def _remove_shards(shard_dir, name):
+    for entry in os.listdir(shard_dir) if os.path.isdir(shard_dir) else []:
+        if entry.startswith(f"{name}-"):
+            os.remove(os.path.join(shard_dir, entry))
+    if os.path.isdir(shard_dir) and not os.listdir(shard_dir):
+        os.rmdir(shard_dir)
+
+
+def load_embedding_info(out_dir):
+    """The ``embeddings.json`` of an embedding folder (empty dict if absent)."""
+    path = os.path.join(out_dir, INFO)
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _update_info(out_dir, section, value):
+    info = load_embedding_info(out_dir)
+    info[section] = value
+    text = json.dumps(info, indent=1, sort_keys=True)
+    atomic_write(os.path.join(out_dir, INFO), lambda f: f.write(text), "w", encoding="utf-8")
+
+
+def _prepare_shard_dir(shard_dir, name, config, dtype, batch_size, shard_size, rank, world_size):
+    # Rank 0 validates (or records) the options before any rank adds a shard.
+    if rank == 0:
+        os.makedirs(shard_dir, exist_ok=True)
+        shard_size = int(math.ceil(shard_size / batch_size) * batch_size)
+        _check_shard_config(shard_dir, name, dict(config, batch_size=batch_size, shard_size=shard_size, dtype=dtype))
+    _wait_for_ranks(world_size)
+
+
+def _wait_for_ranks(world_size):
+    if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def embed_audio_files(
+    model,
+    paths,
+    out_dir,
+    sample_rate,
+    duration,
+    crop="center",
+    chunking=False,
+    max_chunks=None,
+    batch_size=32,
+    shard_size=4096,
+    num_workers=0,
+    dtype="float16",
+    device="cpu",
+    rank=0,
+    world_size=1,
+    progress=True,
+    model_id="",
+):
+    """Embeds every clip of ``paths`` into ``out_dir/audio_emb.npy`` (+ ``audio_paths.txt``, ``audio_skipped.csv``).
+
+    Skips the work when ``embeddings.json`` records the same inputs and
+    options; resumes from shards otherwise (see the module docstring).
+
+    Arguments
+    ---------
+    model : models.clap.CLAP
+        The teacher (in eval mode on ``device``).
+    paths : list of str
+        Audio files; output rows keep this order (minus unreadable files).
+    out_dir : str
+        The embedding folder.
+    sample_rate, duration, crop, chunking, max_chunks
+        See :class:`AudioClips`.
+    batch_size, shard_size, num_workers, dtype, rank, world_size, progress
+        See :func:`embed_items`.
+    device : str
+        Where the model runs.
+    model_id : str
+        :func:`model_fingerprint` of the model (recorded, and part of the resume check).
+
+    Returns
+    -------
+    dict
+        The ``audio`` section of ``embeddings.json`` (counts, options), on every rank.
+    """
+    config = {
+        "items": len(paths), "items_digest": list_digest(paths), "model": model_id,
+        "sample_rate": int(sample_rate), "duration": float(duration), "crop": crop,
+        "chunking": bool(chunking), "max_chunks": max_chunks if chunking else None,
+    }
+    section = dict(config, dtype=dtype, batch_size=batch_size)
+    done = load_embedding_info(out_dir).get("audio")
+    if done and {k: done.get(k) for k in section} == section and os.path.isfile(os.path.join(out_dir, AUDIO_EMB)):
+        logger.info("Audio embeddings in %s are up to date (%d clips); nothing to do.", out_dir, done["rows"])
+        if rank == 0:
+            _remove_shards(os.path.join(out_dir, SHARD_DIR), "audio")
+        return done
+    shard_dir = os.path.join(out_dir, SHARD_DIR)
+    _prepare_shard_dir(shard_dir, "audio", config, dtype, batch_size, shard_size, rank, world_size)
+    model.eval()
+    dataset = AudioClips(paths, sample_rate, duration, crop=crop, chunking=chunking, max_chunks=max_chunks)
+    start = time.time()
+    embed_items(
+        dataset, collate_audio, _audio_encoder(model, device, batch_size), shard_dir, "audio", batch_size,
+        shard_size, dtype=dtype, num_workers=num_workers, rank=rank, world_size=world_size,
+        progress=progress and rank == 0,
+    )
+    _wait_for_ranks(world_size)
+    if rank == 0:
+        ok, errors = _merge_shards(shard_dir, "audio", len(paths), shard_size, batch_size, os.path.join(out_dir, AUDIO_EMB))
+        write_path_list(os.path.join(out_dir, AUDIO_PATHS), [p for p, good in zip(paths, ok) if good])
+        write_csv(
+            os.path.join(out_dir, AUDIO_SKIPPED),
+            [{"index": i, "wav_path": paths[i], "error": errors[i]} for i in sorted(errors)],
+            fieldnames=["index", "wav_path", "error"],
+        )
+        section["rows"] = int(ok.sum())
+        section["skipped"] = len(errors)
+        _update_info(out_dir, "audio", section)
+        _remove_shards(shard_dir, "audio")
+        logger.info(
+            "Embedded %d clips (%d unreadable, listed in %s) in %.0f s.", section["rows"], len(errors), AUDIO_SKIPPED, time.time() - start
+        )
+        for i in sorted(errors)[:5]:
+            logger.warning("Skipped %s: %s", paths[i], errors[i])
+    _wait_for_ranks(world_size)
+    return load_embedding_info(out_dir).get("audio", section)
+
+
+def embed_captions(
+    model,
+    tokenizer,
+    table,
+    out_dir,
+    max_length=100,
+    batch_size=256,
+    shard_size=16384,
+    dtype="float16",
+    device="cpu",
+    rank=0,
+    world_size=1,
+    progress=True,
+    model_id="",
+    prefix="text",
+):
+    """Embeds the captions of a caption table into ``<prefix>_emb.npy`` + ``<prefix>_captions.csv``.
+
+    Same resuming and skipping rules as :func:`embed_audio_files`.
+
+    Returns
+    -------
+    dict
+        The ``<prefix>`` section of ``embeddings.json``.
+    """
+    texts = [entry["caption"] for entry in table]
+    config = {"items": len(texts), "items_digest": list_digest(texts), "model": model_id, "max_length": int(max_length)}
+    section = dict(config, dtype=dtype, batch_size=batch_size)
+    emb_path = os.path.join(out_dir, f"{prefix}_emb.npy")
+    done = load_embedding_info(out_dir).get(prefix)
+    if done and {k: done.get(k) for k in section} == section and os.path.isfile(emb_path):
+        logger.info("Caption embeddings in %s are up to date (%d captions); nothing to do.", out_dir, done["rows"])
+        return done
+    shard_dir = os.path.join(out_dir, SHARD_DIR)
+    _prepare_shard_dir(shard_dir, prefix, config, dtype, batch_size, shard_size, rank, world_size)
+    model.eval()
+    embed_items(
+        _Texts(texts), _text_collate, _text_encoder(model, tokenizer, max_length, device), shard_dir, prefix,
+        batch_size, shard_size, dtype=dtype, num_workers=0, rank=rank, world_size=world_size,
+        progress=progress and rank == 0,
+    )
+    _wait_for_ranks(world_size)
+    if rank == 0:
+        _merge_shards(shard_dir, prefix, len(texts), shard_size, batch_size, emb_path)
+        write_caption_table(os.path.join(out_dir, f"{prefix}_captions.csv"), table)
+        section["rows"] = len(texts)
+        _update_info(out_dir, prefix, section)
+        _remove_shards(shard_dir, prefix)
+        logger.info("Embedded %d distinct captions into %s.", len(texts), emb_path)
+    _wait_for_ranks(world_size)
+    return load_embedding_info(out_dir).get(prefix, section)
+
+
+def read_skipped(out_dir):
+    """Rows of ``audio_skipped.csv`` (index, wav_path, error); empty if absent."""
+    path = os.path.join(out_dir, AUDIO_SKIPPED)
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def save_npy(path, array):
+    """``numpy.save`` through a temporary file and a rename (no half-written ``.npy`` after a crash).
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "e.npy")
+    >>> save_npy(p, np.eye(2, dtype=np.float16))
+    >>> np.load(p).dtype, sorted(os.listdir(os.path.dirname(p)))
+    (dtype('float16'), ['e.npy'])
+    """
+    atomic_write(path, lambda f: np.save(f, array), "wb")
+
+
+def update_info(out_dir, section, value):
+    """Sets one section of ``embeddings.json`` (written atomically)."""
+    _update_info(out_dir, section, value)
+
+
+def load_audio_set(emb_dir):
+    """The audio embeddings of an embedding folder.
+
+    Returns
+    -------
+    (emb, paths, info)
+        ``emb`` a read-only memmap ``[N, d]``, ``paths`` the N clips, ``info``
+        the ``audio`` section of ``embeddings.json``.
+    """
+    emb_path, list_path = os.path.join(emb_dir, AUDIO_EMB), os.path.join(emb_dir, AUDIO_PATHS)
+    for path in (emb_path, list_path):
+        if not os.path.isfile(path):
+            raise SystemExit(
+                f"{path} not found: emb_dir must be the 'save' folder written by "
+                "recipes/microsoft_curation_toemb.py (<output_folder>/save)."
+            )
+    emb = np.load(emb_path, mmap_mode="r")
+    paths = read_path_list(list_path)
+    if len(paths) != emb.shape[0]:
+        raise SystemExit(f"{emb_path} has {emb.shape[0]} rows but {list_path} lists {len(paths)} clips; rerun the embedding step.")
+    return emb, paths, load_embedding_info(emb_dir).get("audio", {})
+
+
+def load_caption_set(emb_dir, name):
+    """A caption embedding set ``<name>_emb.npy`` + ``<name>_captions.csv`` of an embedding folder.
+
+    ``name`` is ``text`` for the training captions (embedding step) or
+    ``ds_<dataset>`` for the DS captions (``retrieve_ds_t2t.py``).
+
+    Returns
+    -------
+    (emb, table, info)
+        Read-only memmap ``[M, d]``, the M caption-table entries, and the
+        ``<name>`` section of ``embeddings.json``.
+    """
+    emb_path, table_path = os.path.join(emb_dir, f"{name}_emb.npy"), os.path.join(emb_dir, f"{name}_captions.csv")
+    for path in (emb_path, table_path):
+        if not os.path.isfile(path):
+            hint = (
+                "run recipes/microsoft_curation_toemb.py with --text_pathfile" if name == "text"
+                else f"run recipes/retrieve_ds_t2t.py with --emb_dir={emb_dir} first (it writes the DS captions)"
+            )
+            raise SystemExit(f"{path} not found: {hint}.")
+    emb = np.load(emb_path, mmap_mode="r")
+    table = read_caption_table(table_path)
+    if len(table) != emb.shape[0]:
+        raise SystemExit(f"{emb_path} has {emb.shape[0]} rows but {table_path} has {len(table)} captions.")
+    return emb, table, load_embedding_info(emb_dir).get(name, {})
