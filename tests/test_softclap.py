@@ -148,3 +148,28 @@ def test_softclap_without_a_teacher_is_a_clear_error(toy_world, tmp_path):
                        f"--output_base={tmp_path}", "--teacher_checkpoints_dir=", "--clap_ckpt_path=", "--subset_pct=0.1"])
     assert proc.returncode != 0
     assert "SoftCLAP needs a teacher" in proc.stderr
+
+
+@pytest.mark.parametrize("domain,zs", [("insper", "esc50"), ("us8k", "us8k"), ("tut17", "tut17")])
+def test_student_yamls_validate_on_their_own_domain(domain, zs, tiny_bert, tmp_path):
+    """The domain variants load, score zero-shot on their own set, and carry every key of the training YAML."""
+    import re
+
+    from recipes.common import load_hparams
+
+    def keys(path):
+        with open(os.path.join(REPO, path), encoding="utf-8") as f:
+            return set(re.findall(r"^([A-Za-z_]\w*):", f.read(), flags=re.M))
+
+    teacher_keys = keys("hparams/insper/microsoft_clap_train.yaml")
+    overrides = (f"data_zs_folder: {tmp_path}\ntext_model: {tiny_bert}\ntxt_emb_dim: 32\naudio_width: 0.0625\n"
+                 f"out_emb: 64\nd_proj: 16\npretrained_text: False\noutput_base: {tmp_path}")
+    for name in ("microsoft_clap_train", "softclap_train"):
+        path = f"hparams/{domain}/{name}.yaml"
+        if domain == "insper" and name == "microsoft_clap_train":
+            continue  # the teacher's YAML: zero-shot validation off by default
+        assert teacher_keys <= keys(path), teacher_keys - keys(path)
+        hparams = load_hparams(os.path.join(REPO, path), overrides)
+        assert hparams["use_zs_loader"] and hparams["zs_dataset"] == zs
+        if name == "softclap_train":
+            assert hparams["softclap_beta"] == 0.3 and hparams["teacher_model"] is not hparams["model"]
