@@ -49,7 +49,6 @@ if "avx512f" in _cpu_flags():
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
@@ -59,18 +58,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from curation.join import threshold_join  # noqa: E402
-
-
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo, else ``platform.processor()``."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from machine import cpu_model  # noqa: E402
 
 
 def rss_bytes() -> int:

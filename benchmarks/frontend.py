@@ -24,18 +24,7 @@ import torch
 from torch import nn
 
 from models.frontend import LogmelFilterBank, Spectrogram
-
-
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo, else ``platform.processor()``."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from machine import cpu_model
 
 
 def build_ours(sr, n_fft, hop, n_mels, fmin, fmax) -> nn.Module:
