@@ -273,7 +273,7 @@ def collate_audio(items):
     }
 
 
-def _audio_encoder(model, device, chunk_batch):
+def audio_batch_encoder(model, device, chunk_batch):
     """``batch -> float32 [B, d]`` unit rows: chunk embeddings averaged per clip, then normalised."""
 
     def encode(batch):
@@ -648,7 +648,7 @@ def embed_audio_files(
     dataset = AudioClips(paths, sample_rate, duration, crop=crop, chunking=chunking, max_chunks=max_chunks)
     start = time.time()
     embed_items(
-        dataset, collate_audio, _audio_encoder(model, device, batch_size), shard_dir, "audio", batch_size,
+        dataset, collate_audio, audio_batch_encoder(model, device, batch_size), shard_dir, "audio", batch_size,
         shard_size, dtype=dtype, num_workers=num_workers, rank=rank, world_size=world_size,
         progress=progress and rank == 0,
     )
