@@ -44,6 +44,7 @@ Usage
 
 import argparse
 import csv
+import functools
 import json
 import math
 import os
@@ -1015,6 +1016,35 @@ def make_captions(events, scene, rng, count=5):
             if len(captions) == count:
                 return captions
     raise RuntimeError(f"could not draw {count} distinct captions for {events} / {scene}")
+
+
+def caption_events(caption):
+    """The events a toy caption names: keys of ``EVENTS`` whose phrases it contains.
+
+    Captions are built from each event's clauses and nouns (see
+    :func:`make_captions`), so a phrase match recovers them; the demo pipeline
+    uses it to measure how often a curated pair's caption names an event of
+    its clip.
+
+    Example
+    -------
+    >>> caption_events("A dog barks while rain is falling.")
+    ['dog', 'rain']
+    >>> caption_events("Nothing to hear.")
+    []
+    """
+    text = " ".join(caption.lower().replace(".", " ").replace(",", " ").split())
+    return [e for e in EVENT_KEYS if any(_phrase_in(p, text) for p in _event_phrases(e))]
+
+
+@functools.lru_cache(maxsize=None)
+def _event_phrases(event):
+    info = EVENTS[event]
+    return tuple(" ".join(p.lower().replace(",", " ").split()) for p in info["canonical"] + info["clauses"] + info["nouns"])
+
+
+def _phrase_in(phrase, text):
+    return f" {phrase} " in f" {text} "
 
 
 # ---------------------------------------------------------------------------

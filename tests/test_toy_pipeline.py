@@ -1,0 +1,158 @@
+"""The one-command toy pipeline: a reduced run end to end, skipping finished stages, and the table's arithmetic."""
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, check_ok, run_script
+from dataset.manifest import read_caption_csv
+from recipes.toy_pipeline import Stage, markdown_table, parse_seeds, summarise, verdicts
+
+PIPELINE = ["recipes/toy_pipeline.py", "hparams/toy/pipeline.yaml"]
+# Tiny world, short training, two target sets, a low DS threshold so that every
+# student has data: the mechanics in a few minutes, not the demo's figures.
+REDUCED = ["--world_size=tiny", "--teacher_epochs=2", "--student_steps=3", "--target_sets=[esc50,tut17]",
+           "--ds_threshold_esc50=0.0", "--ds_threshold_tut17=0.0", "--batch_size=16"]
+MODELS = ["teacher", "DU", "DS", "ADS", "DS+SoftCLAP", "ADS+SoftCLAP"]
+
+
+def read_rows(path):
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def reduced_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline") / "toy results"
+    begin = time.perf_counter()
+    proc = run_script(PIPELINE + [f"--output_folder={out}"] + REDUCED, timeout=1800)
+    check_ok(proc)
+    print(f"reduced pipeline: {time.perf_counter() - begin:.0f} s")
+    return str(out), proc
+
+
+@pytest.mark.slow
+def test_reduced_pipeline_writes_the_table_from_the_run(reduced_run):
+    out, proc = reduced_run
+    for name in ("results.md", "results.csv", "results_per_seed.csv", "results.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 0, name
+    assert open(os.path.join(out, "results.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    # One progress line per stage, then the table on stdout.
+    lines = [line for line in proc.stdout.splitlines() if re.match(r"\[\s*\d+/\d+\]", line)]
+    total = int(re.match(r"\[\s*\d+/(\d+)\]", lines[0]).group(1))
+    assert len(lines) == total and all("done in" in line or "not run" in line for line in lines), lines
+    assert "| model | ESC-50 | TUT2017 |" in proc.stdout
+
+    # Every cell is the accuracy in the zero-shot run's own JSON.
+    per_seed = read_rows(os.path.join(out, "results_per_seed.csv"))
+    assert sorted({r["model"] for r in per_seed}) == sorted(MODELS)
+    seed_dir = os.path.join(out, "seed1234")
+    folders = {"teacher": "teacher", "DU": "du", "DS": "ds_{t}", "ADS": "ads_{t}",
+               "DS+SoftCLAP": "ds_softclap_{t}", "ADS+SoftCLAP": "ads_softclap_{t}"}
+    for row in per_seed:
+        name = folders[row["model"]].format(t=row["dataset"])
+        result = json.load(open(os.path.join(seed_dir, "zeroshot", f"{name}_{row['dataset']}", "zeroshot_results.json")))
+        assert float(row["top1"]) == pytest.approx(result["top1"], abs=1e-4), row
+    # Curated pair counts are the rows of the curation CSVs the students trained on.
+    for row in per_seed:
+        if row["model"] == "teacher":
+            assert row["curated_pairs"] == ""
+            continue
+        marker = {"DU": "curation_du"}.get(row["model"]) or (
+            ("curation_ads_" if row["model"].startswith("ADS") else "curation_ds_") + row["dataset"])
+        stage = json.load(open(os.path.join(seed_dir, "stages", f"{marker}.json")))
+        assert int(row["curated_pairs"]) == len(read_caption_csv(stage["outputs"]["csv"])) > 0
+    table = read_rows(os.path.join(out, "results.csv"))
+    assert len(table) == len(MODELS) * 2
+    md = open(os.path.join(out, "results.md"), encoding="utf-8").read()
+    teacher_esc = next(r for r in table if r["model"] == "teacher" and r["dataset"] == "esc50")
+    assert f"| teacher | {100 * float(teacher_esc['top1_mean']):.1f} |" in md
+
+
+@pytest.mark.slow
+def test_rerun_skips_every_stage_and_changed_settings_rerun_only_what_depends_on_them(reduced_run):
+    out, first = reduced_run
+    proc = run_script(PIPELINE + [f"--output_folder={out}"] + REDUCED, timeout=600)
+    check_ok(proc)
+    lines = [line for line in proc.stdout.splitlines() if re.match(r"\[\s*\d+/\d+\]", line)]
+    assert lines and all("already done, skipped" in line for line in lines), lines
+    assert proc.stdout.split("# Toy-world results", 1)[1].split("Machine:")[0] == \
+        first.stdout.split("# Toy-world results", 1)[1].split("Machine:")[0]
+
+    # A student setting changed: the teacher and curation are kept, students and their scores rerun.
+    proc = run_script(PIPELINE + [f"--output_folder={out}"] + REDUCED + ["--student_lr=0.0001", "--students=[ds]"],
+                      timeout=900)
+    check_ok(proc)
+    lines = [line for line in proc.stdout.splitlines() if re.match(r"\[\s*\d+/\d+\]", line)]
+    rerun = [line for line in lines if "done in" in line]
+    assert rerun and all("DS student" in line or "zero-shot ds_" in line for line in rerun), rerun
+    assert any("teacher training: already done" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_killed_pipeline_continues_where_it_stopped(tmp_path):
+    """SIGKILL during the teacher's training; the rerun resumes it from its checkpoint and finishes."""
+    out = tmp_path / "killed"
+    args = [sys.executable] + PIPELINE + [f"--output_folder={out}", "--world_size=tiny", "--teacher_epochs=3",
+                                          "--target_sets=[esc50]", "--students=[ds]", "--student_steps=2",
+                                          "--ds_threshold_esc50=0.0", "--batch_size=16"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    save = out / "seed1234" / "teacher" / "save"
+    deadline = time.time() + 900
+    while time.time() < deadline and not any(p.name.startswith("CKPT+") for p in save.glob("CKPT+*")):
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "seed1234" / "stages" / "teacher.json").exists()
+
+    again = run_script(args[1:], timeout=1200)
+    check_ok(again)
+    assert "toy world (tiny, seed 0): already done, skipped" in again.stdout
+    # Without --resume_interrupt the training recipe refuses a folder with checkpoints, so finishing
+    # means the pipeline resumed it; the epochs continue instead of starting over.
+    epochs = [line for line in (out / "seed1234" / "teacher" / "train_log.txt").read_text().splitlines()
+              if line.startswith("epoch")]
+    assert [int(line.split(",")[0].split()[1]) for line in epochs] == [1, 2, 3], epochs
+    assert (out / "results.md").exists()
+
+
+def test_seeds_flag_and_summary_arithmetic():
+    assert parse_seeds({"seeds": None, "seed": 7}) == [7]
+    assert parse_seeds({"seeds": "1,2, 3", "seed": 7}) == [1, 2, 3]
+    assert parse_seeds({"seeds": [4, 5], "seed": 7}) == [4, 5]
+    hparams = {"students": ["du"], "target_sets": ["esc50", "us8k"]}
+    rows = []
+    for seed, (t_esc, t_us, d_esc, d_us) in zip([1, 2, 3], [(0.5, 0.3, 0.6, 0.2), (0.4, 0.3, 0.5, 0.2),
+                                                             (0.6, 0.3, 0.7, 0.2)]):
+        for model, target, acc in [("teacher", "esc50", t_esc), ("teacher", "us8k", t_us),
+                                   ("DU", "esc50", d_esc), ("DU", "us8k", d_us)]:
+            rows.append({"seed": seed, "model": model, "dataset": target, "top1": acc, "top5": 1.0,
+                         "curated_pairs": None if model == "teacher" else 100 + seed, "pair_precision": None})
+    table = summarise(rows, hparams)
+    cell = next(t for t in table if t["model"] == "DU" and t["dataset"] == "esc50")
+    assert cell["seeds"] == 3 and cell["top1_mean"] == pytest.approx(0.6) and cell["top1_sd"] == pytest.approx(0.1)
+    assert cell["curated_pairs_mean"] == pytest.approx(102)
+    md = markdown_table(table, hparams, [1, 2, 3])
+    assert "| teacher | 50.0 ± 10.0 | 30.0 ± 0.0 | – |" in md
+    assert "| DU | 60.0 ± 10.0 | 20.0 ± 0.0 | 102 (shared) |" in md
+    assert verdicts(table, hparams) == ["- DU vs teacher: ESC-50 +10.0, UrbanSound8K -10.0 points of top-1 (mixed)"]
+
+
+def test_stage_digest_covers_the_command_and_the_dependencies_but_not_resume_flags(tmp_path):
+    world = Stage("world", "w", marker_dir=str(tmp_path), log_dir=str(tmp_path))
+    world.digest = world.compute_digest(["a"])
+    child = Stage("c", "c", deps=[world], marker_dir=str(tmp_path), log_dir=str(tmp_path))
+    base = child.compute_digest(["x.py", "--lr=1"])
+    assert child.compute_digest(["x.py", "--lr=1", "--resume_interrupt=True", "--prev_ckpt_dir=/s"]) == base
+    assert child.compute_digest(["x.py", "--lr=2"]) != base
+    world.digest = world.compute_digest(["b"])
+    assert child.compute_digest(["x.py", "--lr=1"]) != base
