@@ -35,7 +35,7 @@ import time
 import numpy as np
 import torch
 
-from dataset.audio import AudioReadError, fit_length, load_audio
+from dataset.clips import AudioClips, collate_audio
 from dataset.manifest import atomic_write, write_csv
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "AUDIO_EMB", "AUDIO_PATHS", "AUDIO_SKIPPED", "TEXT_EMB", "TEXT_CAPTIONS", "INFO", "SHARD_DIR",
     "STORAGE_DTYPES", "read_path_list", "write_path_list", "caption_table", "write_caption_table",
-    "read_caption_table", "list_digest", "read_skipped", "audio_chunks", "AudioClips", "collate_audio", "model_fingerprint",
+    "read_caption_table", "list_digest", "read_skipped", "audio_batch_encoder", "model_fingerprint",
     "embed_items", "embed_audio_files", "embed_captions", "encode_texts", "load_embedding_info",
     "save_npy", "update_info", "load_audio_set", "load_caption_set",
 ]
@@ -171,108 +171,6 @@ def read_caption_table(path):
 
 
 # ------------------------------------------------------------------ audio items
-def audio_chunks(wav, num_samples, max_chunks=None):
-    """Cuts a waveform into ``num_samples`` windows that cover it (for chunk-and-average).
-
-    A clip no longer than one window is tiled to it (one chunk). A longer one
-    gives ``ceil(T / num_samples)`` windows (at most ``max_chunks``) spread
-    evenly from the start to the end, so the last window ends at the last
-    sample and no window is padded.
-
-    Example
-    -------
-    >>> audio_chunks(torch.arange(10.0), 4).tolist()
-    [[0.0, 1.0, 2.0, 3.0], [3.0, 4.0, 5.0, 6.0], [6.0, 7.0, 8.0, 9.0]]
-    >>> audio_chunks(torch.arange(3.0), 4).tolist()
-    [[0.0, 1.0, 2.0, 0.0]]
-    """
-    length = wav.shape[-1]
-    if length <= num_samples:
-        return fit_length(wav, num_samples, crop="start").unsqueeze(0)
-    count = math.ceil(length / num_samples)
-    if max_chunks:
-        count = min(count, int(max_chunks))
-    if count == 1:
-        return fit_length(wav, num_samples, crop="center").unsqueeze(0)
-    starts = np.linspace(0, length - num_samples, count).round().astype(np.int64)
-    return torch.stack([wav[s : s + num_samples] for s in starts])
-
-
-class AudioClips(torch.utils.data.Dataset):
-    """Clips of a path list as model input: one deterministic crop, or all chunks of the clip.
-
-    An unreadable file gives one silent chunk and ``ok=False`` (with the
-    reason), so a batch keeps its shape and the row is dropped at the merge.
-
-    Arguments
-    ---------
-    paths : list of str
-        Audio files.
-    sample_rate : int
-        Model rate.
-    duration : float
-        Seconds the model sees at once.
-    crop : str
-        ``"center"`` or ``"start"`` (single-crop mode).
-    chunking : bool
-        Embed every chunk of the clip (:func:`audio_chunks`) and average.
-    max_chunks : int, optional
-        Cap on chunks per clip.
-
-    Example
-    -------
-    >>> import os, tempfile, soundfile
-    >>> p = os.path.join(tempfile.mkdtemp(), "a.wav")
-    >>> soundfile.write(p, np.zeros(1200, "float32"), 8000)
-    >>> clips = AudioClips([p, p + ".missing"], 8000, 0.1)
-    >>> item = clips[0]
-    >>> tuple(item["wav"].shape), item["ok"], clips[1]["ok"]
-    ((1, 800), True, False)
-    """
-
-    def __init__(self, paths, sample_rate, duration, crop="center", chunking=False, max_chunks=None):
-        self.paths = list(paths)
-        self.sample_rate = int(sample_rate)
-        self.duration = float(duration)
-        self.num_samples = int(round(self.duration * self.sample_rate))
-        self.crop = crop
-        self.chunking = bool(chunking)
-        self.max_chunks = max_chunks
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, index):
-        path = self.paths[index]
-        try:
-            if self.chunking:
-                wav = audio_chunks(load_audio(path, self.sample_rate), self.num_samples, self.max_chunks)
-            else:
-                wav = load_audio(path, self.sample_rate, self.duration, crop=self.crop).unsqueeze(0)
-            return {"index": index, "wav": wav, "ok": True, "error": ""}
-        except (AudioReadError, ValueError, RuntimeError) as err:
-            # Decoding failures of any kind: the clip is skipped, not the run.
-            return {"index": index, "wav": torch.zeros(1, self.num_samples), "ok": False, "error": str(err)}
-
-
-def collate_audio(items):
-    """Stacks the chunks of a batch of :class:`AudioClips` items.
-
-    Returns
-    -------
-    dict
-        ``wav`` ``[total_chunks, T]``, ``counts`` (chunks per clip), ``ok``
-        (bool per clip), ``error`` (str per clip), ``index``.
-    """
-    return {
-        "wav": torch.cat([it["wav"] for it in items]),
-        "counts": torch.tensor([it["wav"].shape[0] for it in items]),
-        "ok": torch.tensor([it["ok"] for it in items]),
-        "error": [it["error"] for it in items],
-        "index": [it["index"] for it in items],
-    }
-
-
 def audio_batch_encoder(model, device, chunk_batch):
     """``batch -> float32 [B, d]`` unit rows: chunk embeddings averaged per clip, then normalised."""
 
@@ -617,7 +515,7 @@ def embed_audio_files(
     out_dir : str
         The embedding folder.
     sample_rate, duration, crop, chunking, max_chunks
-        See :class:`AudioClips`.
+        See :class:`dataset.clips.AudioClips`.
     batch_size, shard_size, num_workers, dtype, rank, world_size, progress
         See :func:`embed_items`.
     device : str

@@ -5,62 +5,37 @@ as a dict. SpeechBrain's own ``from_csv``/``from_json`` would rewrite
 captions: ``from_csv`` substitutes ``$word`` and strips leading spaces,
 ``from_json`` formats ``{braces}``; captions contain all of these.
 
-Training crops are random but reproducible: each clip's crop offset comes
-from a private generator seeded by (seed, epoch, clip ID), not from the
-global RNG, so resuming an interrupted epoch (or changing ``num_workers``)
-gives the same crops as an uninterrupted run.
+Audio is read by :class:`dataset.clips.AudioClips` (tiling, cropping,
+masking of unreadable files): training crops are random but reproducible
+(seeded by seed, epoch and clip ID), evaluation crops deterministic.
 """
 
-import hashlib
 import logging
 
-import torch
 import speechbrain as sb
 
-from dataset.audio import AudioReadError, load_audio
-from dataset.manifest import read_caption_csv
+from dataset.clips import EVAL_CROPS, AudioClips, EpochState
+from dataset.manifest import read_caption_csv, read_csv
 
 logger = logging.getLogger(__name__)
 
-
-def item_seed(*parts):
-    """A stable 63-bit seed from any printable parts (unlike ``hash``, same in every process).
-
-    Example
-    -------
-    >>> item_seed(1, 2, "clip") == item_seed(1, 2, "clip")
-    True
-    >>> item_seed(1, 2, "clip") == item_seed(1, 3, "clip")
-    False
-    """
-    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
+__all__ = ["rows_to_data", "caption_dataset", "labelled_dataset", "EpochState"]
 
 
-class EpochState:
-    """A mutable epoch number shared with the data pipeline (set before each epoch's loader starts)."""
+def _audio_pipeline(clips):
+    """The ``(id, wav_path) -> (sig, audio_ok)`` item of a pipeline reading with ``clips``."""
 
-    def __init__(self, epoch=0):
-        self.epoch = epoch
+    @sb.utils.data_pipeline.takes("id", "wav_path")
+    @sb.utils.data_pipeline.provides("sig", "audio_ok")
+    def audio_pipeline(clip_id, wav_path):
+        # A clip that broke after preparation is masked and counted by the caller, never a crash.
+        sig, ok, error = clips.load(wav_path, clip_id)
+        if not ok:
+            logger.warning("Skipping unreadable audio (%s)", error)
+        yield sig
+        yield ok
 
-
-def load_or_silence(wav_path, sample_rate, duration, crop, generator=None):
-    """``(waveform, True)``, or ``(silence, False)`` for a file that cannot be read.
-
-    Used inside data pipelines so that a clip that broke after preparation is
-    masked and counted by the caller instead of ending the epoch.
-
-    Example
-    -------
-    >>> sig, ok = load_or_silence("/nonexistent.wav", 8000, 0.5, "center")
-    >>> sig.shape, ok
-    (torch.Size([4000]), False)
-    """
-    try:
-        return load_audio(wav_path, sample_rate, duration, crop=crop, generator=generator), True
-    except AudioReadError as err:
-        logger.warning("Skipping unreadable audio (%s)", err)
-        return torch.zeros(int(round(sample_rate * duration))), False
+    return audio_pipeline
 
 
 def rows_to_data(rows):
@@ -122,21 +97,56 @@ def caption_dataset(
     rows = read_caption_csv(csv_path)
     if not rows:
         raise ValueError(f"The caption manifest {csv_path} has no rows.")
-    epoch_state = epoch_state or EpochState()
+    clips = AudioClips(None, sample_rate, duration, crop="random" if train else eval_crop, seed=seed,
+                       epoch_state=epoch_state)
     dataset = sb.dataio.dataset.DynamicItemDataset(rows_to_data(rows))
-
-    @sb.utils.data_pipeline.takes("id", "wav_path")
-    @sb.utils.data_pipeline.provides("sig", "audio_ok")
-    def audio_pipeline(clip_id, wav_path):
-        if train:
-            generator = torch.Generator().manual_seed(item_seed(seed, epoch_state.epoch, clip_id))
-            crop = "random"
-        else:
-            generator, crop = None, eval_crop
-        sig, ok = load_or_silence(wav_path, sample_rate, duration, crop, generator)
-        yield sig
-        yield ok
-
-    sb.dataio.dataset.add_dynamic_item([dataset], audio_pipeline)
+    sb.dataio.dataset.add_dynamic_item([dataset], _audio_pipeline(clips))
     sb.dataio.dataset.set_output_keys([dataset], ["id", "sig", "audio_ok", "caption", "wav_path"])
+    return dataset
+
+
+def labelled_dataset(csv_path, sample_rate, duration, eval_crop="center"):
+    """A ``DynamicItemDataset`` of the clips of a zero-shot manifest, fitted to ``duration`` deterministically.
+
+    Arguments
+    ---------
+    csv_path : str
+        ``ID,wav_path,class_name,fold[,source_id]`` manifest (from ``dataset.prepare_zeroshot``).
+    sample_rate : int
+        Model sample rate.
+    duration : float
+        Seconds per clip: shorter clips are tiled, longer ones cropped.
+    eval_crop : str
+        ``"center"`` or ``"start"``: where a longer clip is cropped (never random).
+
+    Returns
+    -------
+    speechbrain.dataio.dataset.DynamicItemDataset
+        Output keys ``id``, ``sig``, ``audio_ok`` (False: unreadable, to be
+        skipped), ``class_name``, ``fold``, ``wav_path``.
+
+    Example
+    -------
+    >>> import os, tempfile, numpy as np, soundfile as sf
+    >>> from dataset.manifest import write_csv
+    >>> d = tempfile.mkdtemp()
+    >>> sf.write(os.path.join(d, "a.wav"), np.zeros((300, 2)), 8000)
+    >>> write_csv(os.path.join(d, "m.csv"), [
+    ...     {"ID": "a", "wav_path": os.path.join(d, "a.wav"), "class_name": "dog", "fold": "1"},
+    ...     {"ID": "b", "wav_path": os.path.join(d, "gone.wav"), "class_name": "rain", "fold": "2"}])
+    >>> ds = labelled_dataset(os.path.join(d, "m.csv"), 8000, 0.5)
+    >>> ds[0]["sig"].shape, ds[0]["audio_ok"], ds[1]["audio_ok"], ds[1]["fold"]
+    (torch.Size([4000]), True, False, '2')
+    """
+    if eval_crop not in EVAL_CROPS:
+        raise ValueError(f"eval_crop must be one of {EVAL_CROPS} (evaluation is deterministic), got {eval_crop!r}.")
+    rows = read_csv(csv_path)
+    if not rows:
+        raise ValueError(f"The zero-shot manifest {csv_path} has no rows.")
+    missing = {"ID", "wav_path", "class_name", "fold"} - set(rows[0])
+    if missing:
+        raise ValueError(f"{csv_path} lacks the column(s) {sorted(missing)}; expected ID,wav_path,class_name,fold.")
+    dataset = sb.dataio.dataset.DynamicItemDataset(rows_to_data(rows))
+    sb.dataio.dataset.add_dynamic_item([dataset], _audio_pipeline(AudioClips(None, sample_rate, duration, eval_crop)))
+    sb.dataio.dataset.set_output_keys([dataset], ["id", "sig", "audio_ok", "class_name", "fold", "wav_path"])
     return dataset

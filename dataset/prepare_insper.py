@@ -25,7 +25,7 @@ import unicodedata
 import yaml
 from tqdm import tqdm
 
-from dataset.audio import AUDIO_EXTENSIONS, AudioReadError, probe_audio
+from dataset.audio import AUDIO_EXTENSIONS, AudioReadError, probe_audio, walk_audio_files
 from dataset.manifest import ManifestError, atomic_write, read_caption_csv, read_csv, read_json_or_none, write_csv
 
 logger = logging.getLogger(__name__)
@@ -58,11 +58,10 @@ def _name_key(name):
 
 
 def index_audio_files(folder, extensions=AUDIO_EXTENSIONS):
-    """Indexes every audio file below ``folder`` by file name, in one walk.
+    """Indexes every audio file below ``folder`` by file name, in one walk (:func:`dataset.audio.walk_audio_files`).
 
     Looking each of 10^5 rows up with ``glob``/``exists`` is slow on network
-    file systems; one ``os.scandir`` pass is not. Symbolic links to folders
-    are followed (users often link their audio in), each real folder once.
+    file systems; one walk is not.
 
     Arguments
     ---------
@@ -87,32 +86,9 @@ def index_audio_files(folder, extensions=AUDIO_EXTENSIONS):
     >>> list(index), index["A b.wav"] == [os.path.join(d, "sub", "A b.WAV")]
     (['A b.wav'], True)
     """
-    extensions = tuple(e.lower() for e in extensions)
     index = {}
-    visited = set()
-    stack = [os.path.abspath(folder)]
-    while stack:
-        current = stack.pop()
-        real = os.path.realpath(current)
-        if real in visited:
-            continue
-        visited.add(real)
-        try:
-            with os.scandir(current) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as e:
-            logger.warning("Cannot list %s (%s); its audio is ignored.", current, e)
-            continue
-        subfolders = []
-        for entry in entries:
-            try:
-                if entry.is_dir():
-                    subfolders.append(entry.path)
-                elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in extensions:
-                    index.setdefault(_name_key(entry.name), []).append(entry.path)
-            except OSError:
-                continue  # a dangling link or a file removed during the walk
-        stack.extend(reversed(subfolders))
+    for path in walk_audio_files(folder, extensions):
+        index.setdefault(_name_key(os.path.basename(path)), []).append(path)
     return index
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "read_state_dict",
     "load_pann_checkpoint",
     "load_clap_checkpoint",
+    "load_model_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -47,8 +48,8 @@ def _format_list(title: str, items: list) -> str:
 class CheckpointMismatchError(RuntimeError):
     """A checkpoint file does not fit the model.
 
-    Parameters
-    ----------
+    Arguments
+    ---------
     path : str
         The file.
     missing : list of str
@@ -60,8 +61,8 @@ class CheckpointMismatchError(RuntimeError):
     expected : str
         What kind of file was expected.
 
-    Examples
-    --------
+    Example
+    -------
     >>> err = CheckpointMismatchError("x.pth", ["a"], ["b"], [("c", (1,), (2,))],
     ...                               "expected a test file")
     >>> print(err)  # doctest: +NORMALIZE_WHITESPACE
@@ -102,8 +103,8 @@ def _is_state_dict(obj) -> bool:
 def read_state_dict(path, expected: str = "") -> dict:
     """Read a state dict from a checkpoint file, safely.
 
-    Parameters
-    ----------
+    Arguments
+    ---------
     path : str or os.PathLike
         ``{"model": sd}``, ``{"state_dict": sd}`` or a bare state dict.
     expected : str
@@ -125,8 +126,8 @@ def read_state_dict(path, expected: str = "") -> dict:
     CheckpointMismatchError
         If no state dict is found in the file.
 
-    Examples
-    --------
+    Example
+    -------
     >>> import tempfile, os
     >>> with tempfile.TemporaryDirectory() as d:
     ...     p = os.path.join(d, "ck.pth")
@@ -193,8 +194,8 @@ def load_pann_checkpoint(cnn14: nn.Module, path) -> nn.Module:
 
     The file's STFT kernels and ``melW`` are the ones used afterwards.
 
-    Parameters
-    ----------
+    Arguments
+    ---------
     cnn14 : models.cnn14.Cnn14
         Model with matching configuration.
     path : str or os.PathLike
@@ -228,8 +229,8 @@ def load_clap_checkpoint(clap: nn.Module, path) -> nn.Module:
     only (the pooler output is unused); a missing BatchNorm
     ``num_batches_tracked``.  Everything else must match exactly.
 
-    Parameters
-    ----------
+    Arguments
+    ---------
     clap : models.clap.CLAP
         Model with matching configuration.
     path : str or os.PathLike
@@ -265,3 +266,45 @@ def load_clap_checkpoint(clap: nn.Module, path) -> nn.Module:
     if ignored_bn:
         logger.info("%s: no %d BatchNorm num_batches_tracked entries; kept the model's.", path, len(ignored_bn))
     return _load(clap, state, missing, unexpected, mismatched, path, CLAP_EXPECTED)
+
+
+def load_model_checkpoint(model: nn.Module, path, expected: str = "") -> nn.Module:
+    """Load the ``model.ckpt`` of one of our runs (a bare state dict of the whole model) into ``model``.
+
+    Tolerated differences: a ``module.`` prefix (DataParallel / DDP) and the
+    ``embeddings.position_ids`` buffer in the file but not in the model
+    (older transformers saved it). Everything else must match.
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        Built with the architecture of the run that wrote the file.
+    path : str or os.PathLike
+        The ``model.ckpt`` file.
+    expected : str
+        What to check when the file does not fit (added to the error).
+
+    Returns
+    -------
+    torch.nn.Module
+        ``model``, loaded.
+
+    Raises
+    ------
+    CheckpointMismatchError
+        On any missing, unexpected or mis-shaped key.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.ckpt")
+    >>> torch.save({"module.weight": torch.ones(1, 2), "module.bias": torch.zeros(1)}, path)
+    >>> load_model_checkpoint(nn.Linear(2, 1), path).weight.tolist()
+    [[1.0, 1.0]]
+    """
+    state = read_state_dict(path, expected)
+    model_keys = set(model.state_dict())
+    for key in [k for k in state if k.endswith("embeddings.position_ids") and k not in model_keys]:
+        del state[key]
+    missing, unexpected, mismatched = _compare(model, state)
+    return _load(model, state, missing, unexpected, mismatched, path, expected)

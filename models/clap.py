@@ -13,14 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.cnn14 import Cnn14
 from models.freeze import run_base
 from models.projection import Projection
-from models.text_encoder import TextEncoder
+from models.registry import AUDIO_ENCODERS, build_audio_backbone, build_text_encoder
 
 __all__ = ["AudioEncoder", "CLAP", "MSCLAP2022", "AUDIO_ENCODERS"]
-
-AUDIO_ENCODERS = {"Cnn14": Cnn14}
 
 #: Constructor kwargs of :class:`CLAP` reproducing MS CLAP 2022.
 MSCLAP2022 = dict(
@@ -42,10 +39,10 @@ MSCLAP2022 = dict(
 class AudioEncoder(nn.Module):
     """Audio tower: ``base`` (Cnn14) then ``projection``.
 
-    Parameters
-    ----------
+    Arguments
+    ---------
     audioenc_name : str
-        Backbone name; only ``"Cnn14"`` is supported.
+        Backbone name, a key of :data:`models.registry.AUDIO_ENCODERS` (``"Cnn14"``).
     sample_rate, window_size, hop_size, mel_bins, fmin, fmax, classes_num, out_emb
         Passed to :class:`models.cnn14.Cnn14`.
     d_proj : int
@@ -57,8 +54,8 @@ class AudioEncoder(nn.Module):
     dropout : float
         Dropout of the projection head.
 
-    Examples
-    --------
+    Example
+    -------
     >>> enc = AudioEncoder("Cnn14", 16000, 512, 160, 64, 50, 8000, 5, 32, 16,
     ...                    width=1 / 16).eval()
     >>> proj, clipwise = enc(torch.randn(2, 16000))
@@ -83,19 +80,16 @@ class AudioEncoder(nn.Module):
         dropout=0.5,
     ):
         super().__init__()
-        if audioenc_name not in AUDIO_ENCODERS:
-            raise ValueError(
-                f"unknown audio encoder {audioenc_name!r}; supported: {sorted(AUDIO_ENCODERS)}"
-            )
-        self.base = AUDIO_ENCODERS[audioenc_name](
-            sample_rate,
-            window_size,
-            hop_size,
-            mel_bins,
-            fmin,
-            fmax,
-            classes_num,
-            out_emb,
+        self.base = build_audio_backbone(
+            audioenc_name,
+            sample_rate=sample_rate,
+            window_size=window_size,
+            hop_size=hop_size,
+            mel_bins=mel_bins,
+            fmin=fmin,
+            fmax=fmax,
+            classes_num=classes_num,
+            out_emb=out_emb,
             width=width,
             spec_augment=spec_augment,
         )
@@ -104,8 +98,8 @@ class AudioEncoder(nn.Module):
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode waveforms.
 
-        Parameters
-        ----------
+        Arguments
+        ---------
         wav : torch.Tensor
             ``[B, T]``.
 
@@ -127,12 +121,13 @@ class CLAP(nn.Module):
     hop 320, 64 mels, 50-14000 Hz, 527 classes, ``out_emb`` 2048,
     ``"bert-base-uncased"`` (hidden 768, CLS pooling), ``d_proj`` 1024.
 
-    Parameters
-    ----------
+    Arguments
+    ---------
     audioenc_name, sample_rate, window_size, hop_size, mel_bins, fmin, fmax, classes_num, out_emb
         See :class:`AudioEncoder`.
     text_model : str, os.PathLike or transformers.PretrainedConfig
-        See :func:`models.text_encoder.build_text_model`.
+        See :func:`models.text_encoder.build_text_model`; the text tower is
+        chosen by its ``model_type`` (:func:`models.registry.build_text_encoder`).
     transformer_embed_dim : int
         Hidden size of the text model.
     d_proj : int
@@ -148,8 +143,8 @@ class CLAP(nn.Module):
     dropout : float
         Dropout of both projection heads.
 
-    Examples
-    --------
+    Example
+    -------
     >>> from transformers import BertConfig
     >>> cfg = BertConfig(hidden_size=32, num_hidden_layers=1,
     ...                  num_attention_heads=2, intermediate_size=37,
@@ -198,7 +193,7 @@ class CLAP(nn.Module):
             spec_augment=spec_augment,
             dropout=dropout,
         )
-        self.caption_encoder = TextEncoder(
+        self.caption_encoder = build_text_encoder(
             text_model,
             transformer_embed_dim,
             d_proj,
@@ -211,8 +206,8 @@ class CLAP(nn.Module):
     def encode_audio(self, wav: torch.Tensor) -> torch.Tensor:
         """L2-normalised audio embeddings ``[B, d_proj]``.
 
-        Parameters
-        ----------
+        Arguments
+        ---------
         wav : torch.Tensor
             ``[B, T]`` at ``sample_rate``.
 
@@ -226,8 +221,8 @@ class CLAP(nn.Module):
     def encode_text(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         """L2-normalised text embeddings ``[B, d_proj]``.
 
-        Parameters
-        ----------
+        Arguments
+        ---------
         input_ids, attention_mask : torch.Tensor
             ``[B, L]``.
         token_type_ids : torch.Tensor, optional
@@ -243,8 +238,8 @@ class CLAP(nn.Module):
     def forward(self, wav, input_ids, attention_mask, token_type_ids=None):
         """Embed both modalities.
 
-        Parameters
-        ----------
+        Arguments
+        ---------
         wav : torch.Tensor
             ``[B, T]``.
         input_ids, attention_mask : torch.Tensor

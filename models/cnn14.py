@@ -22,8 +22,8 @@ _BASE_CHANNELS = (64, 128, 256, 512, 1024, 2048)
 def cnn14_channels(width: float = 1.0) -> tuple[int, ...]:
     """Channel counts of the six conv blocks for a width multiplier.
 
-    Parameters
-    ----------
+    Arguments
+    ---------
     width : float
         Multiplier; 1.0 is the official network.
 
@@ -32,8 +32,8 @@ def cnn14_channels(width: float = 1.0) -> tuple[int, ...]:
     tuple of int
         ``max(1, round(c * width))`` for ``c`` in 64 .. 2048.
 
-    Examples
-    --------
+    Example
+    -------
     >>> cnn14_channels(1 / 16)
     (4, 8, 16, 32, 64, 128)
     """
@@ -54,13 +54,13 @@ def _init_bn(bn: nn.BatchNorm2d) -> None:
 class ConvBlock(nn.Module):
     """Two 3x3 conv + BN + ReLU layers followed by average pooling.
 
-    Parameters
-    ----------
+    Arguments
+    ---------
     in_channels, out_channels : int
         Channel counts.
 
-    Examples
-    --------
+    Example
+    -------
     >>> block = ConvBlock(1, 4)
     >>> tuple(block(torch.randn(2, 1, 8, 8), pool_size=(2, 2)).shape)
     (2, 4, 4, 4)
@@ -80,8 +80,8 @@ class ConvBlock(nn.Module):
     def forward(self, x: torch.Tensor, pool_size=(2, 2)) -> torch.Tensor:
         """Apply the block.
 
-        Parameters
-        ----------
+        Arguments
+        ---------
         x : torch.Tensor
             ``[B, C_in, time, freq]``.
         pool_size : tuple of int
@@ -107,8 +107,8 @@ class SpecAugment(nn.Module):
     example, in training mode only.  Widths and positions come from the torch
     RNG, so ``torch.manual_seed`` reproduces them.
 
-    Parameters
-    ----------
+    Arguments
+    ---------
     time_drop_width : int
         Exclusive upper bound of a time stripe's width (frames).
     time_stripes_num : int
@@ -125,8 +125,8 @@ class SpecAugment(nn.Module):
     most about half of it (the proportion the defaults give on 5 s clips is
     far lower; masking everything would leave nothing to learn from).
 
-    Examples
-    --------
+    Example
+    -------
     >>> aug = SpecAugment(64, 2, 8, 2).train()
     >>> _ = torch.manual_seed(0)
     >>> out = aug(torch.ones(3, 1, 100, 64))
@@ -144,8 +144,8 @@ class SpecAugment(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Zero random stripes (training mode only).
 
-        Parameters
-        ----------
+        Arguments
+        ---------
         x : torch.Tensor
             ``[B, C, time, freq]``.
 
@@ -181,8 +181,8 @@ class SpecAugment(nn.Module):
 class Cnn14(nn.Module):
     """PANNs Cnn14 with MS CLAP's embedding head.
 
-    Parameters
-    ----------
+    Arguments
+    ---------
     sample_rate : int
         Input sampling rate (Hz).
     window_size : int
@@ -209,8 +209,8 @@ class Cnn14(nn.Module):
     and on the returned embedding; ``clipwise_output`` reads the un-dropped
     ``relu(fc1)``.
 
-    Examples
-    --------
+    Example
+    -------
     >>> net = Cnn14(16000, 512, 160, 64, 50, 8000, classes_num=5, out_emb=32,
     ...             width=1 / 16).eval()
     >>> out = net(torch.randn(2, 16000))
@@ -250,8 +250,8 @@ class Cnn14(nn.Module):
     def logmel(self, wav: torch.Tensor) -> torch.Tensor:
         """Log-mel features before ``bn0``.
 
-        Parameters
-        ----------
+        Arguments
+        ---------
         wav : torch.Tensor
             ``[B, T]`` waveform.
 
@@ -265,8 +265,8 @@ class Cnn14(nn.Module):
     def forward(self, wav: torch.Tensor) -> dict:
         """Embed a batch of waveforms.
 
-        Parameters
-        ----------
+        Arguments
+        ---------
         wav : torch.Tensor
             ``[B, T]`` waveform at ``sample_rate``.
 

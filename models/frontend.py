@@ -46,8 +46,8 @@ _CHUNK_BYTES = 12 * 2**20
 def periodic_hann(n: int) -> np.ndarray:
     """Periodic (DFT-even) Hann window in float64.
 
-    Parameters
-    ----------
+    Arguments
+    ---------
     n : int
         Window length.
 
@@ -56,8 +56,8 @@ def periodic_hann(n: int) -> np.ndarray:
     numpy.ndarray
         ``0.5 - 0.5 * cos(2 pi k / n)`` for ``k = 0 .. n-1``.
 
-    Examples
-    --------
+    Example
+    -------
     >>> periodic_hann(4).round(3).tolist()
     [0.0, 0.5, 1.0, 0.5]
     """
@@ -68,8 +68,8 @@ def periodic_hann(n: int) -> np.ndarray:
 def dft_kernels(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
     """Hann-windowed one-sided DFT kernels, as PANNs stores them.
 
-    Parameters
-    ----------
+    Arguments
+    ---------
     n_fft : int
         FFT size (also the window length).
 
@@ -80,8 +80,8 @@ def dft_kernels(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
         ``real[k, n] = cos(2 pi k n / n_fft) w[n]`` and
         ``imag[k, n] = -sin(2 pi k n / n_fft) w[n]`` (``w`` periodic Hann).
 
-    Examples
-    --------
+    Example
+    -------
     >>> real, imag = dft_kernels(8)
     >>> real.shape, imag.shape
     ((5, 8), (5, 8))
@@ -100,8 +100,8 @@ def dft_kernels(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
 class STFT(nn.Module):
     """One-sided STFT with PANNs' frozen conv-kernel parameters.
 
-    Parameters
-    ----------
+    Arguments
+    ---------
     n_fft : int
         FFT size and window length (periodic Hann window).
     hop_length : int
@@ -117,8 +117,8 @@ class STFT(nn.Module):
     kernels, forward switches to the convolution with those kernels, so what
     the file says is always what is computed.
 
-    Examples
-    --------
+    Example
+    -------
     >>> stft = STFT(16, 4)
     >>> real, imag = stft(torch.randn(2, 32))
     >>> tuple(real.shape), stft.uses_fft
@@ -191,8 +191,8 @@ class STFT(nn.Module):
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Compute the STFT in PANNs' layout.
 
-        Parameters
-        ----------
+        Arguments
+        ---------
         wav : torch.Tensor
             ``[B, T]`` waveform.
 
@@ -211,8 +211,8 @@ class STFT(nn.Module):
     def power(self, wav: torch.Tensor) -> torch.Tensor:
         """Power spectrum ``real**2 + imag**2``.
 
-        Parameters
-        ----------
+        Arguments
+        ---------
         wav : torch.Tensor
             ``[B, T]`` waveform.
 
@@ -279,15 +279,15 @@ def _stft_post_load_hook(module: STFT, incompatible_keys) -> None:
 class Spectrogram(nn.Module):
     """Power spectrogram in PANNs' layout ``[B, 1, frames, n_freq]``.
 
-    Parameters
-    ----------
+    Arguments
+    ---------
     n_fft : int
         FFT size and window length.
     hop_length : int
         Hop between frames, in samples.
 
-    Examples
-    --------
+    Example
+    -------
     >>> spec = Spectrogram(1024, 320)
     >>> tuple(spec(torch.randn(2, 44100)).shape)
     (2, 1, 138, 513)
@@ -300,8 +300,8 @@ class Spectrogram(nn.Module):
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         """Compute ``real**2 + imag**2``.
 
-        Parameters
-        ----------
+        Arguments
+        ---------
         wav : torch.Tensor
             ``[B, T]`` waveform.
 
@@ -316,8 +316,8 @@ class Spectrogram(nn.Module):
 def hz_to_mel(freq):
     """Slaney mel scale: linear below 1 kHz, logarithmic above.
 
-    Parameters
-    ----------
+    Arguments
+    ---------
     freq : float or numpy.ndarray
         Frequency in Hz.
 
@@ -326,8 +326,8 @@ def hz_to_mel(freq):
     numpy.ndarray
         Mel value(s), float64.
 
-    Examples
-    --------
+    Example
+    -------
     >>> round(float(hz_to_mel(1000.0)), 9)
     15.0
     """
@@ -345,8 +345,8 @@ def hz_to_mel(freq):
 def mel_to_hz(mels):
     """Inverse of :func:`hz_to_mel`.
 
-    Parameters
-    ----------
+    Arguments
+    ---------
     mels : float or numpy.ndarray
         Mel value(s).
 
@@ -355,8 +355,8 @@ def mel_to_hz(mels):
     numpy.ndarray
         Frequency in Hz, float64.
 
-    Examples
-    --------
+    Example
+    -------
     >>> round(float(mel_to_hz(hz_to_mel(4000.0))), 6)
     4000.0
     """
@@ -394,8 +394,8 @@ def mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax) -> np.ndarray:
     n_mels=n_mels, fmin=fmin, fmax=fmax).T`` (htk=False, norm="slaney"),
     computed in float64 and cast once.
 
-    Parameters
-    ----------
+    Arguments
+    ---------
     sample_rate : int
         Sampling rate in Hz.
     n_fft : int
@@ -410,8 +410,8 @@ def mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax) -> np.ndarray:
     numpy.ndarray
         float32 ``[n_fft // 2 + 1, n_mels]``.
 
-    Examples
-    --------
+    Example
+    -------
     >>> W = mel_filterbank(16000, 512, 40, 0, 8000)
     >>> W.shape, W.dtype
     ((257, 40), dtype('float32'))
@@ -424,8 +424,8 @@ def mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax) -> np.ndarray:
 class LogmelFilterBank(nn.Module):
     """Mel projection and ``10 log10`` with PANNs' ``melW`` parameter.
 
-    Parameters
-    ----------
+    Arguments
+    ---------
     sample_rate : int
         Sampling rate in Hz.
     n_fft : int
@@ -441,8 +441,8 @@ class LogmelFilterBank(nn.Module):
     ``melW`` replaces the constructor's and is the one used.  Output is
     ``10 log10(max(power @ melW, 1e-10))`` (ref 1, no top_db), as in PANNs.
 
-    Examples
-    --------
+    Example
+    -------
     >>> fb = LogmelFilterBank(16000, 512, 40, 0, 8000)
     >>> out = fb(torch.zeros(1, 1, 3, 257))
     >>> tuple(out.shape), float(out.min())
@@ -459,8 +459,8 @@ class LogmelFilterBank(nn.Module):
     def forward(self, power: torch.Tensor) -> torch.Tensor:
         """Project onto mel bands and convert to dB.
 
-        Parameters
-        ----------
+        Arguments
+        ---------
         power : torch.Tensor
             ``[B, 1, frames, n_freq]`` power spectrogram.
 
@@ -486,8 +486,8 @@ def reference_logmel(
     periodic Hann window, ``rfft``, power, Slaney mel filters (float64),
     ``10 log10(max(x, 1e-10))``.
 
-    Parameters
-    ----------
+    Arguments
+    ---------
     wav : numpy.ndarray
         ``[T]`` waveform.
     sample_rate, n_fft, hop, n_mels, fmin, fmax
@@ -498,8 +498,8 @@ def reference_logmel(
     numpy.ndarray
         float64 ``[T // hop + 1, n_mels]``.
 
-    Examples
-    --------
+    Example
+    -------
     >>> ref = reference_logmel(np.zeros(1600), 16000, 512, 160, 40, 0, 8000)
     >>> ref.shape, float(ref.max())
     ((11, 40), -100.0)

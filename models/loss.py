@@ -161,25 +161,33 @@ class ClapLoss(torch.nn.Module):
                 audio_all, text_all = audio_all[valid_all], text_all[valid_all]
         return audio_all, text_all
 
-    def forward(self, audio_emb, text_emb, logit_scale, valid=None, teacher=None, beta=0.0, gather=True):
+    def forward(self, audio_emb, text_emb, logit_scale, valid=None, gather=True):
         """Returns ``(loss, scaled audio→text logits)`` of the global batch.
 
-        ``valid`` (bool ``[B]``) marks rows whose audio could be read; the
-        others are left out of the loss on every rank. ``teacher`` is an
-        optional pair ``(teacher_audio_emb, teacher_text_emb)`` of the same
-        rows: with ``beta > 0`` the targets become :func:`soft_targets`
-        (SoftCLAP); ``beta = 0`` is the plain loss, computed exactly as
-        without a teacher. ``gather=False`` keeps the loss local
-        (validation, where every rank sees the whole set).
+        Arguments
+        ---------
+        audio_emb, text_emb : torch.Tensor
+            This rank's L2-normalised embeddings ``[B, D]``; row ``i`` of each is a pair.
+        logit_scale : torch.Tensor
+            The model's exponentiated temperature (clamped here).
+        valid : torch.Tensor, optional
+            Bool ``[B]``: rows whose audio could be read; the others are left
+            out of the loss on every rank.
+        gather : bool
+            False keeps the loss local (validation, where every rank sees the whole set).
+
+        Returns
+        -------
+        loss : torch.Tensor
+            Scalar.
+        logits : torch.Tensor
+            ``[N, N]`` scaled audio→text similarities of the kept rows.
         """
         audio_all, text_all = self.gather(audio_emb, text_emb, valid, gather)
-        targets_a2t = targets_t2a = None
-        if teacher is not None and beta > 0:
-            teacher_audio, teacher_text = self.gather(teacher[0], teacher[1], valid, gather)
-            # At least float32: the targets of a half-precision teacher would not sum to one.
-            dtype = torch.promote_types(teacher_audio.dtype, torch.float32)
-            targets_a2t = soft_targets(teacher_audio.to(dtype), beta)
-            targets_t2a = soft_targets(teacher_text.to(dtype), beta)
+        return self.contrast(audio_emb, text_emb, logit_scale, audio_all, text_all)
+
+    def contrast(self, audio_emb, text_emb, logit_scale, audio_all, text_all, targets_a2t=None, targets_t2a=None):
+        """The loss of gathered rows (``*_all``) with optional target distributions (None: the identity)."""
         if audio_all.shape[0] == 0:
             # A batch whose audio was all unreadable: a zero loss that still
             # touches the graph, so DDP ranks stay in step.
@@ -188,3 +196,52 @@ class ClapLoss(torch.nn.Module):
         scale = torch.clamp(logit_scale, max=self.max_logit_scale)
         loss = contrastive_loss(audio_all, text_all, scale, targets_a2t, targets_t2a)
         return loss, scale * audio_all @ text_all.t()
+
+
+class SoftClapLoss(ClapLoss):
+    """SoftCLAP: the CLAP loss whose targets are softened by a frozen teacher (:func:`soft_targets`).
+
+    Arguments
+    ---------
+    beta : float
+        Weight of the teacher's within-modality similarities (``softclap_beta``), in [0, 1].
+    max_logit_scale : float
+        As for :class:`ClapLoss`.
+
+    Example
+    -------
+    >>> a = F.normalize(torch.randn(4, 8), dim=-1)
+    >>> t = F.normalize(torch.randn(4, 8), dim=-1)
+    >>> plain, _ = ClapLoss()(a, t, torch.tensor(10.0))
+    >>> soft, _ = SoftClapLoss(beta=0.3)(a, t, torch.tensor(10.0), teacher_audio=a, teacher_text=t)
+    >>> bool(torch.equal(plain, SoftClapLoss(beta=0.0)(a, t, torch.tensor(10.0), teacher_audio=a, teacher_text=t)[0]))
+    True
+    >>> bool(torch.isclose(plain, soft))
+    False
+    """
+
+    def __init__(self, beta=0.3, max_logit_scale=100.0):
+        super().__init__(max_logit_scale)
+        beta = float(beta)
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"softclap_beta must be in [0, 1], got {beta}")
+        self.beta = beta
+
+    def forward(self, audio_emb, text_emb, logit_scale, valid=None, gather=True, teacher_audio=None,
+                teacher_text=None):
+        """Returns ``(loss, scaled audio→text logits)``, as :meth:`ClapLoss.forward`.
+
+        ``teacher_audio`` and ``teacher_text`` are the frozen teacher's
+        embeddings of the same rows. Without them (validation), or with
+        ``beta = 0``, the loss is the plain CLAP loss, computed exactly as by
+        :class:`ClapLoss`.
+        """
+        if teacher_audio is None or teacher_text is None or self.beta == 0:
+            return super().forward(audio_emb, text_emb, logit_scale, valid=valid, gather=gather)
+        audio_all, text_all = self.gather(audio_emb, text_emb, valid, gather)
+        teacher_audio, teacher_text = self.gather(teacher_audio, teacher_text, valid, gather)
+        # At least float32: the targets of a half-precision teacher would not sum to one.
+        dtype = torch.promote_types(teacher_audio.dtype, torch.float32)
+        return self.contrast(audio_emb, text_emb, logit_scale, audio_all, text_all,
+                             soft_targets(teacher_audio.to(dtype), self.beta),
+                             soft_targets(teacher_text.to(dtype), self.beta))

@@ -15,8 +15,8 @@ class Projection(nn.Module):
     ``e1 = linear1(x)``; ``e2 = dropout(linear2(gelu(e1)))``;
     output ``layer_norm(e1 + e2)``.
 
-    Parameters
-    ----------
+    Arguments
+    ---------
     d_in : int
         Input size.
     d_out : int
@@ -24,8 +24,8 @@ class Projection(nn.Module):
     p : float
         Dropout probability on the residual branch.
 
-    Examples
-    --------
+    Example
+    -------
     >>> proj = Projection(8, 4).eval()
     >>> tuple(proj(torch.randn(3, 8)).shape)
     (3, 4)
@@ -41,8 +41,8 @@ class Projection(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Project ``x``.
 
-        Parameters
-        ----------
+        Arguments
+        ---------
         x : torch.Tensor
             ``[..., d_in]``.
 

@@ -23,6 +23,7 @@ from models.projection import Projection
 
 __all__ = [
     "resolve_text_model",
+    "text_model_type",
     "build_text_model",
     "load_tokenizer",
     "tokenize",
@@ -44,8 +45,8 @@ _WEIGHT_FILES = (
 def resolve_text_model(text_model: Union[str, os.PathLike]) -> str:
     """Turn a ``text_model`` setting into something ``from_pretrained`` reads.
 
-    Parameters
-    ----------
+    Arguments
+    ---------
     text_model : str or os.PathLike
         An existing directory (returned as is), one of the aliases in
         :data:`MINILM_ALIASES` (the folder of the installed
@@ -61,8 +62,8 @@ def resolve_text_model(text_model: Union[str, os.PathLike]) -> str:
     ImportError
         If a MiniLM alias is given but the package is not installed.
 
-    Examples
-    --------
+    Example
+    -------
     >>> resolve_text_model("bert-base-uncased")
     'bert-base-uncased'
     >>> import tempfile
@@ -89,11 +90,36 @@ def _has_weights(folder: str) -> bool:
     return any((Path(folder) / f).is_file() for f in _WEIGHT_FILES)
 
 
+def text_model_type(text_model) -> str:
+    """The Hugging Face ``model_type`` of ``text_model`` (``"bert"``, ...), read from its config only.
+
+    Arguments
+    ---------
+    text_model : str, os.PathLike or transformers.PretrainedConfig
+        See :func:`resolve_text_model`.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> from transformers import BertConfig
+    >>> text_model_type(BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8))
+    'bert'
+    """
+    from transformers import AutoConfig, PretrainedConfig
+
+    if isinstance(text_model, PretrainedConfig):
+        return text_model.model_type
+    return AutoConfig.from_pretrained(resolve_text_model(text_model)).model_type
+
+
 def build_text_model(text_model, pretrained: bool = True):
     """Instantiate the transformer encoder.
 
-    Parameters
-    ----------
+    Arguments
+    ---------
     text_model : str, os.PathLike or transformers.PretrainedConfig
         See :func:`resolve_text_model`; a config instance builds a randomly
         initialised model.
@@ -106,8 +132,8 @@ def build_text_model(text_model, pretrained: bool = True):
     transformers.PreTrainedModel
         The ``AutoModel`` for that config (e.g. ``BertModel``).
 
-    Examples
-    --------
+    Example
+    -------
     >>> from transformers import BertConfig
     >>> cfg = BertConfig(hidden_size=32, num_hidden_layers=1,
     ...                  num_attention_heads=2, intermediate_size=37,
@@ -132,8 +158,8 @@ def build_text_model(text_model, pretrained: bool = True):
 def load_tokenizer(text_model):
     """Load the tokenizer that goes with ``text_model``.
 
-    Parameters
-    ----------
+    Arguments
+    ---------
     text_model : str or os.PathLike
         See :func:`resolve_text_model`.
 
@@ -150,8 +176,8 @@ def load_tokenizer(text_model):
 def tokenize(tokenizer, texts: Union[str, Sequence[str]], max_length: int = 100) -> dict:
     """Tokenise captions into padded tensors (MS CLAP: 100 tokens max).
 
-    Parameters
-    ----------
+    Arguments
+    ---------
     tokenizer : transformers.PreTrainedTokenizerBase
         From :func:`load_tokenizer`.
     texts : str or sequence of str
@@ -181,8 +207,8 @@ def tokenize(tokenizer, texts: Union[str, Sequence[str]], max_length: int = 100)
 class TextEncoder(nn.Module):
     """Transformer encoder, token pooling and :class:`Projection`.
 
-    Parameters
-    ----------
+    Arguments
+    ---------
     text_model : str, os.PathLike or transformers.PretrainedConfig
         See :func:`build_text_model`.
     transformer_embed_dim : int
@@ -198,8 +224,8 @@ class TextEncoder(nn.Module):
     dropout : float
         Dropout of the projection head.
 
-    Examples
-    --------
+    Example
+    -------
     >>> from transformers import BertConfig
     >>> cfg = BertConfig(hidden_size=32, num_hidden_layers=1,
     ...                  num_attention_heads=2, intermediate_size=37,
@@ -245,8 +271,8 @@ class TextEncoder(nn.Module):
     ) -> torch.Tensor:
         """Encode token ids.
 
-        Parameters
-        ----------
+        Arguments
+        ---------
         input_ids, attention_mask : torch.Tensor
             ``[B, L]``.
         token_type_ids : torch.Tensor, optional

@@ -26,60 +26,20 @@ import logging
 import os
 import sys
 
-import torch
 import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process
 
 from curation.embed import caption_table, embed_audio_files, embed_captions, model_fingerprint, read_path_list
 from dataset.manifest import read_caption_csv
-from recipes import common
+from experiment.arguments import rank_and_world, setup
+from experiment.weights import load_eval_model
 
 logger = logging.getLogger(__name__)
 
 
-def rank_and_world():
-    """(rank, world size) of this process; (0, 1) outside torchrun."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def select_device(run_opts):
-    """``--device`` (default cpu); under torchrun each rank takes the GPU of its LOCAL_RANK."""
-    device = run_opts.get("device") or "cpu"
-    local_rank = os.environ.get("LOCAL_RANK")
-    if device.startswith("cuda") and local_rank is not None:
-        device = f"cuda:{int(local_rank)}"
-    return device
-
-
-def build_teacher(hparams, run_opts):
-    """The YAML's model with the teacher's weights, in eval mode on its device.
-
-    Returns
-    -------
-    (model, device, fingerprint)
-        ``fingerprint`` (:func:`curation.embed.model_fingerprint`) is recorded
-        with the embeddings so that later steps can check they use one model.
-    """
-    if not (hparams.get("clap_ckpt_path") or hparams.get("ssl_checkpoints_dir")):
-        raise SystemExit(
-            "Curation needs the teacher's weights: give --ssl_checkpoints_dir=<teacher>/save "
-            "or --clap_ckpt_path=<CLAP_weights_2022.pth>."
-        )
-    model = hparams["model"]
-    common.initialise_model(model, hparams)
-    fingerprint = model_fingerprint(model)
-    device = select_device(run_opts)
-    return model.to(device).eval(), device, fingerprint
-
-
 def main(argv=None):
     """Parses flags, builds the teacher, embeds the audio list then the captions."""
-    hparams_file, run_opts, overrides = common.parse_arguments(argv)
-    run_opts = common.cpu_fallbacks(run_opts)
-    sb.utils.distributed.ddp_init_group(run_opts)
-    hparams = common.load_hparams(hparams_file, overrides)
+    hparams, run_opts, hparams_file, overrides = setup(argv)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
@@ -91,7 +51,9 @@ def main(argv=None):
     table = None
     if hparams.get("text_pathfile"):
         table = caption_table(read_caption_csv(hparams["text_pathfile"]))
-    model, device, fingerprint = build_teacher(hparams, run_opts)
+    model, device, _ = load_eval_model(hparams, run_opts, purpose="Curation")
+    # Recorded with the embeddings, so that later steps can check they use one model.
+    fingerprint = model_fingerprint(model)
     progress = not run_opts.get("noprogressbar", False)
     if if_main_process():
         print(f"Embedding {len(paths)} clips" + (f" and {len(table)} distinct captions" if table else "") + f" into {emb_dir}", flush=True)

@@ -32,9 +32,11 @@ import torch
 import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
+from dataset.pipelines import labelled_dataset
 from dataset.prepare_zeroshot import canonical_dataset, prepare_zeroshot, read_prepared
-from recipes import common
-from recipes.zeroshot_eval import ZeroShotEvaluator, as_templates, summary_line, unwrap, zeroshot_dataset
+from evaluation.zeroshot import ZeroShotEvaluator, as_templates, summary_line, unwrap
+from experiment.arguments import setup
+from experiment.weights import load_model
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ logger = logging.getLogger(__name__)
 class ZeroShotBrain(sb.Brain):
     """Evaluation only: embeds the clips, ranks the class prompts, writes the results.
 
-    Expects ``hparams.evaluator`` (a :class:`recipes.zeroshot_eval.ZeroShotEvaluator`),
+    Expects ``hparams.evaluator`` (a :class:`evaluation.zeroshot.ZeroShotEvaluator`),
     ``hparams.tokenizer``, ``hparams.output_folder`` and ``hparams.train_logger``;
     ``hparams.results_info`` (dict) is added to the results file.
     """
@@ -87,32 +89,13 @@ class ZeroShotBrain(sb.Brain):
 def dataio_prep(hparams):
     """The dataset of the prepared manifest (deterministic crop), its class list and the preparation counts."""
     csv_path, labels, stats = read_prepared(hparams["output_folder"], hparams["dataset"])
-    dataset = zeroshot_dataset(csv_path, hparams["sample_rate"], hparams["eval_duration"], hparams["eval_crop"])
+    dataset = labelled_dataset(csv_path, hparams["sample_rate"], hparams["eval_duration"], hparams["eval_crop"])
     return dataset, labels, stats
-
-
-def load_model(hparams):
-    """Loads the weights the flags name into ``hparams["model"]``; returns a description of the source."""
-    clap_ckpt, ssl_dir = hparams.get("clap_ckpt_path"), hparams.get("ssl_checkpoints_dir")
-    if not clap_ckpt and not ssl_dir:
-        logger.warning(
-            "Neither --clap_ckpt_path nor --ssl_checkpoints_dir was given: evaluating a model with random "
-            "projections (and a %s text tower). Its accuracy is meaningless.",
-            "pretrained" if hparams["pretrained_text"] else "random",
-        )
-        return "random initialisation (no clap_ckpt_path, no ssl_checkpoints_dir)"
-    source = common.initialise_model(hparams["model"], hparams)
-    if clap_ckpt and ssl_dir:
-        source = f"MS CLAP {clap_ckpt}, then {source}"
-    return source
 
 
 def main(argv=None):
     """Parses flags, prepares the set, loads the model and scores every clip."""
-    hparams_file, run_opts, overrides = common.parse_arguments(argv)
-    run_opts = common.cpu_fallbacks(run_opts)
-    sb.utils.distributed.ddp_init_group(run_opts)
-    hparams = common.load_hparams(hparams_file, overrides)
+    hparams, run_opts, hparams_file, overrides = setup(argv)
     hparams["dataset"] = canonical_dataset(hparams["dataset"])
     # Fails now, with the template at fault, rather than after loading the model.
     templates = as_templates(hparams["prompt_templates"])
@@ -133,7 +116,7 @@ def main(argv=None):
     test_set, labels, prep_stats = dataio_prep(hparams)
     evaluator = ZeroShotEvaluator(labels, templates, max_length=hparams["text_max_length"])
 
-    model_source = load_model(hparams)
+    _, model_source = load_model(hparams, weights="warn")
     hparams["evaluator"] = evaluator
     hparams["results_info"] = {
         "dataset": hparams["dataset"],

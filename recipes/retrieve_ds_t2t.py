@@ -33,14 +33,14 @@ from curation.builders import (
     ds_prompts, eval_freesound_ids, caption_ids_in, row_ids, select_ds_captions, write_summary,
 )
 from curation.embed import (
-    STORAGE_DTYPES, caption_table, encode_texts, list_digest, load_embedding_info, save_npy, update_info,
-    write_caption_table,
+    STORAGE_DTYPES, caption_table, encode_texts, list_digest, load_embedding_info, model_fingerprint, save_npy,
+    update_info, write_caption_table,
 )
 from curation.join import PairStats
 from dataset.labels import dataset_labels
 from dataset.manifest import read_caption_csv, write_csv
-from recipes import common
-from recipes.microsoft_curation_toemb import build_teacher
+from experiment.arguments import setup
+from experiment.weights import load_eval_model
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +66,7 @@ def caption_embeddings(model, hparams, table, emb_dir, device, fingerprint, prog
 
 def main(argv=None):
     """Embeds prompts and captions, selects the DS captions, writes the DS pairs and caption embeddings."""
-    hparams_file, run_opts, overrides = common.parse_arguments(argv)
-    run_opts = common.cpu_fallbacks(run_opts)
-    hparams = common.load_hparams(hparams_file, overrides)
+    hparams, run_opts, hparams_file, overrides = setup(argv, distributed=False)
     sb.create_experiment_directory(
         experiment_directory=hparams["log_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
@@ -86,7 +84,8 @@ def main(argv=None):
         raise SystemExit(f"--target_csv_path={hparams['target_csv_path']} has no captions.")
     logger.info("DS for %s: %d labels, %d distinct captions of %d pairs.", hparams["zs_dataset"], len(labels), len(table), len(rows))
 
-    model, device, fingerprint = build_teacher(hparams, run_opts)
+    model, device, _ = load_eval_model(hparams, run_opts, purpose="Curation")
+    fingerprint = model_fingerprint(model)
     storage = STORAGE_DTYPES[hparams["emb_dtype"]]
     prompt_emb = encode_texts(model, hparams["tokenizer"], prompts, max_length=hparams["text_max_length"], device=device).astype(storage)
     caption_emb = caption_embeddings(model, hparams, table, emb_dir, device, fingerprint, progress)

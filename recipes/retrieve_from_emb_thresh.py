@@ -28,7 +28,7 @@ import speechbrain as sb
 
 from curation.builders import best_match_profile, caption_ids_in, eval_freesound_ids, format_summary, write_curated_pairs, write_summary
 from curation.embed import load_audio_set, load_caption_set, read_path_list, read_skipped
-from recipes import common
+from experiment.arguments import load_hparams, parse_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +66,8 @@ def select_clips(aud_ds_path, emb_dir, audio_paths):
 
 def main(argv=None):
     """Loads the embeddings, checks they come from one teacher, joins and writes the curation CSV."""
-    hparams_file, run_opts, overrides = common.parse_arguments(argv)
-    hparams = common.load_hparams(hparams_file, overrides)
+    hparams_file, run_opts, overrides = parse_arguments(argv)
+    hparams = load_hparams(hparams_file, overrides)
     sb.create_experiment_directory(
         experiment_directory=hparams["log_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )

@@ -4,9 +4,9 @@
 The targets of the audio→text rows are ``(1-β)·I + β·P_audio`` and those of
 the text→audio rows ``(1-β)·I + β·P_text``, where ``P`` is the frozen
 teacher's within-modality cosine matrix of the batch with negative cosines set
-to zero and rows normalised to sum to one (``models.loss.soft_targets``).
+to zero and rows normalised to sum to one (``models.loss.SoftClapLoss``).
 Everything else (data, curated/replay mixing, resuming, DDP) is the teacher
-recipe's.
+recipe's (:func:`training.run.run_training`).
 
 To run this recipe:
     python recipes/softclap_train.py hparams/insper/softclap_train.yaml \
@@ -24,9 +24,9 @@ import sys
 import torch
 import speechbrain as sb
 
-from models.checkpoints import load_clap_checkpoint
-from recipes import common
-from recipes.microsoft_clap_train import CLAPBrain, main
+from experiment.weights import load_weights
+from training.brain import CLAPBrain
+from training.run import run_training
 
 logger = logging.getLogger(__name__)
 
@@ -59,28 +59,32 @@ class SoftCLAPBrain(CLAPBrain):
         return student + (teacher_audio, teacher_text)
 
     def soft_target_inputs(self, predictions, stage):
-        """The teacher's embeddings and β for the loss (training only: validation keeps the plain loss)."""
+        """The teacher's embeddings for :class:`models.loss.SoftClapLoss` (training only: validation keeps the plain loss)."""
         if len(predictions) < 5:
             return {}
-        return {"teacher": predictions[3:5], "beta": float(self.hparams.softclap_beta)}
+        return {"teacher_audio": predictions[3], "teacher_text": predictions[4]}
 
 
 def load_teacher(hparams):
     """Builds the frozen teacher: from ``teacher_checkpoints_dir`` (our save folder) or the MS CLAP file."""
-    teacher = hparams["teacher_model"]
     if hparams.get("teacher_checkpoints_dir"):
-        ckpt = common.load_model_from_save(teacher, hparams["teacher_checkpoints_dir"], hparams["teacher_select"])
-        logger.info("Teacher: checkpoint %s", ckpt)
-    elif hparams.get("clap_ckpt_path"):
-        load_clap_checkpoint(teacher, hparams["clap_ckpt_path"])
-        logger.info("Teacher: MS CLAP %s", hparams["clap_ckpt_path"])
+        flags = {"ssl_checkpoints_dir": hparams["teacher_checkpoints_dir"], "ssl_select": hparams["teacher_select"]}
     else:
+        flags = {"clap_ckpt_path": hparams.get("clap_ckpt_path")}
+    source = load_weights(hparams["teacher_model"], flags)
+    if source is None:
         raise SystemExit(
             "SoftCLAP needs a teacher: give --teacher_checkpoints_dir=<save folder of the teacher run> "
             "or --clap_ckpt_path=<CLAP_weights_2022.pth>."
         )
-    return {"teacher": teacher}
+    logger.info("Teacher: %s", source)
+    return {"teacher": hparams["teacher_model"]}
+
+
+def main(argv=None):
+    """Parses flags, prepares the corpora, loads the teacher, trains the student and evaluates it."""
+    return run_training(argv, SoftCLAPBrain, brain_kwargs=load_teacher)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:], brain_class=SoftCLAPBrain, extra_brain_kwargs=load_teacher)
+    main(sys.argv[1:])

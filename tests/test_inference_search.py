@@ -10,25 +10,19 @@ import pytest
 import soundfile
 import torch
 
-from conftest import run_script
+from conftest import TINY_CLAP, run_script, tiny_clap
 from dataset.audio import AudioReadError, load_audio
 from dataset.manifest import read_csv
-from models.clap import CLAP
 from models.text_encoder import load_tokenizer, tokenize
-from recipes.build_index import list_audio_files, load_index, make_index
-from recipes.inference import ClapEmbedder
-from recipes.search import search
+from dataset.audio import list_audio_files
+from inference import ClapEmbedder
+from inference.index import load_index, make_index, search
 
 SR = 16000
 # Search precision must beat chance (0.10) by this much; measured on the toy teacher: see the test.
 PRECISION_MARGIN = 0.10
-# A small CLAP at the toy sizes, in the keys of the recipes' YAML files.
-TINY = dict(sample_rate=SR, window_size=512, hop_size=160, fmax=8000, classes_num=5, out_emb=32, txt_emb_dim=32,
-            d_proj=16, audio_width=1 / 16)
-
-
-def tiny_clap(text_model):
-    return CLAP("Cnn14", SR, 512, 160, 64, 50, 8000, 5, 32, text_model, 32, 16, audio_width=1 / 16).eval()
+# The tests' tiny CLAP, in the keys of the recipes' YAML files.
+TINY = TINY_CLAP
 
 
 def write_wav(path, seconds, sr=SR, channels=1, seed=0):
@@ -41,8 +35,7 @@ def write_wav(path, seconds, sr=SR, channels=1, seed=0):
 @pytest.fixture
 def tiny_file(tiny_bert, tmp_path):
     """An MS-CLAP-shaped file {'model': state_dict} of a tiny random CLAP, and the model that wrote it."""
-    torch.manual_seed(0)
-    model = tiny_clap(tiny_bert)
+    model = tiny_clap(tiny_bert, seed=0).eval()
     path = tmp_path / "CLAP_tiny.pth"
     torch.save({"model": model.state_dict()}, path)
     return str(path), model

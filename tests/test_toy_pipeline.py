@@ -13,7 +13,9 @@ import pytest
 
 from conftest import REPO, check_ok, run_script
 from dataset.manifest import read_caption_csv
-from recipes.toy_pipeline import Stage, markdown_table, parse_seeds, summarise, verdicts
+from pipeline.results import markdown_table, summarise, verdicts
+from pipeline.stages import Stage
+from pipeline.toy import parse_seeds
 
 PIPELINE = ["recipes/toy_pipeline.py", "hparams/toy/pipeline.yaml"]
 # Tiny world, short training, two target sets, a low DS threshold so that every

@@ -1,35 +1,50 @@
-"""Tests of the synthetic toy world (``dataset.toy_world``), on the ``tiny`` size.
+"""Tests of the synthetic toy world (``dataset.toy``), on the ``tiny`` size.
 
 Two worlds are generated once per module: seed 0 through the API and seed 0
-again through the command line (byte identity, CLI).
+again through the command line (byte identity, CLI), the latter with the
+former module's entry point ``python -m dataset.toy_world``.
 """
 
 import csv
 import doctest
 import hashlib
+import importlib
 import os
+import pkgutil
 import re
 
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import run_script
 
-from dataset import manifest, toy_world
-from dataset.toy_world import ESC50_CLASSES, SYNTH_SR, TUT_SCENES, US8K_CLASSES
+from dataset import manifest, toy, toy_world
+from dataset.toy import ESC50_CLASSES, SYNTH_SR, TUT_SCENES, US8K_CLASSES
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     out = tmp_path_factory.mktemp("toy") / "world"
-    summary = toy_world.generate_toy_world(out, "tiny", seed=0)
+    summary = toy.generate_toy_world(out, "tiny", seed=0)
     return summary
 
 
 @pytest.fixture(scope="module")
 def world_cli(tmp_path_factory, world):
     out = tmp_path_factory.mktemp("toy_cli") / "world"
-    assert toy_world.main([str(out), "--size", "tiny", "--seed", "0"]) == 0
+    proc = run_script(["-m", "dataset.toy_world", str(out), "--size", "tiny", "--seed", "0"], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
     return str(out)
+
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def read_lines(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read().splitlines()
 
 
 def tree_hashes(root):
@@ -40,7 +55,7 @@ def tree_hashes(root):
     for folder, _, files in os.walk(root):
         for name in files:
             path = os.path.join(folder, name)
-            data = open(path, "rb").read()
+            data = read_bytes(path)
             if not name.endswith(".wav"):
                 data = data.replace(root.encode("utf-8"), b"<OUT>")
             hashes[os.path.relpath(path, root)] = hashlib.sha256(data).hexdigest()
@@ -88,52 +103,99 @@ def test_different_seed_differs(world):
     (A third full world would double this module's run time; the plans and a
     sample of clips show the seed reaches both metadata and audio.)
     """
-    out, cfg = world["out_dir"], toy_world.SIZES["tiny"]
-    assert toy_world._plan_clotho(out, 0, cfg)[1] != toy_world._plan_clotho(out, 1, cfg)[1]
-    assert toy_world._plan_unpaired(out, 0, cfg) != toy_world._plan_unpaired(out, 1, cfg)
-    esc0, esc1 = toy_world._plan_esc50(out, 0, cfg), toy_world._plan_esc50(out, 1, cfg)
-    assert [r["src_file"] for r in esc0[1]] != [r["src_file"] for r in esc1[1]]
-    for spec in esc0[0][:4]:
+    out = world["out_dir"]
+    plan0, plan1 = toy.plan_world(out, "tiny", seed=0), toy.plan_world(out, "tiny", seed=1)
+    assert plan0["clotho"]["captions"] != plan1["clotho"]["captions"]
+    assert plan0["unpaired"]["clips"] != plan1["unpaired"]["clips"]
+    esc0, esc1 = plan0["esc50"], plan1["esc50"]
+    assert [r["src_file"] for r in esc0["rows"]] != [r["src_file"] for r in esc1["rows"]]
+    for spec in esc0["clips"][:4]:
         on_disk, _ = sf.read(spec["path"], always_2d=True)
         # The file on disk is the seed-0 rendering of its spec (up to 16-bit rounding) ...
-        assert np.abs(on_disk - toy_world.render_clip(spec, 0)).max() < 2 / 32768
+        assert np.abs(on_disk - toy.render_clip(spec, 0)).max() < 2 / 32768
         # ... and seed 1 renders something else.
-        assert np.abs(on_disk - toy_world.render_clip(spec, 1)).max() > 0.01
+        assert np.abs(on_disk - toy.render_clip(spec, 1)).max() > 0.01
+
+
+def test_plan_is_what_was_written(world):
+    """``plan_world`` gives the metadata rows and clip specs that ``generate_toy_world`` wrote."""
+    out = world["out_dir"]
+    plan = toy.plan_world(out, "tiny", seed=0)
+    assert (plan["out_dir"], plan["size"], plan["seed"]) == (out, "tiny", 0)
+    for split in ("development", "validation", "evaluation"):
+        written = manifest.read_csv(os.path.join(out, "clotho", f"clotho_captions_{split}.csv"))
+        assert written == plan["clotho"]["captions"][split]
+        assert [os.path.basename(s["path"]) for s in plan["clotho"]["clips"][split]] \
+            == [r["file_name"] for r in written]
+    assert [s["path"] for s in plan["unpaired"]["clips"]] == read_lines(world["paths"]["unpaired_paths"])
+    esc = manifest.read_csv(os.path.join(out, "ESC-50", "meta", "esc50.csv"))
+    assert esc == [{k: str(v) for k, v in r.items()} for r in plan["esc50"]["rows"]]
+    us8k = manifest.read_csv(os.path.join(out, "UrbanSound8K", "metadata", "UrbanSound8K.csv"))
+    assert us8k == [{k: str(v) for k, v in r.items()} for r in plan["us8k"]["rows"]]
+    ev_meta = read_tsv(os.path.join(plan["tut"]["evaluation_root"], "meta.txt"))
+    assert ev_meta == [[r["file"], r["scene"]] for r in plan["tut"]["evaluation"]]
+    specs = [s for split in plan["clotho"]["clips"].values() for s in split] + plan["unpaired"]["clips"] \
+        + plan["esc50"]["clips"] + plan["us8k"]["clips"] + plan["tut"]["clips"]
+    assert len(specs) == len({s["path"] for s in specs})
+    assert all(os.path.isfile(s["path"]) for s in specs)
+    wavs = [os.path.join(folder, f) for folder, _, files in os.walk(out) for f in files if f.endswith(".wav")]
+    assert sorted(wavs) == sorted(s["path"] for s in specs)
 
 
 def test_cli(world_cli):
     # The fixture generated a world through ``main``; here the error path.
     assert os.path.isfile(os.path.join(world_cli, "world.json"))
     with pytest.raises(SystemExit) as err:
-        toy_world.main([world_cli, "--size", "huge"])
+        toy.main([world_cli, "--size", "huge"])
     assert err.value.code == 2
     assert os.path.isfile(os.path.join(world_cli, "world.json"))
+
+
+def test_package_and_former_module_entry_points():
+    # ``dataset.toy_world`` re-exports the package's public API (same objects) ...
+    for name in toy.__all__:
+        assert getattr(toy_world, name) is getattr(toy, name), name
+    assert toy_world.generate_toy_world is toy.generate_toy_world
+    assert toy_world.caption_events is toy.caption_events
+    # ... and both run as a module.
+    for module in ("dataset.toy", "dataset.toy_world"):
+        proc = run_script(["-m", module, "--help"], timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.startswith(f"usage: python -m {module} "), proc.stdout
 
 
 def test_refuses_a_folder_that_is_not_a_toy_world(tmp_path):
     (tmp_path / "clotho").mkdir()
     (tmp_path / "clotho" / "precious.txt").write_text("user data")
     with pytest.raises(FileExistsError, match="world.json"):
-        toy_world.generate_toy_world(tmp_path, "tiny")
+        toy.generate_toy_world(tmp_path, "tiny")
     assert (tmp_path / "clotho" / "precious.txt").exists()
 
 
 @pytest.mark.parametrize("seed", [-1, 1.5])
 def test_rejects_bad_seed(tmp_path, seed):
     with pytest.raises(ValueError):
-        toy_world.generate_toy_world(tmp_path, "tiny", seed=seed)
+        toy.generate_toy_world(tmp_path, "tiny", seed=seed)
+    with pytest.raises(ValueError):
+        toy.plan_world(tmp_path, "tiny", seed=seed)
 
 
 def test_doctests():
-    result = doctest.testmod(toy_world, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0
+    names = ["dataset.toy"] + [f"dataset.toy.{m.name}" for m in pkgutil.iter_modules(toy.__path__)
+                               if m.name != "__main__"]
+    assert len(names) >= 8
+    for name in names:
+        result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0, name
+        assert result.attempted > 0, name
 
 
 def test_world_json_and_summary(world):
     import json
 
-    info = json.load(open(world["paths"]["world_json"], encoding="utf-8"))
-    assert info["format_version"] == toy_world.FORMAT_VERSION
+    with open(world["paths"]["world_json"], encoding="utf-8") as f:
+        info = json.load(f)
+    assert info["format_version"] == toy.FORMAT_VERSION
     assert info["seed"] == 0 and info["size"] == "tiny"
     assert [info["esc50"]["targets"][str(t)] for t in range(len(ESC50_CLASSES))] == ESC50_CLASSES
     assert [info["us8k"]["classes"][str(i)] for i in range(len(US8K_CLASSES))] == US8K_CLASSES
@@ -176,7 +238,7 @@ def test_clotho_layout(world):
     assert any("(" in n and ")" in n for n in names)
     assert any(any(ord(ch) > 127 for ch in n) for n in names)
     # The metadata really is ISO-8859-1 (non-ASCII names are not UTF-8 encoded).
-    raw = open(os.path.join(out, "clotho", "clotho_metadata_development.csv"), "rb").read()
+    raw = read_bytes(os.path.join(out, "clotho", "clotho_metadata_development.csv"))
     with pytest.raises(UnicodeDecodeError):
         raw.decode("utf-8")
 
@@ -194,7 +256,7 @@ def test_pairs_csv(world):
 
 
 def test_unpaired_pool(world):
-    lines = open(world["paths"]["unpaired_paths"], encoding="utf-8").read().splitlines()
+    lines = read_lines(world["paths"]["unpaired_paths"])
     assert len(lines) == world["counts"]["unpaired"] >= 90
     assert lines == sorted(lines)
     for path in lines:
@@ -206,7 +268,7 @@ def test_unpaired_pool(world):
     assert [r["wav_path"] for r in labels] == lines
     for r in labels:
         events = r["events"].split(";")
-        assert 1 <= len(events) <= 3 and set(events) <= set(toy_world.EVENTS)
+        assert 1 <= len(events) <= 3 and set(events) <= set(toy.EVENTS)
     assert any(r["scene"] for r in labels) and any(not r["scene"] for r in labels)
 
 
@@ -311,7 +373,7 @@ def test_tut_layout(world):
         for r in rows:
             info = sf.info(os.path.join(base, r[0]))
             assert (info.samplerate, info.channels, info.subtype) == (44100, 2, "PCM_24")
-            assert info.duration == pytest.approx(toy_world.TUT_SECONDS)
+            assert info.duration == pytest.approx(toy.TUT_SECONDS)
 
 
 # ---------------------------------------------------------------------------
@@ -336,22 +398,22 @@ def test_every_target_label_occurs_in_training_captions(world):
 def test_events_are_audible_in_every_window():
     """Training crops 2 s at random: every 1 s window of an event must carry it."""
     sr = SYNTH_SR
-    for key, event in toy_world.EVENTS.items():
+    for key, event in toy.EVENTS.items():
         for seed in range(2):
-            x = event["synth"](6 * sr, sr, toy_world._stream(seed, "test-audible", key))
+            x = event["synth"](6 * sr, sr, toy.stream(seed, "test-audible", key))
             windows = np.lib.stride_tricks.sliding_window_view(x, sr)[:: sr // 4]
             rms = np.sqrt(np.mean(windows ** 2, axis=1))
             assert rms.min() > 0.1 * np.sqrt(np.mean(x ** 2)), (key, seed, rms.min())
 
 
 def test_captions_are_distinct_and_mention_their_events():
-    rng = toy_world._stream(0, "test-captions")
-    for key in toy_world.EVENTS:
-        caps = toy_world.make_captions([key], None, rng)
+    rng = toy.stream(0, "test-captions")
+    for key in toy.EVENTS:
+        caps = toy.make_captions([key], None, rng)
         assert len(set(caps)) == 5
         assert all(c[0].isupper() and c.endswith(".") for c in caps)
-    for scene in toy_world.SCENES:
-        caps = toy_world.make_captions(toy_world.SCENES[scene]["events"], scene, rng)
+    for scene in toy.SCENES:
+        caps = toy.make_captions(toy.SCENES[scene]["events"], scene, rng)
         label = scene.replace("_", " ").replace("/", " ")
         assert any(contains_phrase(c, label) for c in caps), (scene, caps)
 
@@ -381,7 +443,7 @@ def test_domain_condition_is_measurable(world):
     clean = [os.path.join(out, "clotho", "development", r["file_name"]) for r in clotho_rows(out, "development")]
     esc = [os.path.join(out, "ESC-50", "audio", r["filename"])
            for r in manifest.read_csv(os.path.join(out, "ESC-50", "meta", "esc50.csv"))]
-    unpaired = open(world["paths"]["unpaired_paths"], encoding="utf-8").read().splitlines()
+    unpaired = read_lines(world["paths"]["unpaired_paths"])
     clean, esc, unpaired = clean[:40], esc[:40], unpaired[:40]
     clean_lf = np.median([low_frequency_ratio(p) for p in clean])
     clean_hum = np.median([hum_prominence(p) for p in clean])
@@ -410,7 +472,7 @@ def test_events_are_learnable_across_the_shift(world):
     out = world["out_dir"]
     labels = {}
     # A clip's events are not written in the Clotho files (as in the real corpus): use the plan.
-    clips, _, _ = toy_world._plan_clotho(out, 0, toy_world.SIZES["tiny"])
+    clips = toy.plan_world(out, "tiny", seed=0)["clotho"]["clips"]
     for split_specs in clips.values():
         for spec in split_specs:
             if spec["scene"] is None and len(spec["events"]) == 1 and spec["events"][0] in ESC50_CLASSES:

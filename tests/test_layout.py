@@ -1,0 +1,119 @@
+"""The layout: thin entry scripts in recipes/, packages whose imports point one way, no private SpeechBrain API."""
+
+import ast
+import inspect
+import os
+import re
+
+import pytest
+
+from conftest import REPO
+
+#: The project's packages, lowest first: each may import only the packages before it (and itself).
+LAYERS = ["models", "dataset", "experiment", "evaluation", "curation", "training", "inference", "pipeline"]
+SCRIPT_LIMIT = 300
+
+
+def python_files(folder):
+    """The ``.py`` files below ``REPO/folder``, relative to the repository."""
+    found = []
+    for root, _, files in os.walk(os.path.join(REPO, folder)):
+        found += [os.path.relpath(os.path.join(root, f), REPO) for f in files if f.endswith(".py")]
+    return sorted(found)
+
+
+def imported_modules(path):
+    """Top-level names of the modules a file imports (absolute imports only)."""
+    with open(os.path.join(REPO, path), encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_recipes_holds_only_thin_entry_scripts():
+    scripts = sorted(os.listdir(os.path.join(REPO, "recipes")))
+    assert scripts and all(name.endswith(".py") for name in scripts if name != "__pycache__"), scripts
+    assert "__init__.py" not in scripts, "recipes/ is not a package: its scripts are run, not imported"
+    for name in (s for s in scripts if s.endswith(".py")):
+        with open(os.path.join(REPO, "recipes", name), encoding="utf-8") as f:
+            text = f.read()
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        assert f"python recipes/{name}" in doc, f"recipes/{name}: the docstring must give its run command"
+        assert 'if __name__ == "__main__":' in text, f"recipes/{name} is not an entry script"
+        lines = text.count("\n")
+        assert lines <= SCRIPT_LIMIT, f"recipes/{name} has {lines} lines (at most {SCRIPT_LIMIT}: move library code out)"
+
+
+def test_nothing_imports_a_script():
+    for path in python_files(".") :
+        if path.startswith(("tests" + os.sep, ".")):
+            continue
+        assert "recipes" not in imported_modules(path), f"{path} imports a script of recipes/"
+
+
+@pytest.mark.parametrize("package", LAYERS)
+def test_imports_point_one_way(package):
+    """A package imports only the packages below it in LAYERS: no cycles, models at the bottom."""
+    allowed = set(LAYERS[: LAYERS.index(package) + 1])
+    for path in python_files(package):
+        upward = imported_modules(path) & (set(LAYERS) - allowed)
+        assert not upward, f"{path} imports {sorted(upward)}, above {package} in {LAYERS}"
+
+
+def test_the_readme_layout_section_matches_the_tree():
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    section = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^([a-z_]+)/", section.split("```")[1], flags=re.M))
+    on_disk = {d for d in os.listdir(REPO) if os.path.isdir(os.path.join(REPO, d)) and not d.startswith(".")
+               and d not in ("build", "__pycache__") and not d.endswith(".egg-info")}
+    assert listed == on_disk, f"README lists {sorted(listed)}, the tree has {sorted(on_disk)}"
+    order = " → ".join(reversed(LAYERS))
+    assert order in section, f"the README's layout section must state the import order: {order}"
+
+
+def _private_speechbrain_names():
+    """Private (single underscore) attribute names of the SpeechBrain classes and modules the project uses."""
+    import speechbrain as sb
+    from speechbrain.dataio import dataloader, dataset, sampler
+    from speechbrain.utils import checkpoints, distributed, run_opts
+
+    names = set()
+    for owner in (sb.Brain, checkpoints.Checkpointer, dataloader.SaveableDataLoader, run_opts.RunOptions,
+                  sampler.ReproducibleRandomSampler, dataset.DynamicItemDataset, sb, checkpoints, distributed,
+                  dataloader, run_opts):
+        members = dir(owner) if inspect.isclass(owner) else vars(owner)
+        names.update(n for n in members if n.startswith("_") and not n.startswith("__"))
+    # Private state SpeechBrain sets on objects at run time (not visible on the class).
+    names.update({"_speechbrain_recovery_skip_to", "_speechbrain_iterator", "_optimizer_step_limit_exceeded"})
+    return names
+
+
+def test_no_private_speechbrain_api():
+    """Our code reaches SpeechBrain through public names only (an upgrade cannot silently break it)."""
+    private = _private_speechbrain_names()
+    assert {"_compile", "_wrap_distributed", "_create_parser"} <= private  # the check itself sees them
+    offenders = []
+    for folder in LAYERS + ["recipes", "benchmarks"]:
+        for path in python_files(folder):
+            with open(os.path.join(REPO, path), encoding="utf-8") as f:
+                tree = ast.parse(f.read(), path)
+            offenders += [f"{path}:{node.lineno} .{node.attr}" for node in ast.walk(tree)
+                          if isinstance(node, ast.Attribute) and node.attr in private]
+    assert not offenders, "private SpeechBrain API used: " + ", ".join(offenders)
+
+
+def test_one_docstring_convention():
+    """SpeechBrain's sections ("Arguments", "Returns", "Example"), not numpydoc's "Parameters" / "Examples"."""
+    numpydoc = re.compile(r"^\s*(Parameters|Examples)\n\s*-{3,}$", flags=re.M)
+    offenders = []
+    for folder in LAYERS + ["recipes", "benchmarks", "tests"]:
+        for path in python_files(folder):
+            with open(os.path.join(REPO, path), encoding="utf-8") as f:
+                offenders += [f"{path}: {m.group(1)}" for m in numpydoc.finditer(f.read())]
+    assert not offenders, offenders

@@ -1,0 +1,10 @@
+"""CLAP training shared by the teacher/student and SoftCLAP recipes.
+
+- :mod:`training.brain`: :class:`CLAPBrain` (contrastive training, curated
+  steps, zero-shot validation, checkpoints);
+- :mod:`training.mixer`: :class:`CurationMixer`, which chooses curated or
+  replay batches step by step, resumably;
+- :mod:`training.schedule`: the stateless cosine learning-rate schedule;
+- :mod:`training.run`: the recipes' data preparation and the canonical
+  SpeechBrain sequence (parse, prepare, build the Brain, fit, evaluate).
+"""

@@ -1,0 +1,203 @@
+"""The training recipes' data preparation and their canonical SpeechBrain sequence.
+
+:func:`run_training` is what ``recipes/microsoft_clap_train.py`` and
+``recipes/softclap_train.py`` run, with their own Brain class: parse the
+flags, initialise DDP, load the YAML, create the experiment folder, prepare
+the caption corpora (main process), build the datasets, load the initial
+weights (unless resuming), build the Brain, ``fit``, ``evaluate``.
+"""
+
+import logging
+import math
+import os
+import pathlib
+import shutil
+
+import torch
+import speechbrain as sb
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from dataset.manifest import read_caption_csv
+from dataset.pipelines import caption_dataset
+from dataset.prepare_insper import prepare_insper
+from evaluation.zeroshot import zeroshot_validation_from_hparams
+from experiment.arguments import setup
+from experiment.checkpoints import checkpoint_dirs
+from experiment.weights import load_model
+from models.freeze import freeze_base
+from training.mixer import CurationMixer
+
+__all__ = ["CORPUS_KEYS", "dataio_prep", "check_options", "prepare_manifests", "freeze_for_training",
+           "checkpoint_folder", "run_training"]
+
+logger = logging.getLogger(__name__)
+
+# Keys that name a caption corpus to prepare (any of them is enough).
+CORPUS_KEYS = ("data_annot_folder", "clotho_folder", "audiocaps_folder", "macs_folder", "fsd50k_folder", "user_csvs")
+
+
+def dataio_prep(hparams):
+    """Builds the train and valid datasets (and the curated set when ``curation_prob > 0``)."""
+    seed = hparams["seed"]
+    train_set = caption_dataset(
+        hparams["train_manifest"], hparams["sample_rate"], hparams["train_duration"], train=True,
+        seed=seed, epoch_state=hparams["train_epoch_state"],
+    )
+    valid_set = caption_dataset(
+        hparams["valid_manifest"], hparams["sample_rate"], hparams["eval_duration"], train=False,
+        eval_crop=hparams["eval_crop"],
+    )
+    curated_set = None
+    if hparams["curation_prob"] > 0:
+        curated_set = caption_dataset(
+            hparams["curation_csv"], hparams["sample_rate"], hparams["train_duration"], train=True,
+            seed=seed + 7, epoch_state=hparams["curation_epoch_state"],
+        )
+    return train_set, valid_set, curated_set
+
+
+def check_options(hparams):
+    """Fails early, with what to fix, on flag combinations that cannot work."""
+    p = hparams["curation_prob"]
+    if not 0.0 <= p < 1.0:
+        raise SystemExit(f"--curation_prob must be in [0, 1), got {p}.")
+    if p > 0:
+        path = hparams.get("curation_csv")
+        if not path or not os.path.isfile(path):
+            raise SystemExit(f"--curation_prob={p} needs --curation_csv=<curated pairs CSV>; got {path!r}.")
+        if not read_caption_csv(path):
+            raise SystemExit(f"--curation_csv={path} has no rows; curate some pairs or set --curation_prob=0.")
+    if not any(hparams.get(k) for k in CORPUS_KEYS + ("train_csv_path",)):
+        raise SystemExit("Give --data_annot_folder (the caption corpora) or --train_csv_path (a caption CSV).")
+    if hparams.get("prev_ckpt_dir") and not hparams["resume_interrupt"]:
+        raise SystemExit("--prev_ckpt_dir is only used with --resume_interrupt=True.")
+
+
+def prepare_manifests(hparams):
+    """Prepares the corpus (main process) and decides which CSVs feed training and validation.
+
+    With a corpus (``data_annot_folder``, a corpus folder key or
+    ``user_csvs``) it is prepared and split; ``train_csv_path`` then replaces
+    the prepared training rows (the replay set of a student). With only
+    ``train_csv_path``, that CSV is split into training and validation clips.
+    """
+    out = hparams["output_folder"]
+    has_corpus = any(hparams.get(k) for k in CORPUS_KEYS)
+    user_csvs = hparams["user_csvs"] if has_corpus else [hparams["train_csv_path"]]
+    run_on_main(
+        prepare_insper,
+        kwargs={
+            "data_annot_folder": hparams["data_annot_folder"],
+            "save_folder": out,
+            "clotho_folder": hparams["clotho_folder"],
+            "audiocaps_folder": hparams["audiocaps_folder"],
+            "macs_folder": hparams["macs_folder"],
+            "fsd50k_folder": hparams["fsd50k_folder"],
+            "user_csvs": user_csvs,
+            "valid_pct": hparams["valid_pct"],
+            "subset_pct": hparams["subset_pct"],
+            "seed": hparams["seed"],
+            "check_audio": hparams["check_audio"],
+        },
+    )
+    train, valid = os.path.join(out, "train_raw.csv"), os.path.join(out, "valid.csv")
+    if has_corpus and hparams.get("train_csv_path"):
+        train = hparams["train_csv_path"]
+    hparams["train_manifest"], hparams["valid_manifest"] = train, valid
+    if if_main_process():
+        os.makedirs(hparams["save_folder"], exist_ok=True)
+        # Curation embeds the teacher's training captions from here.
+        shutil.copyfile(train, os.path.join(hparams["save_folder"], "train_raw.csv"))
+
+
+def freeze_for_training(model, hparams):
+    """Freezes what the loss never uses (DDP needs every trainable parameter used) and optional towers."""
+    for name, param in model.named_parameters():
+        if name.startswith("audio_encoder.base.fc_audioset.") or ".pooler." in name:
+            param.requires_grad_(False)
+    if hparams["freeze_audio_base"]:
+        freeze_base(model.audio_encoder)
+    if hparams["freeze_text_base"]:
+        freeze_base(model.caption_encoder)
+
+
+def checkpoint_folder(hparams):
+    """Where checkpoints live (our own ``save`` folder, or the interrupted run's) and whether it holds any.
+
+    Stops with the flags to use when a new run would overwrite checkpoints.
+    """
+    ckpt_dir = hparams["save_folder"]
+    if hparams["resume_interrupt"] and hparams.get("prev_ckpt_dir"):
+        ckpt_dir = hparams["prev_ckpt_dir"]
+    hparams["checkpointer"].checkpoints_dir = pathlib.Path(ckpt_dir)
+    has_ckpt = bool(checkpoint_dirs(ckpt_dir))
+    if has_ckpt and not hparams["resume_interrupt"]:
+        raise SystemExit(
+            f"{ckpt_dir} already holds checkpoints. Continue that run with --resume_interrupt=True "
+            f"(and --prev_ckpt_dir={ckpt_dir}), or start a new one with another --experiment_name/--output_base."
+        )
+    if hparams["resume_interrupt"] and not has_ckpt:
+        logger.warning("--resume_interrupt=True but %s has no checkpoint: starting from the initial weights.", ckpt_dir)
+    return ckpt_dir, has_ckpt
+
+
+def run_training(argv, brain_class, brain_kwargs=None):
+    """Parses flags, prepares data, builds the Brain, trains and evaluates.
+
+    Arguments
+    ---------
+    argv : list of str
+        The command line without the script.
+    brain_class : type
+        :class:`training.brain.CLAPBrain` or a subclass.
+    brain_kwargs : callable, optional
+        ``brain_kwargs(hparams) -> dict`` of extra keyword arguments of the
+        Brain (SoftCLAP: the frozen teacher).
+
+    Returns
+    -------
+    sb.Brain
+        The trained Brain.
+    """
+    hparams, run_opts, hparams_file, overrides = setup(argv)
+    check_options(hparams)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
+    )
+    prepare_manifests(hparams)
+    train_set, valid_set, curated_set = dataio_prep(hparams)
+    zeroshot = zeroshot_validation_from_hparams(hparams)
+
+    ckpt_dir, has_ckpt = checkpoint_folder(hparams)
+    if not has_ckpt:
+        load_model(hparams)
+    freeze_for_training(hparams["model"], hparams)
+    brain = brain_class(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+        **(brain_kwargs(hparams) if brain_kwargs else {}),
+    )
+    loader_kwargs = dict(hparams["train_dataloader_opts"])
+    loader_kwargs["generator"] = torch.Generator().manual_seed(hparams["seed"])
+    train_loader = brain.make_dataloader(train_set, stage=sb.Stage.TRAIN, **loader_kwargs)
+    valid_loader = brain.make_dataloader(valid_set, stage=sb.Stage.VALID, **hparams["valid_dataloader_opts"])
+    if curated_set is not None:
+        brain.mixer = CurationMixer(
+            curated_set, hparams["curation_prob"], hparams["batch_size"], hparams["seed"] + 7,
+            num_workers=hparams["num_workers"], epoch_state=hparams["curation_epoch_state"],
+        )
+    brain.zeroshot = zeroshot
+    replay_steps = len(train_loader) * hparams["number_of_epochs"]
+    brain.total_steps = int(math.ceil(replay_steps / (1.0 - hparams["curation_prob"])))
+
+    if if_main_process():
+        print(f"Output folder: {os.path.abspath(hparams['output_folder'])}", flush=True)
+    brain.fit(hparams["epoch_counter"], train_loader, valid_loader)
+    best = {"max_key": "acc"} if zeroshot is not None else {"min_key": "loss"}
+    brain.evaluate(valid_set, test_loader_kwargs=hparams["valid_dataloader_opts"], **best)
+    if if_main_process():
+        print(f"Done. Checkpoints: {os.path.abspath(ckpt_dir)}", flush=True)
+    return brain
