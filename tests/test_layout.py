@@ -117,3 +117,23 @@ def test_one_docstring_convention():
             with open(os.path.join(REPO, path), encoding="utf-8") as f:
                 offenders += [f"{path}: {m.group(1)}" for m in numpydoc.finditer(f.read())]
     assert not offenders, offenders
+
+
+def test_every_package_is_a_regular_package():
+    """An ``__init__.py`` in each package folder, so that the editable install finds it from any folder."""
+    for package in LAYERS:
+        for root, dirs, files in os.walk(os.path.join(REPO, package)):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            if any(f.endswith(".py") for f in files):
+                assert "__init__.py" in files, f"{os.path.relpath(root, REPO)} has modules but no __init__.py"
+
+
+def test_packages_import_from_any_folder(tmp_path):
+    """After the README's install step the packages import outside the repository (scripts never edit sys.path)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    code = "import importlib; [importlib.import_module(p) for p in %r]" % (LAYERS,)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
