@@ -185,7 +185,8 @@ def main(argv=None):
     results = {}
     for _ in range(args.repeats):
         # Alternate the methods so that a change of machine load hits all of them.
-        for name, fn in (("matmul_blocked", matmul_blocked), ("ours", ours), ("faiss", faiss_range), ("matmul_full", matmul_full)):
+        for name, fn in (("matmul_blocked", matmul_blocked), ("ours", ours), ("faiss", faiss_range),
+                         ("matmul_full", matmul_full)):
             if name == "matmul_full" and args.skip_full_matmul:
                 continue
             result, seconds, extra = measure(fn)

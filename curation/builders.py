@@ -95,10 +95,13 @@ def eval_freesound_ids(meta_path):
                 path = os.path.join(path, *rel)
                 break
         else:
-            logger.info("No ESC-50 or UrbanSound8K metadata under %s (TUT 2017 has no Freesound ids): no overlap audit.", path)
+            logger.info(
+                "No ESC-50 or UrbanSound8K metadata under %s (TUT 2017 has no Freesound ids): no overlap audit.", path
+            )
             return set(), f"{path} (no Freesound ids)"
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Evaluation metadata not found: {path} (give meta/esc50.csv, metadata/UrbanSound8K.csv or their folder).")
+        raise FileNotFoundError(f"Evaluation metadata not found: {path} "
+                                "(give meta/esc50.csv, metadata/UrbanSound8K.csv or their folder).")
     with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
         column = next((c for c in ("src_file", "fsID") if c in (reader.fieldnames or [])), None)
@@ -202,7 +205,8 @@ def write_curated_pairs(
     >>> from dataset.manifest import read_caption_csv
     >>> p = os.path.join(tempfile.mkdtemp(), "du.csv")
     >>> a = np.array([[1, 0], [0, 1]], np.float16); t = np.array([[0.6, 0.8]], np.float16)
-    >>> s = write_curated_pairs(p, a, t, ["/x/Ya.wav", "/x/Yb.wav"], [{"ID": "c0", "caption": "rain, dripping"}], 0.7, progress=False)
+    >>> s = write_curated_pairs(p, a, t, ["/x/Ya.wav", "/x/Yb.wav"], [{"ID": "c0", "caption": "rain, dripping"}], 0.7,
+    ...                         progress=False)
     >>> s["pairs"], [(r["ID"], r["caption"]) for r in read_caption_csv(p)]
     (1, [('Yb__c0', 'rain, dripping')])
     """
@@ -267,7 +271,8 @@ def select_ds_captions(caption_emb, prompt_emb, threshold, block=16384):
     >>> [x.tolist() for x in select_ds_captions(c, p, 0.7)[:2]]
     [[0, 1, 2], [1, 0, 0]]
     """
-    blocks = list(iter_threshold_join(caption_emb, prompt_emb, threshold, query_block=block, key_block=max(1, len(prompt_emb)), top_k=1))
+    blocks = list(iter_threshold_join(caption_emb, prompt_emb, threshold, query_block=block,
+                                      key_block=max(1, len(prompt_emb)), top_k=1))
     if not blocks:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
     return tuple(np.concatenate([getattr(b, f) for b in blocks]) for f in ("query", "key", "sim"))

@@ -176,7 +176,8 @@ def audio_batch_encoder(model, device, chunk_batch):
 
     def encode(batch):
         wav = batch["wav"]
-        parts = [model.encode_audio(wav[s : s + chunk_batch].to(device)).float().cpu() for s in range(0, wav.shape[0], chunk_batch)]
+        parts = [model.encode_audio(wav[s : s + chunk_batch].to(device)).float().cpu()
+                 for s in range(0, wav.shape[0], chunk_batch)]
         chunk_emb = torch.cat(parts)
         counts = batch["counts"]
         if int(counts.max()) == 1:
@@ -289,7 +290,8 @@ def _check_shard_config(shard_dir, name, config):
             changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
             raise SystemExit(
                 f"{shard_dir} holds partial '{name}' embeddings made with other options ({', '.join(changed)} differ). "
-                f"Rerun with the same options to resume, or delete {shard_dir} (or choose another output folder) to start over."
+                f"Rerun with the same options to resume, or delete {shard_dir} "
+                "(or choose another output folder) to start over."
             )
         return
     text = json.dumps(config, indent=1, sort_keys=True)
@@ -388,7 +390,8 @@ def embed_items(
             if bar is not None:
                 bar.update(len(ok))
             if sum(len(o) for o in oks) == stop - start:
-                _save_shard(_shard_path(shard_dir, name, start, stop), np.concatenate(embs), np.concatenate(oks), errors)
+                _save_shard(_shard_path(shard_dir, name, start, stop), np.concatenate(embs), np.concatenate(oks),
+                            errors)
                 done += 1
                 embs, oks, errors = [], [], []
                 start, stop = next(shard_iter, (None, None))
@@ -408,7 +411,9 @@ def _merge_shards(shard_dir, name, n_items, shard_size, batch_size, out_path, di
     ranges = _shard_ranges(n_items, shard_size)
     missing = [r for r in ranges if not os.path.isfile(_shard_path(shard_dir, name, *r))]
     if missing:
-        raise RuntimeError(f"Cannot merge '{name}': {len(missing)} shard(s) missing in {shard_dir}, e.g. items {missing[0]}.")
+        raise RuntimeError(
+            f"Cannot merge '{name}': {len(missing)} shard(s) missing in {shard_dir}, e.g. items {missing[0]}."
+        )
     ok_all = np.zeros(n_items, dtype=bool)
     errors = {}
     dtype, dim = None, dim_hint
@@ -552,7 +557,8 @@ def embed_audio_files(
     )
     _wait_for_ranks(world_size)
     if rank == 0:
-        ok, errors = _merge_shards(shard_dir, "audio", len(paths), shard_size, batch_size, os.path.join(out_dir, AUDIO_EMB))
+        ok, errors = _merge_shards(shard_dir, "audio", len(paths), shard_size, batch_size,
+                                   os.path.join(out_dir, AUDIO_EMB))
         write_path_list(os.path.join(out_dir, AUDIO_PATHS), [p for p, good in zip(paths, ok) if good])
         write_csv(
             os.path.join(out_dir, AUDIO_SKIPPED),
@@ -564,7 +570,8 @@ def embed_audio_files(
         _update_info(out_dir, "audio", section)
         _remove_shards(shard_dir, "audio")
         logger.info(
-            "Embedded %d clips (%d unreadable, listed in %s) in %.0f s.", section["rows"], len(errors), AUDIO_SKIPPED, time.time() - start
+            "Embedded %d clips (%d unreadable, listed in %s) in %.0f s.",
+            section["rows"], len(errors), AUDIO_SKIPPED, time.time() - start,
         )
         for i in sorted(errors)[:5]:
             logger.warning("Skipped %s: %s", paths[i], errors[i])
@@ -672,7 +679,9 @@ def load_audio_set(emb_dir):
     emb = np.load(emb_path, mmap_mode="r")
     paths = read_path_list(list_path)
     if len(paths) != emb.shape[0]:
-        raise SystemExit(f"{emb_path} has {emb.shape[0]} rows but {list_path} lists {len(paths)} clips; rerun the embedding step.")
+        raise SystemExit(
+            f"{emb_path} has {emb.shape[0]} rows but {list_path} lists {len(paths)} clips; rerun the embedding step."
+        )
     return emb, paths, load_embedding_info(emb_dir).get("audio", {})
 
 

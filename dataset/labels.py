@@ -77,7 +77,8 @@ def tut17_labels_from_folder(data_folder):
 
 
 def dataset_labels(dataset, data_folder=None):
-    """The class list of ``dataset`` (``esc50``, ``us8k`` or ``tut17``): from ``data_folder`` if given, else the published one.
+    """The class list of ``dataset`` (``esc50``, ``us8k`` or ``tut17``): from ``data_folder`` if given, else the
+    published one.
 
     Example
     -------

@@ -550,8 +550,8 @@ _READERS = {"clotho": read_clotho, "audiocaps": read_audiocaps, "macs": read_mac
 def _check_fractions(valid_pct, subset_pct):
     try:
         valid_pct, subset_pct = float(valid_pct), float(subset_pct)
-    except (TypeError, ValueError):
-        raise ValueError(f"valid_pct and subset_pct must be numbers, got {valid_pct!r} and {subset_pct!r}.")
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"valid_pct and subset_pct must be numbers, got {valid_pct!r} and {subset_pct!r}.") from err
     if not 0.0 <= valid_pct < 1.0:
         raise ValueError(f"valid_pct is a fraction of the clips in [0, 1) (e.g. 0.05 for 5 %); got {valid_pct}.")
     if not 0.0 < subset_pct <= 1.0:

@@ -198,7 +198,8 @@ def _require(path, rows, columns):
 
 
 def read_esc50(root):
-    """Rows of ``meta/esc50.csv``: ``ID`` (file stem), ``wav_path``, ``class_name`` (``category``), ``fold``, ``source_id`` (``src_file``)."""
+    """Rows of ``meta/esc50.csv``: ``ID`` (file stem), ``wav_path``, ``class_name`` (``category``), ``fold``,
+    ``source_id`` (``src_file``)."""
     path = os.path.join(root, "meta", "esc50.csv")
     rows = [_strip_row(r) for r in read_csv(path)]
     _require(path, rows, ["filename", "fold", "category", "src_file"])
@@ -273,7 +274,8 @@ def read_tut17(root, sets=TUT_SET_NAMES):
         if set_name == "development":
             folds = _tut_dev_folds(set_root)
             if not folds:
-                logger.warning("tut17: no evaluation_setup/fold<k>_evaluate.txt in %s; development clips get no fold.", set_root)
+                logger.warning("tut17: no evaluation_setup/fold<k>_evaluate.txt in %s; development clips get no fold.",
+                               set_root)
         prefix = "dev" if set_name == "development" else "eval"
         for i, fields in enumerate(_read_tsv(meta)):
             if len(fields) < 2:
@@ -338,7 +340,9 @@ def _prepare(dataset, data_folder, save_folder, folds, check_audio, sets=None):
         if fold_list:
             dev_folds = [f for f in fold_list if f != TUT_EVAL_FOLD]
             if dev_folds and "development" not in sets:
-                raise ValueError(f"tut17: folds {dev_folds} are development folds but sets={sets} has no development set.")
+                raise ValueError(
+                    f"tut17: folds {dev_folds} are development folds but sets={sets} has no development set."
+                )
             if TUT_EVAL_FOLD in fold_list and "evaluation" not in sets:
                 raise ValueError(f"tut17: fold 'evaluation' selected but sets={sets} has no evaluation set.")
     csv_path, json_path = manifest_paths(save_folder, dataset)
@@ -565,5 +569,7 @@ def read_prepared(save_folder, dataset):
     csv_path, json_path = manifest_paths(save_folder, dataset)
     previous = read_json_or_none(json_path)
     if previous is None or not os.path.isfile(csv_path):
-        raise FileNotFoundError(f"No prepared {canonical_dataset(dataset)} manifest in {save_folder}; run its preparer first.")
+        raise FileNotFoundError(
+            f"No prepared {canonical_dataset(dataset)} manifest in {save_folder}; run its preparer first."
+        )
     return csv_path, previous["labels"], previous.get("stats", {})

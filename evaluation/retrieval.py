@@ -118,8 +118,9 @@ def summarise(ranks, ks=RECALL_KS, map_k=MAP_K):
 
     Example
     -------
-    >>> summarise([np.array([1]), np.array([4]), np.array([12])])
-    {'R@1': 0.3333333333333333, 'R@5': 0.6666666666666666, 'R@10': 0.6666666666666666, 'mAP@10': 0.4166666666666667, 'median_rank': 4.0, 'mean_rank': 5.666666666666667, 'queries': 3}
+    >>> summarise([np.array([1]), np.array([4]), np.array([12])])  # doctest: +NORMALIZE_WHITESPACE
+    {'R@1': 0.3333333333333333, 'R@5': 0.6666666666666666, 'R@10': 0.6666666666666666, 'mAP@10': 0.4166666666666667,
+     'median_rank': 4.0, 'mean_rank': 5.666666666666667, 'queries': 3}
     """
     if not ranks:
         raise ValueError("No queries to score.")
@@ -284,7 +285,8 @@ def read_retrieval_set(dataset, data_folder, split):
         captions.append(row["caption"])
         caption_clip.append(index)
     listed = _listed_clips(data_folder, dataset, split)
-    counts = {"clips_listed": listed, "clips_missing": max(0, listed - len(clips)), "captions_missing": captions_missing}
+    counts = {"clips_listed": listed, "clips_missing": max(0, listed - len(clips)),
+              "captions_missing": captions_missing}
     return clips, captions, caption_clip, counts
 
 
@@ -310,7 +312,8 @@ def chance_levels(n_clips, caption_clip, n_captions):
     per_clip = np.bincount(caption_clip, minlength=n_clips)
     return {
         "text_to_audio": {f"R@{k}": chance_recall(n_clips, 1, k) for k in RECALL_KS},
-        "audio_to_text": {f"R@{k}": float(np.mean([chance_recall(n_captions, int(n), k) for n in per_clip])) for k in RECALL_KS},
+        "audio_to_text": {f"R@{k}": float(np.mean([chance_recall(n_captions, int(n), k) for n in per_clip]))
+                          for k in RECALL_KS},
     }
 
 
@@ -327,8 +330,8 @@ def write_results(folder, results, clips, captions, caption_clip, sim, t2a_ranks
     )
     write_csv(
         os.path.join(folder, A2T_CSV),
-        [{"clip": clip_ids[j], "wav_path": clips[j], "best_rank": int(r[0]), "caption_ranks": ";".join(map(str, r.tolist())),
-          "ap@10": average_precision_at_k(r)}
+        [{"clip": clip_ids[j], "wav_path": clips[j], "best_rank": int(r[0]),
+          "caption_ranks": ";".join(map(str, r.tolist())), "ap@10": average_precision_at_k(r)}
          for j, r in enumerate(a2t_ranks)],
         fieldnames=["clip", "wav_path", "best_rank", "caption_ranks", "ap@10"],
     )

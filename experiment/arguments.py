@@ -35,7 +35,7 @@ _LIST_OPTIONS = ("jit_module_keys", "compile_module_keys")
 def _run_option_arity():
     """``{option: kind}`` of SpeechBrain's command-line run options: ``flag``, ``value`` or ``list``."""
     defaults = RunOptions().as_dict()
-    arity = {name: "list" for name in _LIST_OPTIONS}
+    arity = dict.fromkeys(_LIST_OPTIONS, "list")
     for name in HELP_TEXTS:
         if name in defaults:
             arity[name] = "flag" if defaults[name] is False else "value"
@@ -111,7 +111,9 @@ def split_arguments(argv):
             target.append(argv[i])
             i += 1
     if param_file is None:
-        raise SystemExit("Give the hyperparameter file first: python recipes/<script>.py hparams/<...>.yaml [--key=value ...]")
+        raise SystemExit(
+            "Give the hyperparameter file first: python recipes/<script>.py hparams/<...>.yaml [--key=value ...]"
+        )
     return param_file, run_args, overrides
 
 

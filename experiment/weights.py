@@ -213,7 +213,8 @@ def read_architecture(yaml_path):
     """
     with open(yaml_path, encoding="utf-8") as f:
         values = yaml.load(f, Loader=_TagIgnoringLoader) or {}
-    return {k: values[k] for k in ARCHITECTURE_KEYS if k in values and values[k] is not _TAGGED and values[k] is not None}
+    return {k: values[k] for k in ARCHITECTURE_KEYS
+            if k in values and values[k] is not _TAGGED and values[k] is not None}
 
 
 def find_run_hparams(save_dir):

@@ -155,7 +155,8 @@ class ClapEmbedder:
             if run_hparams is None:
                 raise FileNotFoundError(
                     f"No hyperparams.yaml next to {ssl_checkpoints_dir!r}: give the run's experiment or save folder, "
-                    "or describe the model with model_hparams=<a YAML with its keys> (e.g. hparams/toy/microsoft_zeroshot.yaml)."
+                    "or describe the model with model_hparams=<a YAML with its keys> "
+                    "(e.g. hparams/toy/microsoft_zeroshot.yaml)."
                 )
         yaml_path = model_hparams or run_hparams
         config = architecture(read_architecture(yaml_path) if yaml_path else {}, **overrides)
@@ -201,7 +202,9 @@ class ClapEmbedder:
             Architecture keys to change, e.g. ``eval_duration=5.0``.
         """
         if not checkpoint_dirs(folder):
-            raise FileNotFoundError(f"No CKPT+ folder under {folder!r}: give a run's experiment folder or its save folder.")
+            raise FileNotFoundError(
+                f"No CKPT+ folder under {folder!r}: give a run's experiment folder or its save folder."
+            )
         return cls.from_pretrained(ssl_checkpoints_dir=folder, ssl_select=select, device=device, **overrides)
 
     # ------------------------------------------------------------ properties
@@ -220,7 +223,8 @@ class ClapEmbedder:
     # ------------------------------------------------------------ embeddings
     def audio_clips(self, paths, max_chunks=None):
         """The clips of ``paths`` as model input windows (:class:`dataset.clips.AudioClips`, chunking on)."""
-        return AudioClips(_as_path_list(paths), self.sample_rate, self.eval_duration, chunking=True, max_chunks=max_chunks)
+        return AudioClips(_as_path_list(paths), self.sample_rate, self.eval_duration, chunking=True,
+                          max_chunks=max_chunks)
 
     def audio_encoder(self, chunk_batch):
         """``batch -> (float32 [B, d], ok, errors)`` for batches of :func:`dataset.clips.collate_audio`."""
@@ -275,7 +279,8 @@ class ClapEmbedder:
             emb, ok, errors = encode(batch)
             if on_error == "raise" and not ok.all():
                 bad = [(dataset.paths[i], e) for i, good, e in zip(batch["index"], ok, errors) if not good]
-                raise AudioReadError(f"Cannot embed {bad[0][0]}: {bad[0][1]}" + (f" (and {len(bad) - 1} more in this batch)" if len(bad) > 1 else ""))
+                raise AudioReadError(f"Cannot embed {bad[0][0]}: {bad[0][1]}"
+                                     + (f" (and {len(bad) - 1} more in this batch)" if len(bad) > 1 else ""))
             emb[~ok] = 0.0
             embs.append(emb)
             oks.append(ok)
@@ -332,7 +337,8 @@ class ClapEmbedder:
         """
         labels = list(labels)
         class_emb = self.label_embeddings(labels, templates)
-        result = self.embed_audio(paths, batch_size=batch_size, return_tensors="pt", on_error=on_error, progress=progress)
+        result = self.embed_audio(paths, batch_size=batch_size, return_tensors="pt", on_error=on_error,
+                                  progress=progress)
         audio, ok = result if on_error == "mask" else (result, torch.ones(len(result), dtype=torch.bool))
         scores, indices = rank_classes(audio, class_emb, topk)
         return [

@@ -78,10 +78,11 @@ def make_index(emb, index_type="flat", nlist=None, nprobe=None):
     >>> index, opts = make_index(x, "ivf", nlist=2, nprobe=2)
     >>> index.ntotal, opts
     (4, {'index_type': 'ivf', 'nlist': 2, 'nprobe': 2})
-    >>> make_index(x, "ivf", nlist=8)
+    >>> make_index(x, "ivf", nlist=8)  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    ValueError: An IVF index with nlist=8 cells is trained by k-means on the embeddings and needs at least 8 of them; this collection has 4. Lower --nlist or use --index_type=flat (exact search).
+    ValueError: An IVF index with nlist=8 cells is trained by k-means on the embeddings and needs at least 8 of them;
+    this collection has 4. Lower --nlist or use --index_type=flat (exact search).
     """
     import faiss
 
@@ -150,13 +151,17 @@ def load_index(folder):
 def add_model_arguments(parser):
     """The model-source flags shared by build_index.py and search.py (named as in the other recipes)."""
     group = parser.add_argument_group("model (as in the other recipes)")
-    group.add_argument("--clap_ckpt_path", default=None, help="MS CLAP file CLAP_weights_2022.pth ({'model': state_dict}).")
+    group.add_argument("--clap_ckpt_path", default=None,
+                       help="MS CLAP file CLAP_weights_2022.pth ({'model': state_dict}).")
     group.add_argument("--ssl_checkpoints_dir", default=None,
-                       help="The save folder (or experiment folder) of one of our runs; its hyperparams.yaml gives the architecture.")
+                       help="The save folder (or experiment folder) of one of our runs; "
+                            "its hyperparams.yaml gives the architecture.")
     group.add_argument("--ssl_select", default="loss", choices=SELECTIONS, help="Checkpoint of ssl_checkpoints_dir.")
     group.add_argument("--model_hparams", default=None,
-                       help="A YAML whose model keys describe the architecture (default: the run's hyperparams.yaml, else MS CLAP 2022).")
-    group.add_argument("--text_model", default=None, help="Text model name or local folder (the Hub may be unreachable).")
+                       help="A YAML whose model keys describe the architecture "
+                            "(default: the run's hyperparams.yaml, else MS CLAP 2022).")
+    group.add_argument("--text_model", default=None,
+                       help="Text model name or local folder (the Hub may be unreachable).")
     group.add_argument("--eval_duration", type=float, default=None, help="Seconds per window (default: the model's).")
     group.add_argument("--device", default="cpu")
     return parser
@@ -186,7 +191,8 @@ def model_record(embedder, load_args):
     load = {"clap_ckpt_path": load_args.get("clap_ckpt_path"), "ssl_checkpoints_dir": None}
     if load_args.get("ssl_checkpoints_dir"):
         # The chosen CKPT+ folder itself: "best by loss" may name another one once the run goes on.
-        load["ssl_checkpoints_dir"] = find_checkpoint(load_args["ssl_checkpoints_dir"], load_args.get("ssl_select", "loss"))
+        load["ssl_checkpoints_dir"] = find_checkpoint(load_args["ssl_checkpoints_dir"],
+                                                      load_args.get("ssl_select", "loss"))
     return {"load": load, "architecture": {k: config[k] for k in ARCHITECTURE_KEYS if k in config},
             "source": embedder.source, "fingerprint": embedder.fingerprint}
 

@@ -262,7 +262,8 @@ def load_clap_checkpoint(clap: nn.Module, path) -> nn.Module:
     if ignored_file:
         logger.info("%s: ignored file keys absent from the model: %s", path, ignored_file)
     if ignored_model:
-        logger.info("%s: the file has no %s; kept the model's (unused) pooler: %s", path, _POOLER_PREFIX + "*", ignored_model)
+        logger.info("%s: the file has no %s; kept the model's (unused) pooler: %s", path, _POOLER_PREFIX + "*",
+                    ignored_model)
     if ignored_bn:
         logger.info("%s: no %d BatchNorm num_batches_tracked entries; kept the model's.", path, len(ignored_bn))
     return _load(clap, state, missing, unexpected, mismatched, path, CLAP_EXPECTED)

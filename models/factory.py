@@ -105,10 +105,12 @@ def architecture(*sources, **overrides):
     >>> arch = architecture({"sample_rate": 16000, "batch_size": 8}, d_proj=256)
     >>> arch["sample_rate"], arch["d_proj"], arch["text_model"], "batch_size" in arch
     (16000, 256, 'bert-base-uncased', False)
-    >>> architecture(width=2)
+    >>> architecture(width=2)  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    TypeError: Unknown model key(s) ['width']; the architecture keys are ['audioenc_name', 'sample_rate', 'window_size', 'hop_size', 'mel_bins', 'fmin', 'fmax', 'classes_num', 'out_emb', 'text_model', 'txt_emb_dim', 'd_proj', 'audio_width', 'text_pooling', 'text_max_length', 'eval_duration'].
+    TypeError: Unknown model key(s) ['width']; the architecture keys are ['audioenc_name', 'sample_rate', 'window_size',
+    'hop_size', 'mel_bins', 'fmin', 'fmax', 'classes_num', 'out_emb', 'text_model', 'txt_emb_dim', 'd_proj',
+    'audio_width', 'text_pooling', 'text_max_length', 'eval_duration'].
     """
     unknown = sorted(set(overrides) - set(ARCHITECTURE_KEYS))
     if unknown:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, Union
 
 import torch
 from torch import nn
@@ -42,7 +42,7 @@ _WEIGHT_FILES = (
 )
 
 
-def resolve_text_model(text_model: Union[str, os.PathLike]) -> str:
+def resolve_text_model(text_model: str | os.PathLike) -> str:
     """Turn a ``text_model`` setting into something ``from_pretrained`` reads.
 
     Arguments
@@ -173,7 +173,7 @@ def load_tokenizer(text_model):
     return AutoTokenizer.from_pretrained(resolve_text_model(text_model))
 
 
-def tokenize(tokenizer, texts: Union[str, Sequence[str]], max_length: int = 100) -> dict:
+def tokenize(tokenizer, texts: str | Sequence[str], max_length: int = 100) -> dict:
     """Tokenise captions into padded tensors (MS CLAP: 100 tokens max).
 
     Arguments

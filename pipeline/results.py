@@ -108,7 +108,8 @@ def markdown_table(table, hparams, seeds):
         accs = [_pct(cells[(model, t)]["top1_mean"], cells[(model, t)]["top1_sd"]) for t in targets]
         pairs = [cells[(model, t)]["curated_pairs_mean"] for t in targets]
         pair_text = "–" if all(p is None for p in pairs) else (
-            f"{pairs[0]:.0f} (shared)" if model == "DU" else " / ".join("–" if p is None else f"{p:.0f}" for p in pairs))
+            f"{pairs[0]:.0f} (shared)" if model == "DU"
+            else " / ".join("–" if p is None else f"{p:.0f}" for p in pairs))
         lines.append(f"| {model} | " + " | ".join(accs) + f" | {pair_text} |")
     return "\n".join(lines)
 

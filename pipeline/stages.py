@@ -174,7 +174,8 @@ class Runner:
                     break
                 pending.remove(stage)
                 # Stages that will share the CPUs with this one.
-                sharing = min(self.jobs, len(running) + 1 + len([s for s in ready if s.result is None and s in pending]))
+                sharing = min(self.jobs,
+                              len(running) + 1 + len([s for s in ready if s.result is None and s in pending]))
                 try:
                     started = self._start(stage, sharing)
                 except Exception as err:  # an in-process stage: report like a failed subprocess

@@ -52,7 +52,9 @@ def check_hparams(hparams):
     if bad:
         raise SystemExit(f"--students must be a subset of {[r for r in ROWS if r != 'teacher']}; got {bad}.")
     if not 0.0 < float(hparams["curation_prob"]) < 1.0:
-        raise SystemExit(f"--curation_prob must be in (0, 1) for the DU and ADS students; got {hparams['curation_prob']}.")
+        raise SystemExit(
+            f"--curation_prob must be in (0, 1) for the DU and ADS students; got {hparams['curation_prob']}."
+        )
     for key in ("du_clip_fraction", "ads_clip_fraction"):
         if not 0.0 < float(hparams[key]) <= 1.0:
             raise SystemExit(f"--{key} must be in (0, 1]; got {hparams[key]}.")
@@ -129,9 +131,9 @@ class SeedPlan:
     # -------------------------------------------------------- commands
     def training_flags(self, name, epochs, lr):
         base = self.out if name == "teacher" else os.path.join(self.out, "students")
-        return [f"--data_annot_folder={self.world}", f"--output_base={base}", f"--experiment_name={name}", f"--seed={self.seed}",
-                f"--number_of_epochs={epochs}", f"--batch_size={self.h['batch_size']}", f"--base_lr={lr}",
-                "--noprogressbar"]
+        return [f"--data_annot_folder={self.world}", f"--output_base={base}", f"--experiment_name={name}",
+                f"--seed={self.seed}", f"--number_of_epochs={epochs}", f"--batch_size={self.h['batch_size']}",
+                f"--base_lr={lr}", "--noprogressbar"]
 
     def _build(self, world_stage):
         h = self.h

@@ -57,7 +57,8 @@ logger = logging.getLogger(__name__)
 # ------------------------------------------------------------------ main
 def parse_arguments(argv):
     """The flags of this command (``--key=value`` or ``--key value``)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--audio_folder", help="Folder of audio files (searched recursively).")
     source.add_argument("--audio_pathfile", help="Text file, one audio path per line (relative: to the file's folder).")
@@ -65,7 +66,8 @@ def parse_arguments(argv):
     add_model_arguments(parser)
     parser.add_argument("--index_type", default="flat", choices=INDEX_TYPES)
     parser.add_argument("--nlist", type=int, default=None, help="IVF cells (default sqrt(N)).")
-    parser.add_argument("--nprobe", type=int, default=None, help="IVF cells searched per query (default min(nlist, 16); search.py can override).")
+    parser.add_argument("--nprobe", type=int, default=None,
+                        help="IVF cells searched per query (default min(nlist, 16); search.py can override).")
     parser.add_argument("--max_chunks", type=int, default=None, help="At most this many windows per file.")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--shard_size", type=int, default=1024, help="Files per resumable shard.")
@@ -88,7 +90,8 @@ def main(argv=None):
     else:
         paths = read_path_list(args.audio_pathfile)
     if not paths:
-        raise SystemExit(f"No audio files found in {args.audio_folder or args.audio_pathfile} (extensions {', '.join(AUDIO_EXTENSIONS)}).")
+        raise SystemExit(f"No audio files found in {args.audio_folder or args.audio_pathfile} "
+                         f"(extensions {', '.join(AUDIO_EXTENSIONS)}).")
     check_listable(paths)
 
     load_args = model_load_args(args)
@@ -103,7 +106,9 @@ def main(argv=None):
     )
     emb, kept, _ = load_audio_set(emb_dir)
     if len(kept) == 0:
-        raise SystemExit(f"None of the {len(paths)} files could be read (see {os.path.join(emb_dir, 'audio_skipped.csv')}).")
+        raise SystemExit(
+            f"None of the {len(paths)} files could be read (see {os.path.join(emb_dir, 'audio_skipped.csv')})."
+        )
     index, options = make_index(emb, args.index_type, args.nlist, args.nprobe)
     info = dict(
         options, format=FORMAT_VERSION, metric="inner_product", dim=int(emb.shape[1]), count=len(kept),
@@ -113,7 +118,8 @@ def main(argv=None):
         model=model_record(embedder, load_args),
     )
     save_index(out, index, kept, info)
-    skipped = f", {info['skipped']} unreadable (listed in {os.path.join(emb_dir, 'audio_skipped.csv')})" if info["skipped"] else ""
+    skipped = (f", {info['skipped']} unreadable (listed in {os.path.join(emb_dir, 'audio_skipped.csv')})"
+               if info["skipped"] else "")
     print(f"Indexed {info['count']} files ({info['index_type']}, dim {info['dim']}){skipped} in {out}", flush=True)
     return info
 

@@ -16,7 +16,8 @@ To run this recipe:
         --ssl_checkpoints_dir=$SSL_CHECKPOINTS_DIR \
         --audio_pathfile=$AUDIO_PATHFILE --text_pathfile=$TEXT_PATHFILE
 Several GPUs (the list is sharded across ranks, rank 0 merges):
-    torchrun --nproc_per_node=4 recipes/microsoft_curation_toemb.py hparams/curation/microsoft_audioset_insper_toemb.yaml [flags]
+    torchrun --nproc_per_node=4 recipes/microsoft_curation_toemb.py \
+        hparams/curation/microsoft_audioset_insper_toemb.yaml [flags]
 
 Authors
  * The project's founding engineers, 2026 (after Wang et al., arXiv 2305.01864)
@@ -56,7 +57,8 @@ def main(argv=None):
     fingerprint = model_fingerprint(model)
     progress = not run_opts.get("noprogressbar", False)
     if if_main_process():
-        print(f"Embedding {len(paths)} clips" + (f" and {len(table)} distinct captions" if table else "") + f" into {emb_dir}", flush=True)
+        print(f"Embedding {len(paths)} clips" + (f" and {len(table)} distinct captions" if table else "")
+              + f" into {emb_dir}", flush=True)
 
     audio = embed_audio_files(
         model, paths, emb_dir,

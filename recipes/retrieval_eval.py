@@ -86,7 +86,9 @@ def main(argv=None):
     # The embedding rows follow the clip list, minus the unreadable clips.
     clips, captions, caption_clip = drop_clips(clips, captions, caption_clip, {int(row["index"]) for row in skipped})
     if len(clips) != audio_emb.shape[0]:
-        raise SystemExit(f"{emb_dir} holds {audio_emb.shape[0]} audio embeddings for {len(clips)} clips; delete it and rerun.")
+        raise SystemExit(
+            f"{emb_dir} holds {audio_emb.shape[0]} audio embeddings for {len(clips)} clips; delete it and rerun."
+        )
     if not clips:
         raise SystemExit(f"None of the {len(unreadable)} clips found could be read (see {emb_dir}/audio_skipped.csv).")
     text_emb = encode_texts(

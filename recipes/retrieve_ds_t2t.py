@@ -82,15 +82,18 @@ def main(argv=None):
     table = caption_table(rows)
     if not table:
         raise SystemExit(f"--target_csv_path={hparams['target_csv_path']} has no captions.")
-    logger.info("DS for %s: %d labels, %d distinct captions of %d pairs.", hparams["zs_dataset"], len(labels), len(table), len(rows))
+    logger.info("DS for %s: %d labels, %d distinct captions of %d pairs.",
+                hparams["zs_dataset"], len(labels), len(table), len(rows))
 
     model, device, _ = load_eval_model(hparams, run_opts, purpose="Curation")
     fingerprint = model_fingerprint(model)
     storage = STORAGE_DTYPES[hparams["emb_dtype"]]
-    prompt_emb = encode_texts(model, hparams["tokenizer"], prompts, max_length=hparams["text_max_length"], device=device).astype(storage)
+    prompt_emb = encode_texts(model, hparams["tokenizer"], prompts, max_length=hparams["text_max_length"],
+                              device=device).astype(storage)
     caption_emb = caption_embeddings(model, hparams, table, emb_dir, device, fingerprint, progress)
 
-    kept, label_of, sim = select_ds_captions(caption_emb, prompt_emb, hparams["sim_threshold"], block=hparams["caption_bs"])
+    kept, label_of, sim = select_ds_captions(caption_emb, prompt_emb, hparams["sim_threshold"],
+                                             block=hparams["caption_bs"])
 
     # Overlap audit: a training recording that is also an evaluation recording.
     eval_ids, eval_source = set(), None
@@ -100,10 +103,13 @@ def main(argv=None):
             # TUT 2017 has no Freesound ids: nothing to audit.
             eval_source = None
     elif hparams["drop_eval_overlap"]:
-        raise SystemExit("--drop_eval_overlap=True needs --eval_meta_path or --zs_data_folder (the evaluation set's metadata).")
+        raise SystemExit(
+            "--drop_eval_overlap=True needs --eval_meta_path or --zs_data_folder (the evaluation set's metadata)."
+        )
     # DS pairs: every training row whose caption was kept (original audio). A row
     # recorded from an evaluation recording is an overlap; dropped on request.
-    by_caption = {table[c]["caption"]: (labels[l], s) for c, l, s in zip(kept.tolist(), label_of.tolist(), sim.tolist())}
+    by_caption = {table[c]["caption"]: (labels[label_index], s)
+                  for c, label_index, s in zip(kept.tolist(), label_of.tolist(), sim.tolist())}
     extra = [f for f in ("source", "source_id") if rows and f in rows[0]]
     pairs, overlap_pairs, dropped_pairs = [], 0, 0
     for row in rows:
@@ -115,7 +121,8 @@ def main(argv=None):
         if in_eval and hparams["drop_eval_overlap"]:
             dropped_pairs += 1
             continue
-        pair = {"ID": row["ID"], "wav_path": row["wav_path"], "caption": row["caption"], "similarity": f"{hit[1]:.6f}", "label": hit[0]}
+        pair = {"ID": row["ID"], "wav_path": row["wav_path"], "caption": row["caption"], "similarity": f"{hit[1]:.6f}",
+                "label": hit[0]}
         pair.update({f: row.get(f, "") for f in extra})
         pairs.append(pair)
     # DS captions for ADS: a caption written for an evaluation recording is an overlap too.
@@ -126,7 +133,8 @@ def main(argv=None):
         kept, label_of, sim = kept[keep], label_of[keep], sim[keep]
 
     # The DS caption set for ADS: embeddings first, the info section last (it marks the set complete).
-    ds_table = [dict(table[c], label=labels[l], similarity=f"{s:.6f}") for c, l, s in zip(kept.tolist(), label_of.tolist(), sim.tolist())]
+    ds_table = [dict(table[c], label=labels[label_index], similarity=f"{s:.6f}")
+                for c, label_index, s in zip(kept.tolist(), label_of.tolist(), sim.tolist())]
     save_npy(os.path.join(emb_dir, f"{name}_emb.npy"), np.ascontiguousarray(caption_emb[kept]))
     write_caption_table(os.path.join(emb_dir, f"{name}_captions.csv"), ds_table, extra_fields=["label", "similarity"])
     write_csv(hparams["ds_pairs_csv"], pairs, fieldnames=["ID", "wav_path", "caption", "similarity", "label"] + extra)
@@ -135,10 +143,12 @@ def main(argv=None):
     stats.update(kept, label_of, sim)
     per_label = np.bincount(label_of, minlength=len(labels)) if kept.size else np.zeros(len(labels), np.int64)
     summary = {
-        "curation": name, "threshold": hparams["sim_threshold"], "labels": len(labels), "prompt_prefix": hparams["prompt_prefix"],
-        "pairs_total": len(rows), "pairs_kept": len(pairs), "captions_total": len(table), "captions_kept": int(kept.size),
+        "curation": name, "threshold": hparams["sim_threshold"], "labels": len(labels),
+        "prompt_prefix": hparams["prompt_prefix"], "pairs_total": len(rows), "pairs_kept": len(pairs),
+        "captions_total": len(table), "captions_kept": int(kept.size),
         "labels_with_caption": int((per_label > 0).sum()),
-        "captions_per_label": {labels[i]: int(per_label[i]) for i in np.argsort(-per_label, kind="stable") if per_label[i]},
+        "captions_per_label": {labels[i]: int(per_label[i])
+                               for i in np.argsort(-per_label, kind="stable") if per_label[i]},
         "similarity_histogram": stats.as_dict()["histogram"],
         "eval_ids_from": eval_source, "eval_overlap_pairs": overlap_pairs if eval_source else None,
         "eval_overlap_captions": overlap_captions if eval_source else None, "eval_overlap_dropped": dropped_pairs,
@@ -147,13 +157,15 @@ def main(argv=None):
     }
     write_summary(os.path.join(emb_dir, f"{name}_summary.json"), summary)
     update_info(emb_dir, name, {
-        "model": fingerprint, "rows": int(kept.size), "dtype": hparams["emb_dtype"], "threshold": hparams["sim_threshold"],
-        "labels": labels, "target_csv_path": os.path.abspath(hparams["target_csv_path"]),
+        "model": fingerprint, "rows": int(kept.size), "dtype": hparams["emb_dtype"],
+        "threshold": hparams["sim_threshold"], "labels": labels,
+        "target_csv_path": os.path.abspath(hparams["target_csv_path"]),
     })
 
     lines = [
-        f"DS {hparams['zs_dataset']}: {len(pairs)} / {len(rows)} pairs kept ({int(kept.size)} / {len(table)} distinct captions, "
-        f"threshold {hparams['sim_threshold']}); {summary['labels_with_caption']} / {len(labels)} labels have a caption",
+        f"DS {hparams['zs_dataset']}: {len(pairs)} / {len(rows)} pairs kept "
+        f"({int(kept.size)} / {len(table)} distinct captions, threshold {hparams['sim_threshold']}); "
+        f"{summary['labels_with_caption']} / {len(labels)} labels have a caption",
     ]
     if eval_source:
         lines.append(
@@ -164,7 +176,8 @@ def main(argv=None):
     top = list(summary["captions_per_label"].items())[:10]
     lines.append("  captions per label: " + ", ".join(f"{k} {v}" for k, v in top))
     logger.info("%s", "\n".join(lines))
-    print(f"DS pairs: {os.path.abspath(hparams['ds_pairs_csv'])}; DS caption embeddings for ADS: {os.path.abspath(os.path.join(emb_dir, name + '_emb.npy'))}", flush=True)
+    print(f"DS pairs: {os.path.abspath(hparams['ds_pairs_csv'])}; "
+          f"DS caption embeddings for ADS: {os.path.abspath(os.path.join(emb_dir, name + '_emb.npy'))}", flush=True)
     return summary
 
 

@@ -26,7 +26,9 @@ import sys
 import numpy as np
 import speechbrain as sb
 
-from curation.builders import best_match_profile, caption_ids_in, eval_freesound_ids, format_summary, write_curated_pairs, write_summary
+from curation.builders import (
+    best_match_profile, caption_ids_in, eval_freesound_ids, format_summary, write_curated_pairs, write_summary,
+)
 from curation.embed import load_audio_set, load_caption_set, read_path_list, read_skipped
 from experiment.arguments import load_hparams, parse_arguments
 
@@ -58,7 +60,8 @@ def select_clips(aud_ds_path, emb_dir, audio_paths):
             "Embed that list with recipes/microsoft_curation_toemb.py (--audio_pathfile) first."
         )
     if unreadable:
-        logger.warning("%d clip(s) of %s were unreadable at embedding time (audio_skipped.csv); left out.", unreadable, aud_ds_path)
+        logger.warning("%d clip(s) of %s were unreadable at embedding time (audio_skipped.csv); left out.",
+                       unreadable, aud_ds_path)
     if len(rows) == len(audio_paths):
         return None
     return np.array(sorted(rows), dtype=np.int64)
@@ -75,11 +78,13 @@ def main(argv=None):
     audio_emb, audio_paths, audio_info = load_audio_set(emb_dir)
     caption_emb, table, caption_info = load_caption_set(emb_dir, hparams["caption_set"])
     if audio_emb.shape[1] != caption_emb.shape[1]:
-        raise SystemExit(f"Audio embeddings have {audio_emb.shape[1]} dimensions, captions {caption_emb.shape[1]}: not one model.")
+        raise SystemExit(
+            f"Audio embeddings have {audio_emb.shape[1]} dimensions, captions {caption_emb.shape[1]}: not one model."
+        )
     if audio_info.get("model") and caption_info.get("model") and audio_info["model"] != caption_info["model"]:
         raise SystemExit(
-            f"{emb_dir}: the audio embeddings and the '{hparams['caption_set']}' captions were made by different models "
-            f"({audio_info['model']} vs {caption_info['model']}); embed both with the same teacher checkpoint."
+            f"{emb_dir}: the audio embeddings and the '{hparams['caption_set']}' captions were made by different "
+            f"models ({audio_info['model']} vs {caption_info['model']}); embed both with the same teacher checkpoint."
         )
     query_rows = select_clips(hparams.get("aud_ds_path"), emb_dir, audio_paths)
 
@@ -89,7 +94,8 @@ def main(argv=None):
         if ids:
             caption_in_eval = caption_ids_in(table, ids)
     elif hparams["drop_eval_overlap"]:
-        raise SystemExit("--drop_eval_overlap=True needs --eval_meta_path (meta/esc50.csv, metadata/UrbanSound8K.csv or their folder).")
+        raise SystemExit("--drop_eval_overlap=True needs --eval_meta_path "
+                         "(meta/esc50.csv, metadata/UrbanSound8K.csv or their folder).")
 
     out_csv = hparams["curation_csv"]
     title = hparams["curation_name"].upper()
@@ -103,11 +109,14 @@ def main(argv=None):
     )
     summary.update(
         curation=hparams["curation_name"], emb_dir=os.path.abspath(emb_dir), caption_set=hparams["caption_set"],
-        clips_considered=n_clips, top_k=hparams["top_k"], eval_ids_from=eval_source, curation_csv=os.path.abspath(out_csv),
+        clips_considered=n_clips, top_k=hparams["top_k"], eval_ids_from=eval_source,
+        curation_csv=os.path.abspath(out_csv),
     )
     # Where the threshold sits in the data: the best caption of a sample of clips.
     sample_rows = np.arange(len(audio_paths)) if query_rows is None else query_rows
-    summary["best_match_profile"] = best_match_profile(audio_emb[np.sort(sample_rows[:: max(1, len(sample_rows) // 256)])], caption_emb)
+    summary["best_match_profile"] = best_match_profile(
+        audio_emb[np.sort(sample_rows[:: max(1, len(sample_rows) // 256)])], caption_emb
+    )
     if "threshold" in caption_info:
         summary["ds_threshold"] = caption_info["threshold"]
     summary_path = os.path.splitext(out_csv)[0] + "_summary.json"
@@ -115,7 +124,8 @@ def main(argv=None):
     logger.info("%s", format_summary(title, summary))
     print(f"Curation CSV: {os.path.abspath(out_csv)} (summary: {os.path.abspath(summary_path)})", flush=True)
     if summary["pairs"] == 0:
-        logger.warning("No pair reaches the threshold %s; lower --sim_threshold (the summary shows the kept range).", hparams["sim_threshold"])
+        logger.warning("No pair reaches the threshold %s; lower --sim_threshold (the summary shows the kept range).",
+                       hparams["sim_threshold"])
     return summary
 
 

@@ -25,13 +25,17 @@ from inference.index import add_model_arguments, format_table, load_searcher, mo
 
 def parse_arguments(argv):
     """The flags of this command; model flags are optional (``index.json`` records the model)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("queries", nargs="*", help="Text queries (quote each one).")
     parser.add_argument("--index_folder", required=True, help="The --output_folder of build_index.py.")
-    parser.add_argument("--query_file", default=None, help="Text file, one query per line (added to the positional queries).")
+    parser.add_argument("--query_file", default=None,
+                        help="Text file, one query per line (added to the positional queries).")
     parser.add_argument("--topk", type=int, default=10)
-    parser.add_argument("--nprobe", type=int, default=None, help="IVF cells searched (default: as built; =nlist is exact).")
-    parser.add_argument("--json", action="store_true", help="Print JSON ([{query, results: [{rank, score, path}]}]) instead of tables.")
+    parser.add_argument("--nprobe", type=int, default=None,
+                        help="IVF cells searched (default: as built; =nlist is exact).")
+    parser.add_argument("--json", action="store_true",
+                        help="Print JSON ([{query, results: [{rank, score, path}]}]) instead of tables.")
     add_model_arguments(parser)
     args = parser.parse_args(argv)
     if args.query_file:
@@ -45,7 +49,8 @@ def parse_arguments(argv):
 def main(argv=None):
     """Loads the index and its model, embeds the queries, prints the results; returns them."""
     args = parse_arguments(sys.argv[1:] if argv is None else argv)
-    given = {k: v for k, v in model_load_args(args).items() if v is not None and (k != "ssl_select" or args.ssl_checkpoints_dir)}
+    given = {k: v for k, v in model_load_args(args).items()
+             if v is not None and (k != "ssl_select" or args.ssl_checkpoints_dir)}
     index, paths, info, embedder = load_searcher(args.index_folder, **given)
     results = search(index, paths, embedder.embed_text(args.queries), args.topk, args.nprobe)
     answers = [{"query": q, "results": r} for q, r in zip(args.queries, results)]

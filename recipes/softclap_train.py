@@ -59,7 +59,8 @@ class SoftCLAPBrain(CLAPBrain):
         return student + (teacher_audio, teacher_text)
 
     def soft_target_inputs(self, predictions, stage):
-        """The teacher's embeddings for :class:`models.loss.SoftClapLoss` (training only: validation keeps the plain loss)."""
+        """The teacher's embeddings for :class:`models.loss.SoftClapLoss` (training only: validation keeps the plain
+        loss)."""
         if len(predictions) < 5:
             return {}
         return {"teacher_audio": predictions[3], "teacher_text": predictions[4]}

@@ -27,7 +27,8 @@ def write_tiny_bert(folder, hidden=32, layers=2, heads=2, vocab_words=None, toke
     vocab_size = 1000
     if tokenizer:
         words = vocab_words or []
-        vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [w for w in words if w] + list("abcdefghijklmnopqrstuvwxyz")
+        vocab = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [w for w in words if w]
+                 + list("abcdefghijklmnopqrstuvwxyz"))
         vocab = list(dict.fromkeys(vocab))
         with open(os.path.join(folder, "vocab.txt"), "w", encoding="utf-8") as f:
             f.write("\n".join(vocab) + "\n")
@@ -134,7 +135,9 @@ TOY_TRAINING = TOY_MODEL + [
 
 
 def check_ok(proc):
-    assert proc.returncode == 0, f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-5000:]}"
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-5000:]}"
+    )
 
 
 def yaml_keys(path):

@@ -105,7 +105,8 @@ def test_start_and_center_crops_are_deterministic():
 
 @pytest.mark.parametrize(
     "name,subtype,atol",
-    [("pcm24.wav", "PCM_24", 1e-6), ("float.wav", "FLOAT", 0.0), ("pcm16.flac", "PCM_16", 1e-4), ("pcm24.flac", "PCM_24", 1e-6)],
+    [("pcm24.wav", "PCM_24", 1e-6), ("float.wav", "FLOAT", 0.0), ("pcm16.flac", "PCM_16", 1e-4),
+     ("pcm24.flac", "PCM_24", 1e-6)],
 )
 def test_bit_depths_and_formats_are_read(tmp_path, name, subtype, atol):
     data = _ramp(441) * 0.5

@@ -108,7 +108,9 @@ def test_loaded_melw_is_used(tmp_path):
 def test_loaded_stft_kernels_are_used(tmp_path):
     source, target = tiny_cnn14(0), tiny_cnn14(0)
     sd = source.state_dict()
-    sd["spectrogram_extractor.stft.conv_imag.weight"] = torch.zeros_like(sd["spectrogram_extractor.stft.conv_imag.weight"])
+    sd["spectrogram_extractor.stft.conv_imag.weight"] = torch.zeros_like(
+        sd["spectrogram_extractor.stft.conv_imag.weight"]
+    )
     torch.save({"model": sd}, tmp_path / "kernels.pth")
     load_pann_checkpoint(target, tmp_path / "kernels.pth")
     assert not target.spectrogram_extractor.stft.uses_fft
@@ -245,7 +247,8 @@ def test_clap_pooler_absent_from_file(tmp_path, tiny_bert_dir, caplog):
     with caplog.at_level(logging.INFO, logger="models.checkpoints"):
         load_clap_checkpoint(target, tmp_path / "nopooler.pth")
     assert "pooler" in caplog.text
-    torch.testing.assert_close(target.caption_encoder.projection.linear1.weight, source.caption_encoder.projection.linear1.weight)
+    torch.testing.assert_close(target.caption_encoder.projection.linear1.weight,
+                               source.caption_encoder.projection.linear1.weight)
 
 
 def test_clap_pooler_absent_from_model(tmp_path, tiny_bert_dir, caplog):

@@ -144,4 +144,5 @@ def test_caption_embeddings_and_table(tiny_clap, tmp_path):
     embed_captions(model, tokenizer, table, str(tmp_path), batch_size=2, shard_size=2, progress=False, model_id="m")
     emb, got, info = load_caption_set(str(tmp_path), "text")
     assert emb.shape == (2, 16) and info["rows"] == 2 and info["model"] == "m"
-    assert [(t["caption"], t["source_ids"], t["n_rows"]) for t in got] == [('A dog barks, "twice".', "11;13", 2), ("rain", "12", 1)]
+    assert [(t["caption"], t["source_ids"], t["n_rows"]) for t in got] == [('A dog barks, "twice".', "11;13", 2),
+                                                                           ("rain", "12", 1)]

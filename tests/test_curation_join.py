@@ -77,7 +77,8 @@ def test_join_is_identical_for_every_block_size(tied_world, query_block, key_blo
     ref = threshold_join(queries, keys, threshold, query_block=32, key_block=32)
     assert_same(threshold_join(queries, keys, threshold, query_block=query_block, key_block=key_block), ref)
     ref_top = brute_force_join(queries, keys, threshold, top_k=2)
-    assert_same(threshold_join(queries, keys, threshold, query_block=query_block, key_block=key_block, top_k=2), ref_top)
+    assert_same(threshold_join(queries, keys, threshold, query_block=query_block, key_block=key_block, top_k=2),
+                ref_top)
 
 
 def test_float32_rows_give_the_brute_force_pairs():

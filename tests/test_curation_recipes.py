@@ -1,4 +1,5 @@
-"""End-to-end curation on the toy world: the paper's three commands, kill-and-resume, overlap audit, student training."""
+"""End-to-end curation on the toy world: the paper's three commands, kill-and-resume, overlap audit, student
+training."""
 
 import csv
 import filecmp
@@ -23,18 +24,22 @@ TOEMB = "recipes/microsoft_curation_toemb.py"
 RETRIEVE = "recipes/retrieve_from_emb_thresh.py"
 DS = "recipes/retrieve_ds_t2t.py"
 HP = "hparams/curation"
-EMB_FILES = ["audio_emb.npy", "audio_paths.txt", "audio_skipped.csv", "text_emb.npy", "text_captions.csv", "embeddings.json"]
+EMB_FILES = ["audio_emb.npy", "audio_paths.txt", "audio_skipped.csv", "text_emb.npy", "text_captions.csv",
+             "embeddings.json"]
 
 
 def test_every_flag_of_the_paper_commands_is_a_yaml_key():
     """SpeechBrain rejects unknown override keys: each flag users pass must be in the YAML."""
     toy = {f.split("=")[0][2:] for f in TOY_MODEL}
     loader = {"num_workers"}
-    checks = {f"{HP}/microsoft_audioset_insper_toemb.yaml": {"output_folder", "clap_ckpt_path", "ssl_checkpoints_dir", "audio_pathfile", "text_pathfile"} | toy | loader,
+    checks = {f"{HP}/microsoft_audioset_insper_toemb.yaml": {"output_folder", "clap_ckpt_path", "ssl_checkpoints_dir",
+                                                             "audio_pathfile", "text_pathfile"} | toy | loader,
               f"{HP}/audioset_insper_duv2_retr.yaml": {"emb_dir", "audio_bs", "sim_threshold", "aud_ds_path"}}
     for short in ("esc", "us8k", "tut"):
-        checks[f"{HP}/{short}_insper_audioset_dudsv3_retr.yaml"] = {"emb_dir", "aud_ds_path", "sim_threshold", "audio_bs"}
-        checks[f"{HP}/{short}_insper_t2t_retr.yaml"] = {"target_csv_path", "clap_ckpt_path", "ssl_checkpoints_dir", "emb_dir", "sim_threshold", "zs_data_folder"} | toy | loader
+        checks[f"{HP}/{short}_insper_audioset_dudsv3_retr.yaml"] = {"emb_dir", "aud_ds_path", "sim_threshold",
+                                                                    "audio_bs"}
+        checks[f"{HP}/{short}_insper_t2t_retr.yaml"] = {"target_csv_path", "clap_ckpt_path", "ssl_checkpoints_dir",
+                                                        "emb_dir", "sim_threshold", "zs_data_folder"} | toy | loader
     for path, flags in checks.items():
         assert flags <= yaml_keys(path), (path, flags - yaml_keys(path))
 
@@ -122,7 +127,8 @@ def threshold_for(emb_dir, caption_set, quantile):
 @pytest.fixture(scope="module")
 def du_csv(emb_dir):
     threshold, best = threshold_for(emb_dir, "text", 0.5)
-    print(f"toy DU: best caption cosine per clip, quantiles 0/10/50/90/100%: {np.quantile(best, [0, .1, .5, .9, 1]).round(3)}")
+    print("toy DU: best caption cosine per clip, quantiles 0/10/50/90/100%: "
+          f"{np.quantile(best, [0, .1, .5, .9, 1]).round(3)}")
     proc = run_script([
         RETRIEVE, f"{HP}/audioset_insper_duv2_retr.yaml",
         f"--emb_dir={emb_dir}",
@@ -200,13 +206,16 @@ def ads_csv(ds_run, emb_dir, pathfile):
 def test_ads_command(ads_csv, emb_dir):
     path, threshold = ads_csv
     rows = read_caption_csv(path)
-    assert rows and {r["caption"] for r in rows} <= {r["caption"] for r in read_caption_table(os.path.join(emb_dir, "ds_esc50_captions.csv"))}
+    assert rows and {r["caption"] for r in rows} <= {
+        r["caption"] for r in read_caption_table(os.path.join(emb_dir, "ds_esc50_captions.csv"))
+    }
     assert all(float(r["similarity"]) >= threshold for r in rows)
 
 
 @pytest.mark.slow
 def test_paper_softclap_command_trains_a_student_on_ds_and_ads(ads_csv, emb_dir, toy_teacher, toy_world, tmp_path):
-    """The paper's SoftCLAP command: DS pairs as the replay set, ADS pairs as curated data, the toy teacher as teacher."""
+    """The paper's SoftCLAP command: DS pairs as the replay set, ADS pairs as curated data, the toy teacher as
+    teacher."""
     save = os.path.join(toy_teacher, "save")
     paper_flags = [
         f"--data_annot_folder={toy_world}",
@@ -254,9 +263,9 @@ def test_ds_overlap_audit_counts_and_drops_evaluation_recordings(toy_teacher, to
     write_csv(str(target), rows)
     out = tmp_path / "ds"
     proc = run_script([
-        DS, f"{HP}/us8k_insper_t2t_retr.yaml", f"--target_csv_path={target}", f"--ssl_checkpoints_dir={toy_teacher}/save",
-        f"--emb_dir={out}", "--sim_threshold=0.3", f"--zs_data_folder={toy_world}/UrbanSound8K",
-        "--drop_eval_overlap=True", "--noprogressbar",
+        DS, f"{HP}/us8k_insper_t2t_retr.yaml", f"--target_csv_path={target}",
+        f"--ssl_checkpoints_dir={toy_teacher}/save", f"--emb_dir={out}", "--sim_threshold=0.3",
+        f"--zs_data_folder={toy_world}/UrbanSound8K", "--drop_eval_overlap=True", "--noprogressbar",
     ] + TOY_MODEL)
     check_ok(proc)
     summary = json.load(open(out / "ds_us8k_summary.json", encoding="utf-8"))

@@ -16,7 +16,8 @@ def test_torchrun_two_ranks_match_single_process(tmp_path, tiny_bert):
     torchrun = [sys.executable, "-m", "torch.distributed.run"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        torchrun + ["--nproc_per_node=2", "--master_port=29533", os.path.join(os.path.dirname(__file__), "ddp_worker.py"), tiny_bert, str(out)],
+        torchrun + ["--nproc_per_node=2", "--master_port=29533",
+                    os.path.join(os.path.dirname(__file__), "ddp_worker.py"), tiny_bert, str(out)],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""Tests of the inference API (recipes/inference.py) and text-to-audio search (build_index.py, search.py)."""
+"""Tests of the inference API (inference.ClapEmbedder) and text-to-audio search (build_index.py, search.py)."""
 
 import csv
 import json
@@ -246,7 +246,8 @@ def test_build_index_and_search_find_the_queried_event(collection, flat_index):
 
 @pytest.mark.slow
 def test_ivf_index_with_every_cell_probed_equals_flat(collection, flat_index, toy_teacher, tmp_path):
-    """IVF (nprobe = nlist) from a path list returns the flat index's top-k; the embeddings are reused, not recomputed."""
+    """IVF (nprobe = nlist) from a path list returns the flat index's top-k; the embeddings are reused, not
+    recomputed."""
     flat_out, _ = flat_index
     _, flat_paths, _ = load_index(flat_out)
     # The files the folder build listed (broken one included), as relative paths: the embeddings are reused.

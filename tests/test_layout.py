@@ -46,7 +46,9 @@ def test_recipes_holds_only_thin_entry_scripts():
         assert f"python recipes/{name}" in doc, f"recipes/{name}: the docstring must give its run command"
         assert 'if __name__ == "__main__":' in text, f"recipes/{name} is not an entry script"
         lines = text.count("\n")
-        assert lines <= SCRIPT_LIMIT, f"recipes/{name} has {lines} lines (at most {SCRIPT_LIMIT}: move library code out)"
+        assert lines <= SCRIPT_LIMIT, (
+            f"recipes/{name} has {lines} lines (at most {SCRIPT_LIMIT}: move library code out)"
+        )
 
 
 def test_nothing_imports_a_script():
@@ -134,6 +136,6 @@ def test_packages_import_from_any_folder(tmp_path):
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    code = "import importlib; [importlib.import_module(p) for p in %r]" % (LAYERS,)
+    code = f"import importlib; [importlib.import_module(p) for p in {LAYERS!r}]"
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -271,7 +271,8 @@ def test_msclap2022_config_is_the_published_one():
     for path in ("hparams/insper/microsoft_clap_train.yaml", "hparams/esc/microsoft_zeroshot.yaml",
                  "hparams/curation/microsoft_audioset_insper_toemb.yaml", "hparams/clotho/retrieval_eval.yaml"):
         found = read_architecture(os.path.join(REPO, path))
-        assert {k: found[k] for k in yaml_keys if k in found} == {k: yaml_keys[k] for k in yaml_keys if k in found}, path
+        assert ({k: found[k] for k in yaml_keys if k in found}
+                == {k: yaml_keys[k] for k in yaml_keys if k in found}), path
 
 
 def test_the_registry_builds_every_tower_the_factory_offers(tiny_bert_dir):

@@ -97,7 +97,8 @@ def _build_audiocaps(root):
         [4, "missing1", "0", "never downloaded"],
     ]
     _csv(os.path.join(folder, "dataset", "train.csv"), header, train)
-    _csv(os.path.join(folder, "dataset", "val.csv"), header, [[10 + k, "vv", "0", f"val caption {k}"] for k in range(5)])
+    _csv(os.path.join(folder, "dataset", "val.csv"), header,
+         [[10 + k, "vv", "0", f"val caption {k}"] for k in range(5)])
     _csv(os.path.join(folder, "dataset", "test.csv"), header, [[20, "tt", "0", "a test clip"]])
     _audio(os.path.join(folder, "audio", "train", "-abc_d_30.flac"))
     _audio(os.path.join(folder, "audio", "train", "Yxyz_1.wav"))
@@ -151,7 +152,8 @@ def _build_fsd50k(root):
             [400, "Bark", "/m/05tny_", "train"],
         ],
     )
-    _csv(os.path.join(folder, "FSD50K.ground_truth", "eval.csv"), ["fname", "labels", "mids"], [[500, "Bark", "/m/05tny_"]])
+    _csv(os.path.join(folder, "FSD50K.ground_truth", "eval.csv"), ["fname", "labels", "mids"],
+         [[500, "Bark", "/m/05tny_"]])
     info = {
         "100": {
             "title": "rain.wav",
@@ -179,7 +181,8 @@ def _build_user(root):
     rows = [{"ID": "my id,1", "wav_path": "wavs/u0.wav", "caption": TRICKY_CAPTIONS[0]},
             # collides with the first Clotho ID: must be made unique
             {"ID": "clotho_000000", "wav_path": "wavs/u1.wav", "caption": TRICKY_CAPTIONS[1]}]
-    rows += [{"ID": f"u{k}", "wav_path": f"wavs/u{k % 4}.wav", "caption": c} for k, c in enumerate(TRICKY_CAPTIONS[2:], 2)]
+    rows += [{"ID": f"u{k}", "wav_path": f"wavs/u{k % 4}.wav", "caption": c}
+             for k, c in enumerate(TRICKY_CAPTIONS[2:], 2)]
     rows.append({"ID": "lost", "wav_path": "wavs/missing.wav", "caption": "no audio"})
     pairs = os.path.join(folder, "pairs.csv")
     write_csv(pairs, rows)
@@ -187,7 +190,8 @@ def _build_user(root):
     other = os.path.join(folder, "other.csv")
     write_csv(other, [{"wav_path": os.path.join(folder, "other.wav"), "caption": f"mine {k}", "source": "mydata"}
                       for k in range(2)])
-    return [pairs, other], {"rows": len(TRICKY_CAPTIONS), "missing": 1, "clips": 4}, {"rows": 2, "missing": 0, "clips": 1}
+    return ([pairs, other], {"rows": len(TRICKY_CAPTIONS), "missing": 1, "clips": 4},
+            {"rows": 2, "missing": 0, "clips": 1})
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +246,8 @@ def test_read_audiocaps(world):
 
 def test_read_macs_and_fsd50k(world):
     rows, n_missing = read_macs(os.path.join(world["root"], "macs"))
-    assert n_missing == 2 and [r["caption"] for r in rows][:3] == ["cars pass by", "a bus, then people talk", "traffic noise"]
+    assert n_missing == 2 and [r["caption"] for r in rows][:3] == ["cars pass by", "a bus, then people talk",
+                                                                  "traffic noise"]
     assert {r["source_id"] for r in rows} == {""}
     rows, n_missing = read_fsd50k(os.path.join(world["root"], "fsd50k"))
     assert n_missing == 1

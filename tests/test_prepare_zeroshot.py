@@ -1,4 +1,5 @@
-"""Tests for dataset.prepare_zeroshot on the real ESC-50 / UrbanSound8K metadata, a TUT 2017 layout and the toy world."""
+"""Tests for dataset.prepare_zeroshot on the real ESC-50 / UrbanSound8K metadata, a TUT 2017 layout and the toy
+world."""
 
 import csv
 import json
@@ -49,7 +50,8 @@ def esc50(tmp_path):
 def test_esc50_real_metadata_counts_labels_and_skips(esc50, tmp_path):
     out = prepare_esc50(esc50, tmp_path / "out")
     stats = out["stats"]
-    assert (stats["listed"], stats["selected"], stats["kept"], stats["missing"], stats["unreadable"]) == (2000, 2000, 5, 1995, 0)
+    assert (stats["listed"], stats["selected"], stats["kept"], stats["missing"], stats["unreadable"]) == (
+        2000, 2000, 5, 1995, 0)
     assert out["labels"] == ESC50_LABELS  # target order 0..49, not alphabetical
     assert out["labels"][43] == "car_horn" and out["labels"][19] == "thunderstorm"
     rows = read_csv(out["csv"])
@@ -150,7 +152,8 @@ def us8k(tmp_path_factory):
 def test_us8k_real_metadata_one_fold(us8k, tmp_path):
     out = prepare_us8k(us8k["root"], tmp_path / "out", folds=8)
     stats = out["stats"]
-    assert (stats["listed"], stats["selected"], stats["kept"], stats["missing"], stats["unreadable"]) == (8732, 806, 802, 3, 1)
+    assert (stats["listed"], stats["selected"], stats["kept"], stats["missing"], stats["unreadable"]) == (
+        8732, 806, 802, 3, 1)
     assert out["labels"] == US8K_LABELS  # classID order (alphabetical)
     rows = read_csv(out["csv"])
     by_name = {r["slice_file_name"]: r for r in us8k["meta"]}
@@ -189,7 +192,8 @@ def _tut_layout(root):
         ("audio/b002_0_10.wav", "cafe/restaurant", "b002", 2), ("audio/c003_0_10.wav", "city_center", "c003", 3),
         ("audio/d004_0_10.wav", "tram", "d004", 4), ("audio/d004_30_40.wav", "tram", "d004", 4),
     ]
-    eval_rows = [("audio/1.wav", "cafe/restaurant", None), ("audio/2.wav", "beach", "e101"), ("audio/3.wav", "tram", None)]
+    eval_rows = [("audio/1.wav", "cafe/restaurant", None), ("audio/2.wav", "beach", "e101"),
+                 ("audio/3.wav", "tram", None)]
     with open(os.path.join(_mk(dev), "meta.txt"), "w", encoding="utf-8", newline="") as f:
         f.writelines(f"{a}\t{s} \t{loc}\r\n" for a, s, loc, _ in dev_rows)
         f.write("\r\n")

@@ -101,7 +101,8 @@ def test_ranks_match_a_sort_without_ties():
     assert t2a.tolist() == [int(np.flatnonzero(order[i] == caption_clip[i])[0]) + 1 for i in range(35)]
     col_order = np.argsort(-sim.T, axis=1)
     for j in range(7):
-        assert a2t[j].tolist() == sorted(int(np.flatnonzero(col_order[j] == c)[0]) + 1 for c in np.flatnonzero(caption_clip == j))
+        assert a2t[j].tolist() == sorted(int(np.flatnonzero(col_order[j] == c)[0]) + 1
+                                         for c in np.flatnonzero(caption_clip == j))
     # The same summary from the ranks directly; permuting clips (and relabelling) changes nothing.
     assert metrics["audio_to_text"] == summarise(a2t)
     perm = rng.permutation(7)
@@ -125,11 +126,13 @@ def test_bad_inputs_are_refused():
 
 # ------------------------------------------------------------------- YAMLs
 def test_full_size_yamls_load_offline(tiny_bert, tmp_path):
-    """The Clotho and AudioCaps YAMLs load (full-size CNN14, a tiny BERT for bert-base-uncased) with the zero-shot model keys."""
+    """The Clotho and AudioCaps YAMLs load (full-size CNN14, a tiny BERT for bert-base-uncased) with the zero-shot
+    model keys."""
     from experiment.arguments import load_hparams
 
-    model_keys = yaml_keys("hparams/esc/microsoft_zeroshot.yaml") - {"dataset", "folds", "check_audio", "prompt_templates",
-                                                                      "train_log", "train_logger", "modules", "test_dataloader_opts"}
+    model_keys = yaml_keys("hparams/esc/microsoft_zeroshot.yaml") - {
+        "dataset", "folds", "check_audio", "prompt_templates", "train_log", "train_logger", "modules",
+        "test_dataloader_opts"}
     overrides = f"data_folder: {tmp_path}\ntext_model: {tiny_bert}\ntxt_emb_dim: 32\noutput_base: {tmp_path}"
     for name, dataset, split in (("clotho", "clotho", "evaluation"), ("audiocaps", "audiocaps", "test")):
         path = f"hparams/{name}/retrieval_eval.yaml"
@@ -192,7 +195,8 @@ def write_audiocaps(folder):
         writer.writerows(rows)
     t = np.arange(32000) / 32000
     soundfile.write(folder / "test" / "-a_b1_30.wav", 0.3 * np.sin(2 * np.pi * 440 * t), 32000)
-    soundfile.write(folder / "audio" / "test" / "Yxyz_Q2.wav", 0.1 * np.random.default_rng(0).normal(size=(16000, 2)), 16000)
+    soundfile.write(folder / "audio" / "test" / "Yxyz_Q2.wav", 0.1 * np.random.default_rng(0).normal(size=(16000, 2)),
+                    16000)
 
 
 def test_audiocaps_layout_counts_missing_clips(tmp_path):

@@ -64,7 +64,8 @@ def test_hand_computed_3x3_example():
 
 def test_negative_teacher_cosines_give_finite_loss_and_distributions():
     # Antipodal teacher embeddings: every off-diagonal cosine is -1.
-    e = F.normalize(torch.tensor([[1.0, 0.0], [-1.0, 0.0], [1.0, 0.0], [-1.0, 0.0]]) * torch.tensor([[1.0], [1.0], [-1.0], [-1.0]]), dim=-1)
+    e = F.normalize(torch.tensor([[1.0, 0.0], [-1.0, 0.0], [1.0, 0.0], [-1.0, 0.0]])
+                    * torch.tensor([[1.0], [1.0], [-1.0], [-1.0]]), dim=-1)
     targets = soft_targets(e, 0.3)
     assert torch.all(targets >= 0) and torch.allclose(targets.sum(-1), torch.ones(4))
     a, t, _, _ = random_batch()
@@ -135,7 +136,8 @@ def test_teacher_stays_bit_identical_while_student_learns(toy_world, toy_teacher
 
 
 @pytest.mark.slow
-def test_softclap_killed_mid_epoch_then_resumed_equals_uninterrupted(toy_world, toy_teacher, curated_stand_in, tmp_path):
+def test_softclap_killed_mid_epoch_then_resumed_equals_uninterrupted(toy_world, toy_teacher, curated_stand_in,
+                                                                     tmp_path):
     from test_train_recipe import kill_after_first_intra_epoch_checkpoint, max_weight_difference
 
     save = os.path.join(toy_teacher, "save")
@@ -153,7 +155,8 @@ def test_softclap_killed_mid_epoch_then_resumed_equals_uninterrupted(toy_world, 
 
 def test_softclap_without_a_teacher_is_a_clear_error(toy_world, tmp_path):
     proc = run_script([SOFT, "hparams/toy/softclap_train.yaml", f"--data_annot_folder={toy_world}",
-                       f"--output_base={tmp_path}", "--teacher_checkpoints_dir=", "--clap_ckpt_path=", "--subset_pct=0.1"])
+                       f"--output_base={tmp_path}", "--teacher_checkpoints_dir=", "--clap_ckpt_path=",
+                       "--subset_pct=0.1"])
     assert proc.returncode != 0
     assert "SoftCLAP needs a teacher" in proc.stderr
 

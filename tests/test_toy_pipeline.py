@@ -60,7 +60,8 @@ def test_reduced_pipeline_writes_the_table_from_the_run(reduced_run):
                "DS+SoftCLAP": "ds_softclap_{t}", "ADS+SoftCLAP": "ads_softclap_{t}"}
     for row in per_seed:
         name = folders[row["model"]].format(t=row["dataset"])
-        result = json.load(open(os.path.join(seed_dir, "zeroshot", f"{name}_{row['dataset']}", "zeroshot_results.json")))
+        result = json.load(open(os.path.join(seed_dir, "zeroshot", f"{name}_{row['dataset']}",
+                                             "zeroshot_results.json")))
         assert float(row["top1"]) == pytest.approx(result["top1"], abs=1e-4), row
     # Curated pair counts are the rows of the curation CSVs the students trained on.
     for row in per_seed:

