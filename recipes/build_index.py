@@ -8,17 +8,10 @@ inner-product index (:mod:`inference.index`); the embeddings are unit-norm,
 so scores are cosines.
 ``recipes/search.py`` answers text queries with it.
 
-Files written in ``--output_folder`` (and nowhere else):
-
-=====================  ==========================================================
-``index.faiss``        the faiss index (row i = line i of ``paths.txt``)
-``paths.txt``          the indexed files, one absolute path a line
-``index.json``         model source and architecture, dims, counts, index options
-                       (written last: its presence means the index is complete)
-``embeddings/``        the float32 embeddings (``audio_emb.npy``), their paths,
-                       ``audio_skipped.csv`` (unreadable files, left out) and the
-                       resumable shards while embedding runs
-=====================  ==========================================================
+Files written in ``--output_folder`` (and nowhere else): ``index.faiss``,
+``paths.txt`` (row i of the index = line i), ``index.json`` (the model and
+options; written last, so its presence means the index is complete) and
+``embeddings/`` (see :mod:`inference.index` for each file).
 
 Embedding is resumable: killed and run again with the same command, only the
 missing shards are embedded; run again when done, the embeddings are reused

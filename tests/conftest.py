@@ -79,7 +79,7 @@ def tiny_bert(tmp_path):
 @pytest.fixture(scope="session")
 def toy_world(tmp_path_factory):
     """The tiny toy world, generated once per test session."""
-    from dataset.toy_world import generate_toy_world
+    from dataset.toy import generate_toy_world
 
     out = tmp_path_factory.mktemp("toy_world")
     generate_toy_world(str(out), size="tiny", seed=0)

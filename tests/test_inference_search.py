@@ -158,7 +158,7 @@ def test_toy_teacher_api_matches_the_zeroshot_recipe(toy_world, toy_teacher, tmp
 
 def clotho_events(toy_world):
     """{path relative to clotho/: set of events} of the toy Clotho clips: the events its five captions name."""
-    from dataset.toy_world import caption_events
+    from dataset.toy import caption_events
 
     events = {}
     for split in ("development", "validation", "evaluation"):
