@@ -1,50 +1,51 @@
 """Threshold join: ours (``curation.join``) vs ``faiss.IndexFlatIP.range_search`` vs plain ``torch.matmul``.
 
-All three run in one process on the same random L2-normalised float32
-embeddings (default 50,000 queries × 20,000 keys × 1024 dimensions, the
-shape of an AudioSet shard against a caption corpus). The threshold is chosen
-so that about ``--target_pairs`` pairs pass (random unit vectors in d
-dimensions have cosines of about N(0, 1/d)). ``torch.matmul`` of the same
-shapes, without any thresholding, is the machine's ceiling: once as one
-product into a preallocated N×M output, once block by block with our block
-shapes; the faster of the two counts.
+All run in one process on the same random L2-normalised float32 embeddings
+(default 50,000 queries × 20,000 keys × 1024 dimensions, the shape of an
+AudioSet shard against a caption corpus). The threshold is chosen so that
+about ``--target_pairs`` pairs pass (random unit vectors in d dimensions have
+cosines of about N(0, 1/d)).
+
+Methods: ``ours`` at the precision ``--precision`` chooses (``auto``: bf16
+where the device multiplies it natively, see
+``curation.join.resolve_join_precision``), ``ours_fp32`` (when that is not
+fp32), ``faiss`` (``IndexFlatIP.range_search``, float32, on the CPU), and the
+ceilings: ``torch.matmul`` of the same shapes without any thresholding, block
+by block with our block shapes, in float32 (``matmul_blocked``, and once as
+one product into a preallocated N×M output, ``matmul_full``) and in the low
+precision (``matmul_blocked_<precision>``).
 
 Reported per method: seconds, pairs found, pairs/s, GFLOP/s (2·N·M·d flops)
 and peak extra memory (resident set size above the level before the call,
 sampled every 2 ms), as the median over ``--repeats`` runs that alternate
 the methods (``best_of_runs``: the same ratios from each method's fastest
-run). ``ratio_vs_faiss`` is our throughput over faiss's and
-``fraction_of_matmul_peak`` our GFLOP/s over the ceiling's. faiss-cpu's
+run). ``ratio_vs_faiss`` is ``ours`` over faiss's throughput and
+``fraction_of_matmul_peak`` ``ours`` over the ceiling of the precision it
+used (``fp32_fraction_of_matmul_peak``: ``ours_fp32`` over the float32
+ceiling). All methods must find the same pairs (``pairs_only_*``). faiss-cpu's
 bundled OpenBLAS is told to use its Skylake-X kernels on AVX-512 CPUs (it
 does not recognise recent Xeons and would otherwise run 4x slower).
+``--device=cuda`` runs ours and the ceilings on the GPU (faiss stays on the
+CPU), unchanged otherwise.
 
 Usage::
 
     python benchmarks/curation_join.py [--queries 50000] [--keys 20000] [--dim 1024]
-        [--target_pairs 100000] [--threads N] [--json]
+        [--target_pairs 100000] [--threads N] [--precision auto|fp32|bf16|fp16] [--device cpu|cuda] [--json]
 """
 
 from __future__ import annotations
 
 import os
 
-
-def _cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+from machine import cpu_flags, describe, synchronize  # noqa: I001 (before numpy: sets OPENBLAS_CORETYPE)
 
 
 # faiss-cpu wheels bundle OpenBLAS 0.3.15, which does not recognise recent Xeons
 # (here family 6 model 207) and falls back to its SSE3 "Prescott" kernels, about 4x
 # slower. On an AVX-512 CPU its Skylake-X kernels are asked for, so faiss is
 # measured at its best. Must be set before any OpenBLAS is loaded.
-if "avx512f" in _cpu_flags():
+if "avx512f" in cpu_flags():
     os.environ.setdefault("OPENBLAS_CORETYPE", "SKYLAKEX")
 
 import argparse  # noqa: E402
@@ -57,8 +58,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from curation.join import threshold_join  # noqa: E402
-from machine import cpu_model  # noqa: E402
+from curation.join import resolve_join_precision, threshold_join  # noqa: E402
 
 
 def rss_bytes() -> int:
@@ -140,6 +140,8 @@ def main(argv=None):
     parser.add_argument("--query_block", type=int, default=2048)
     parser.add_argument("--key_block", type=int, default=4096)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--repeats", type=int, default=3, help="median over repeats")
     parser.add_argument("--skip_full_matmul", action="store_true", help="no N×M output (saves N·M·4 bytes)")
     parser.add_argument("--seed", type=int, default=0)
@@ -151,16 +153,23 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else print
+    device = torch.device(args.device)
+    precision = resolve_join_precision(args.precision, device.type)
+    low_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     n, m, d = args.queries, args.keys, args.dim
     queries = random_unit_rows(n, d, args.seed)
     keys = random_unit_rows(m, d, args.seed + 1)
     q_np, k_np = queries.numpy(), keys.numpy()
     threshold = args.threshold if args.threshold is not None else threshold_for_pairs(n, m, d, args.target_pairs)
     flops = 2.0 * n * m * d
-    log(f"{n} x {m} x {d} float32, threshold {threshold:.5f}, {args.threads} threads")
+    log(f"{n} x {m} x {d} float32, threshold {threshold:.5f}, {args.threads} threads, "
+        f"ours in {precision} on {device}")
 
-    def ours():
-        return threshold_join(q_np, k_np, threshold, query_block=args.query_block, key_block=args.key_block)
+    def join(join_precision):
+        def run():
+            return threshold_join(q_np, k_np, threshold, query_block=args.query_block, key_block=args.key_block,
+                                  precision=join_precision, device=device)
+        return run
 
     index = faiss.IndexFlatIP(d)
     index.add(k_np)
@@ -168,38 +177,47 @@ def main(argv=None):
     def faiss_range():
         return index.range_search(q_np, threshold)
 
-    def matmul_blocked():
-        out = torch.empty(args.query_block * min(args.key_block, m))
-        for qs in range(0, n, args.query_block):
-            q = queries[qs : qs + args.query_block]
-            for ks in range(0, m, args.key_block):
-                k = keys[ks : ks + args.key_block]
-                torch.matmul(q, k.T, out=out[: q.shape[0] * k.shape[0]].view(q.shape[0], k.shape[0]))
+    def matmul_blocked(dtype):
+        q_dev, k_dev = queries.to(device, dtype), keys.to(device, dtype)
+
+        def run():
+            out = torch.empty(args.query_block * min(args.key_block, m), dtype=dtype, device=device)
+            for qs in range(0, n, args.query_block):
+                q = q_dev[qs : qs + args.query_block]
+                for ks in range(0, m, args.key_block):
+                    k = k_dev[ks : ks + args.key_block]
+                    torch.matmul(q, k.T, out=out[: q.shape[0] * k.shape[0]].view(q.shape[0], k.shape[0]))
+            synchronize(device)
+        return run
 
     def matmul_full():
-        out = torch.empty(n, m)
-        torch.matmul(queries, keys.T, out=out)
+        q_dev, k_dev = queries.to(device), keys.to(device)
+        out = torch.empty(n, m, device=device)
+        torch.matmul(q_dev, k_dev.T, out=out)
+        synchronize(device)
         del out
 
-    runs = {"ours": [], "faiss": [], "matmul_blocked": [], "matmul_full": []}
+    methods = [("matmul_blocked", matmul_blocked(torch.float32)), ("ours", join(precision))]
+    if precision != "fp32":
+        methods += [("matmul_blocked_" + precision, matmul_blocked(low_dtype)), ("ours_fp32", join("fp32"))]
+    methods.append(("faiss", faiss_range))
+    if not args.skip_full_matmul:
+        methods.append(("matmul_full", matmul_full))
+    runs = {name: [] for name, _ in methods}
     results = {}
+    # The float32 ceilings in true float32 (no TF32 / internal bf16), as our join computes them.
+    torch.set_float32_matmul_precision("highest")
     for _ in range(args.repeats):
         # Alternate the methods so that a change of machine load hits all of them.
-        for name, fn in (("matmul_blocked", matmul_blocked), ("ours", ours), ("faiss", faiss_range),
-                         ("matmul_full", matmul_full)):
-            if name == "matmul_full" and args.skip_full_matmul:
-                continue
+        for name, fn in methods:
             result, seconds, extra = measure(fn)
             runs[name].append((seconds, extra))
             results[name] = result
             log(f"  {name}: {seconds:.2f} s, {flops / seconds / 1e9:.1f} GFLOP/s")
 
-    ours_pairs = results["ours"][0].size
-    lims, faiss_sims, faiss_keys = results["faiss"]
-    faiss_pairs = int(lims[-1])
-    # Same pairs? faiss keeps sim > threshold on its float32 value; ours sim >= threshold on the float64 one.
+    lims, _, faiss_keys = results["faiss"]
     faiss_query = np.repeat(np.arange(n), np.diff(lims).astype(np.int64))
-    ours_set = set(zip(results["ours"][0].tolist(), results["ours"][1].tolist()))
+    # Same pairs? faiss keeps sim > threshold on its float32 value; ours sim >= threshold on the float64 one.
     faiss_set = set(zip(faiss_query.tolist(), faiss_keys.tolist()))
 
     def summary(name, pairs):
@@ -208,42 +226,40 @@ def main(argv=None):
         out = report(seconds, pairs, flops, extra)
         # Other jobs on a shared machine only ever slow a run down: the best run is shown too.
         out["gflops_best"] = round(flops / min(r[0] for r in runs[name]) / 1e9, 2)
+        if name.startswith("matmul"):
+            del out["pairs"], out["pairs_per_s"]
         return out
 
     out = {
-        "machine": {
-            "cpu": cpu_model(),
-            "logical_cpus": os.cpu_count(),
-            "threads": args.threads,
-            "torch": torch.__version__,
-            "faiss": faiss.__version__,
-            "load_average_1min": round(os.getloadavg()[0], 2),
-            "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
-        },
+        "machine": dict(describe(device), threads=args.threads, faiss=faiss.__version__,
+                        openblas_coretype=os.environ.get("OPENBLAS_CORETYPE")),
         "shape": {"queries": n, "keys": m, "dim": d, "dtype": "float32"},
         "threshold": threshold,
+        "precision": precision,
         "blocks": {"query_block": args.query_block, "key_block": args.key_block},
-        "ours": summary("ours", ours_pairs),
-        "faiss": summary("faiss", faiss_pairs),
-        "matmul_blocked": summary("matmul_blocked", 0),
     }
-    ceiling = out["matmul_blocked"]["gflops"]
-    if runs["matmul_full"]:
-        out["matmul_full"] = summary("matmul_full", 0)
-        ceiling = max(ceiling, out["matmul_full"]["gflops"])
-    for name in [k for k in out if k.startswith("matmul")]:
-        del out[name]["pairs"], out[name]["pairs_per_s"]
-    out["pairs_only_ours"] = len(ours_set - faiss_set)
-    out["pairs_only_faiss"] = len(faiss_set - ours_set)
+    for name, _ in methods:
+        out[name] = summary(name, results[name][0].size if name.startswith("ours") else
+                            int(lims[-1]) if name == "faiss" else 0)
+    for name in [k for k in results if k.startswith("ours")]:
+        ours_set = set(zip(results[name][0].tolist(), results[name][1].tolist()))
+        out[f"pairs_only_{name}"] = len(ours_set - faiss_set)
+        out[f"pairs_only_faiss_vs_{name}"] = len(faiss_set - ours_set)
+    fp32_ceiling = max(out[k]["gflops"] for k in ("matmul_blocked", "matmul_full") if k in out)
+    ceiling = fp32_ceiling if precision == "fp32" else out["matmul_blocked_" + precision]["gflops"]
     out["ratio_vs_faiss"] = round(out["ours"]["gflops"] / out["faiss"]["gflops"], 3)
-    out["matmul_peak_gflops"] = ceiling
+    out["matmul_peak_gflops"] = {"fp32": fp32_ceiling, **({precision: ceiling} if precision != "fp32" else {})}
     out["fraction_of_matmul_peak"] = round(out["ours"]["gflops"] / ceiling, 3)
-    out["faiss_fraction_of_matmul_peak"] = round(out["faiss"]["gflops"] / ceiling, 3)
-    best_ceiling = max(out[k]["gflops_best"] for k in out if k.startswith("matmul_") and isinstance(out[k], dict))
+    if "ours_fp32" in out:
+        out["fp32_ratio_vs_faiss"] = round(out["ours_fp32"]["gflops"] / out["faiss"]["gflops"], 3)
+        out["fp32_fraction_of_matmul_peak"] = round(out["ours_fp32"]["gflops"] / fp32_ceiling, 3)
+    out["faiss_fraction_of_matmul_peak"] = round(out["faiss"]["gflops"] / fp32_ceiling, 3)
+    best_fp32 = max(out[k]["gflops_best"] for k in ("matmul_blocked", "matmul_full") if k in out)
+    best_ceiling = best_fp32 if precision == "fp32" else out["matmul_blocked_" + precision]["gflops_best"]
     out["best_of_runs"] = {
         "ratio_vs_faiss": round(out["ours"]["gflops_best"] / out["faiss"]["gflops_best"], 3),
         "fraction_of_matmul_peak": round(out["ours"]["gflops_best"] / best_ceiling, 3),
-        "faiss_fraction_of_matmul_peak": round(out["faiss"]["gflops_best"] / best_ceiling, 3),
+        "faiss_fraction_of_matmul_peak": round(out["faiss"]["gflops_best"] / best_fp32, 3),
     }
     out["repeats"] = args.repeats
     print(json.dumps(out, indent=2))

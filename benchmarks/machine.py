@@ -1,6 +1,10 @@
 """What the benchmarks print about the machine they ran on."""
 
+import os
 import platform
+
+# CPU flags that decide which precisions have native matrix instructions.
+_RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16", "amx_tile")
 
 
 def cpu_model() -> str:
@@ -13,3 +17,40 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set:
+    """The CPU flags of /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def describe(device="cpu") -> dict:
+    """The machine in a benchmark's JSON: CPU model, its relevant flags, logical CPUs, torch, GPU name."""
+    import torch
+
+    out = {
+        "cpu": cpu_model(),
+        "cpu_flags": sorted(cpu_flags() & set(_RELEVANT_FLAGS)),
+        "logical_cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "device": str(device),
+    }
+    if str(device).startswith("cuda"):
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return out
+
+
+def synchronize(device) -> None:
+    """Waits for the device's queued work (CUDA), so that timings cover it."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize(torch.device(device))

@@ -163,6 +163,8 @@ def write_curated_pairs(
     drop_eval_overlap=False,
     progress=True,
     desc="pairs",
+    precision="fp32",
+    device="cpu",
 ):
     """Joins clips with captions above ``threshold`` and streams the pairs to a curation CSV.
 
@@ -192,6 +194,11 @@ def write_curated_pairs(
         tqdm bar.
     desc : str
         Its label.
+    precision : str
+        Precision of the join's block products (``auto``, ``fp32``, ``bf16``,
+        ``fp16``): the pairs are the same (:mod:`curation.join`), only the speed differs.
+    device : str
+        Where the block products run.
 
     Returns
     -------
@@ -222,7 +229,7 @@ def write_curated_pairs(
         writer.writerow(CURATION_FIELDS)
         blocks = iter_threshold_join(
             audio_emb, caption_emb, threshold, query_block=audio_bs, key_block=text_bs, top_k=top_k,
-            query_rows=query_rows, progress=progress, desc=desc,
+            query_rows=query_rows, progress=progress, desc=desc, precision=precision, device=device,
         )
         for block in blocks:
             q, k, sim = block.query, block.key, block.sim

@@ -20,6 +20,29 @@ brute-force float64 reference. For float32 rows the float64 value is within
 ~1e-13 of exact; pairs clearly above the threshold keep their float32 block
 value (whose last bit may depend on the block shape; the pair set does not).
 
+Low precision (``precision="bf16"`` or ``"fp16"``). The block products can
+run on bfloat16 or float16 rows with float32 accumulation, 2-3x faster where
+the hardware has matrix units for them (AVX-512 BF16 or AMX on CPU, CUDA).
+With ``q̂``, ``k̂`` the rounded rows and ``r_q = q - q̂``, ``r_k = k - k̂`` the
+rounding residuals (computed exactly, per row),
+
+``|q·k - q̂·k̂| <= |q̂|·|r_k| + |r_q|·|k̂| + |r_q|·|r_k|``        (Cauchy-Schwarz),
+
+the float32 accumulation of the exact bf16/fp16 products adds at most
+``gamma(d)·|q̂|·|k̂|``, and the low-precision output at most one rounding
+(``u = 2^-8`` for bf16, ``2^-11`` for fp16) of the result. Every pair whose
+low-precision value is within that bound of the threshold or above is a
+candidate, and every candidate is decided and reported on the float64 dot
+product of the stored rows, so the output is the same as in float32: the
+pairs and similarities of the float64 brute force. The residual norms are
+measured, not assumed (about half of the worst case ``u·|q|``), which keeps
+the candidates few. The accumulation must be float32: the low-precision
+path turns off CUDA's reduced-precision reductions.
+
+``precision="auto"`` takes bfloat16 where the device multiplies it natively
+(a CPU with the ``avx512_bf16`` or ``amx_bf16`` flag, a CUDA GPU with bf16;
+float16 on older GPUs) and float32 elsewhere.
+
 Output order is (query, key) ascending, whatever the blocks.
 """
 
@@ -33,6 +56,8 @@ import numpy as np
 import torch
 
 __all__ = [
+    "JOIN_PRECISIONS",
+    "resolve_join_precision",
     "JoinBlock",
     "iter_threshold_join",
     "threshold_join",
@@ -40,8 +65,14 @@ __all__ = [
     "PairStats",
 ]
 
-# Pairs refined together in float64: the temporaries (2 * 1024 * d * 8 bytes) stay in cache.
-_REFINE_CHUNK = 1024
+# Pairs refined together in float64: the temporaries (2 * 256 * d * 8 bytes) stay in cache
+# (with 1024 pairs they do not, and the refinement runs several times slower).
+_REFINE_CHUNK = 256
+#: ``precision`` values of the join.
+JOIN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_LOW_PRECISION = {"bf16": (torch.bfloat16, 2.0**-8), "fp16": (torch.float16, 2.0**-11)}
+# float16 rows are kept only while their products and sums stay far from float16's largest value (65504).
+_FP16_SAFE_PRODUCT = 2.0**14
 # Columns per tile of the candidate search (see _candidates).
 _TILE = 128
 
@@ -92,6 +123,69 @@ def _float32_above(value):
     return float(f)
 
 
+def _lowp_below(value, dtype):
+    """The largest ``dtype`` (bfloat16 / float16) value that is <= ``value``, as a float.
+
+    Example
+    -------
+    >>> _lowp_below(0.1, torch.bfloat16) <= 0.1 < _lowp_below(0.1, torch.bfloat16) + 2**-10
+    True
+    """
+    info = torch.finfo(dtype)
+    x = float(torch.tensor(value, dtype=torch.float64).to(dtype))
+    while x > value:  # one ulp down (at most two at a power of two), until below
+        x = float(torch.tensor(x - max(abs(x) * info.eps, info.tiny), dtype=torch.float64).to(dtype))
+    return x
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def resolve_join_precision(precision="auto", device="cpu"):
+    """The precision the join's block products use: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+
+    ``"auto"`` is bfloat16 where the device multiplies it natively (CPU flag
+    ``avx512_bf16`` or ``amx_bf16``; CUDA with bf16, else float16) and float32
+    elsewhere. Any other value is returned as given (after a check).
+
+    Example
+    -------
+    >>> resolve_join_precision("fp16"), resolve_join_precision("auto") in ("fp32", "bf16")
+    ('fp16', True)
+    """
+    if precision not in JOIN_PRECISIONS:
+        raise ValueError(f"join_precision must be one of {JOIN_PRECISIONS}, got {precision!r}.")
+    if precision != "auto":
+        return precision
+    if str(device).startswith("cuda"):
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if _cpu_flags() & {"avx512_bf16", "amx_bf16"} else "fp32"
+
+
+def _rounded(rows, dtype):
+    """``(rows in dtype, max |rounded row|, max |residual row|)``, the norms rounded up.
+
+    The residual ``rows - rounded`` is exact in float32 (a float minus its own
+    rounding); the float32 norms are inflated by their own worst-case error.
+    """
+    low = rows.to(dtype)
+    if not rows.numel():
+        return low, 0.0, 0.0
+    up = 1.0 + _float32_error_bound(rows.shape[1]) + 2.0**-22
+    wide = low.float()
+    low_norm = float(wide.norm(dim=1).max()) * up
+    residual_norm = float(torch.sub(rows, wide, out=wide).norm(dim=1).max()) * up
+    return low, low_norm, residual_norm
+
+
 def _is_float16(matrix):
     return matrix.dtype in (np.float16, torch.float16)
 
@@ -119,32 +213,53 @@ def _exact_dots(q_src, keys, r, c):
 
     Called once per query block with the candidates of all key blocks: few
     large operations rather than many small ones, each of which would wait
-    for every thread of the pool.
+    for every thread of the pool. The query block is converted to float64
+    once when it has more candidates than rows.
     """
     out = torch.empty(r.numel(), dtype=torch.float64)
+    q_wide = q_src.double() if r.numel() > q_src.shape[0] else None
+    if isinstance(keys, np.ndarray) and keys.flags.writeable:
+        keys = torch.from_numpy(keys)  # a view: torch's row gather is faster than numpy's
     for s in range(0, r.numel(), _REFINE_CHUNK):
         e = s + _REFINE_CHUNK
         cols = c[s:e]
-        k_rows = keys[cols] if isinstance(keys, torch.Tensor) else _as_tensor(keys[cols.numpy()])
-        out[s:e] = torch.linalg.vecdot(q_src[r[s:e]].double(), k_rows.double())
+        if isinstance(keys, torch.Tensor):
+            k_rows = torch.index_select(keys, 0, cols)
+        else:
+            k_rows = _as_tensor(keys[cols.numpy()])
+        q_rows = torch.index_select(q_wide, 0, r[s:e]) if q_wide is not None else torch.index_select(q_src, 0, r[s:e])
+        out[s:e] = torch.linalg.vecdot(q_rows.double(), k_rows.double())
     return out
 
 
-def _candidates(scores, low, tile_max):
+def _candidates(scores, low):
     """(row, column) of the entries of ``scores`` that are ``>= low``, in row-major order.
 
     A direct ``ge`` + ``nonzero`` over the block costs about a quarter of the
     block's matrix product (both passes are memory-bound). Instead the maximum
     of each tile of ``_TILE`` columns is taken (one read of the block), and
     only tiles whose maximum passes are looked into: the pairs are rare.
+
+    Half-precision scores with ``low > 0`` are compared as their int16 bit
+    patterns: for non-negative floats the integer order is the float order
+    and every negative float is a negative integer, so the test is the same,
+    and integer maxima are several times faster than bfloat16 ones on CPUs.
+
+    Example
+    -------
+    >>> scores = torch.tensor([[0.5, 0.9, -0.2], [0.1, 0.95, 0.91]]).repeat(1, 100)
+    >>> [len(_candidates(scores.to(dt), 0.9)[0]) for dt in (torch.float32, torch.bfloat16)]
+    [300, 300]
     """
+    if scores.dtype in (torch.bfloat16, torch.float16) and low > 0:
+        low = int(torch.tensor(low, dtype=scores.dtype).view(torch.int16))
+        scores = scores.view(torch.int16)
     nq, nk = scores.shape
     main = nk - nk % _TILE
     rows, cols = [], []
     if main:
         tiles = scores[:, :main].unflatten(1, (main // _TILE, _TILE))
-        maxima = tile_max[: nq * (main // _TILE)].view(nq, main // _TILE)
-        torch.amax(tiles, dim=2, out=maxima)
+        maxima = torch.amax(tiles, dim=2)
         hit = (maxima >= low).nonzero()
         if hit.numel():
             r, t = hit[:, 0], hit[:, 1]
@@ -174,13 +289,18 @@ def _top_k(query, key, sim, k):
 
 @contextlib.contextmanager
 def _ieee_float32_matmul():
-    # "high"/"medium" would let oneDNN use bf16 internally, breaking the error bound.
+    # "high"/"medium" would let oneDNN use bf16 (or CUDA TF32) internally, breaking the error bound;
+    # reduced-precision reductions would accumulate half-precision products in half precision.
     previous = torch.get_float32_matmul_precision()
+    cuda = torch.backends.cuda.matmul
+    reductions = (cuda.allow_fp16_reduced_precision_reduction, cuda.allow_bf16_reduced_precision_reduction)
     torch.set_float32_matmul_precision("highest")
+    cuda.allow_fp16_reduced_precision_reduction = cuda.allow_bf16_reduced_precision_reduction = False
     try:
         yield
     finally:
         torch.set_float32_matmul_precision(previous)
+        cuda.allow_fp16_reduced_precision_reduction, cuda.allow_bf16_reduced_precision_reduction = reductions
 
 
 def iter_threshold_join(
@@ -194,13 +314,16 @@ def iter_threshold_join(
     progress=False,
     desc="join",
     key_cache_mb=1024,
+    precision="fp32",
+    device="cpu",
 ):
     """Yields, block of queries by block of queries, every pair with ``queries[i] · keys[j] >= threshold``.
 
-    Memory is bounded by the blocks: one ``query_block × key_block`` float32
-    buffer and its tile maxima (1/128 of it), plus one block of each input
-    (so ``queries`` and ``keys`` may be ``numpy.memmap`` files larger than RAM)
-    and, if at most ``key_cache_mb``, the keys in float32.
+    Memory is bounded by the blocks: one ``query_block × key_block`` buffer
+    (float32, or the low precision) and its tile maxima (1/128 of it), plus
+    one block of each input (so ``queries`` and ``keys`` may be
+    ``numpy.memmap`` files larger than RAM) and, if at most ``key_cache_mb``,
+    the keys in the precision of the products.
 
     Arguments
     ---------
@@ -224,8 +347,15 @@ def iter_threshold_join(
     desc : str
         Label of the bar.
     key_cache_mb : float
-        Keep the float32 copy of all keys (converted once) when it takes at
+        Keep the converted copy of all keys (converted once) when it takes at
         most this many MiB; otherwise convert each key block when used.
+    precision : str
+        Precision of the block products: ``"fp32"``, ``"bf16"``, ``"fp16"``
+        or ``"auto"`` (:func:`resolve_join_precision`). The output is the
+        same for all of them (see the module docstring).
+    device : str or torch.device
+        Where the block products run (``"cpu"``, ``"cuda"``, ...). The
+        decisions near the threshold are taken on the CPU in float64.
 
     Yields
     ------
@@ -238,6 +368,8 @@ def iter_threshold_join(
     >>> k = np.array([[0.0, 1.0], [0.8, 0.6]], dtype=np.float32)
     >>> [b.key.tolist() for b in iter_threshold_join(q, k, 0.8, query_block=1)]
     [[1], [0, 1]]
+    >>> [b.key.tolist() for b in iter_threshold_join(q, k, 0.8, query_block=1, precision="bf16")]
+    [[1], [0, 1]]
     """
     if queries.shape[1] != keys.shape[1]:
         raise ValueError(f"queries have {queries.shape[1]} columns but keys have {keys.shape[1]}.")
@@ -247,6 +379,8 @@ def iter_threshold_join(
         raise ValueError(f"top_k must be >= 1 or None, got {top_k}.")
     threshold = float(threshold)
     dim = int(queries.shape[1])
+    device = torch.device(device)
+    precision = resolve_join_precision(precision, device.type)
     if query_rows is not None:
         query_rows = np.asarray(query_rows, dtype=np.int64)
         if query_rows.size and np.any(np.diff(query_rows) <= 0):
@@ -255,22 +389,36 @@ def iter_threshold_join(
     n_keys = int(keys.shape[0])
     query_block, key_block = min(query_block, max(n_queries, 1)), min(key_block, max(n_keys, 1))
     gamma = _float32_error_bound(dim)
-    # float16 rows: every kept pair gets its exact value (cheap enough, and block-size
-    # independent to the last bit). Other rows: only pairs within the margin are recomputed.
-    exact_values = _is_float16(queries) and _is_float16(keys)
+    low_dtype, unit = _LOW_PRECISION.get(precision, (torch.float32, 0.0))
+    # float16 rows and the low-precision products: every kept pair gets its exact value (cheap enough,
+    # and block-size independent to the last bit). float32 products of other rows: only pairs within
+    # the margin are recomputed.
+    exact_values = (_is_float16(queries) and _is_float16(keys)) or precision != "fp32"
 
-    # Key norms per key block, for the error bound (one cheap pass over the keys).
+    # Per key block: the norms the error bound needs (one cheap pass over the keys), and the keys in
+    # the precision of the products (converted once when that copy fits in key_cache_mb).
     key_starts = list(range(0, n_keys, key_block))
-    key_norm_max = []
-    for ks in key_starts:
-        block = _as_tensor(keys[ks : ks + key_block]).float()
-        key_norm_max.append(float(block.norm(dim=1).max()) if block.numel() else 0.0)
+    bytes_per_value = 4 if precision == "fp32" else 2
+    cache_keys = n_keys * dim * bytes_per_value <= key_cache_mb * 2**20
+    key_cache, key_bounds = {}, []
 
-    # float16 keys are converted once, not once per query block, when their float32 copy fits.
-    cache_keys = n_keys * dim * 4 <= key_cache_mb * 2**20
-    key_cache = {}
-    buffer = torch.empty(query_block * key_block, dtype=torch.float32)
-    tile_max = torch.empty(query_block * (key_block // _TILE), dtype=torch.float32)
+    def key_block_at(kb):
+        ks = key_starts[kb]
+        rows = _as_tensor(keys[ks : ks + key_block]).float()
+        if precision == "fp32":
+            return rows.to(device), (float(rows.norm(dim=1).max()) if rows.numel() else 0.0, 0.0, 0.0)
+        low, low_norm, residual = _rounded(rows, low_dtype)
+        return low.to(device), (float(rows.double().norm(dim=1).max()) if rows.numel() else 0.0, low_norm, residual)
+
+    for kb in range(len(key_starts)):
+        block, bounds = key_block_at(kb)
+        key_bounds.append(bounds)
+        if cache_keys:
+            key_cache[kb] = block
+    if precision == "fp16" and max((b[1] for b in key_bounds), default=0.0) > _FP16_SAFE_PRODUCT:
+        raise ValueError("These keys are too large for float16 products; use join_precision fp32 or bf16.")
+
+    buffer = torch.empty(query_block * key_block, dtype=low_dtype, device=device)
     starts = range(0, n_queries, query_block)
     bar = None
     if progress:
@@ -282,36 +430,49 @@ def iter_threshold_join(
             qe = min(qs + query_block, n_queries)
             q_src = _gather_rows(queries, query_rows, qs, qe)
             q32 = q_src.float()
-            q_norm = float(q32.norm(dim=1).max()) if q32.numel() else 0.0
+            if precision == "fp32":
+                q_norm = float(q32.norm(dim=1).max()) if q32.numel() else 0.0
+                q_dev = q32.to(device)
+            else:
+                q_low, q_low_norm, q_residual = _rounded(q32, low_dtype)
+                q_dev = q_low.to(device)
             q_index = torch.arange(qs, qe) if query_rows is None else torch.from_numpy(query_rows[qs:qe])
             parts_r, parts_c, parts_v, parts_sure = [], [], [], []
             for kb, ks in enumerate(key_starts):
                 ke = min(ks + key_block, n_keys)
-                k32 = key_cache.get(kb)
-                if k32 is None:
-                    k32 = _as_tensor(keys[ks:ke]).float()
-                    if cache_keys:
-                        key_cache[kb] = k32
+                k_dev = key_cache.get(kb)
+                if k_dev is None:
+                    k_dev = key_block_at(kb)[0]
+                k_norm, k_low_norm, k_residual = key_bounds[kb]
                 nq, nk = qe - qs, ke - ks
                 scores = buffer[: nq * nk].view(nq, nk)
-                torch.matmul(q32, k32.T, out=scores)
-                # Candidates: float32 value within the worst-case error of the threshold.
-                margin = gamma * q_norm * key_norm_max[kb] + 1e-30
-                low = _float32_below(threshold - margin)
-                r, c = _candidates(scores, low, tile_max)
-                values = scores[r, c]
+                torch.matmul(q_dev, k_dev.T, out=scores)
+                if precision == "fp32":
+                    # Candidates: float32 value within the worst-case error of the threshold.
+                    margin = gamma * q_norm * k_norm + 1e-30
+                    low = _float32_below(threshold - margin)
+                else:
+                    # Input rounding (measured residuals), float32 accumulation, then one output rounding.
+                    margin = (q_low_norm * k_residual + q_residual * k_low_norm + q_residual * k_residual
+                              + gamma * q_low_norm * k_low_norm + 1e-30)
+                    low = threshold - margin
+                    low = _lowp_below(low - unit * abs(low) - 1e-30, low_dtype)
+                r, c = _candidates(scores, low)
+                r, c = r.cpu(), c.cpu()
                 parts_r.append(r)
                 parts_c.append(c + ks)
-                parts_v.append(values)
                 if exact_values:
+                    parts_v.append(torch.zeros(r.numel(), dtype=torch.float32))
                     parts_sure.append(torch.zeros_like(r, dtype=torch.bool))
                 else:
+                    values = scores[r, c].cpu()
+                    parts_v.append(values)
                     parts_sure.append(values >= _float32_above(threshold + margin))
             r, c = torch.cat(parts_r), torch.cat(parts_c)
             if r.numel():
                 sim = torch.cat(parts_v).double()
-                # Near the threshold (every pair, for float16 rows) the decision and the
-                # reported value are the float64 dot product of the stored rows.
+                # Near the threshold (every pair, for float16 rows and low-precision products) the
+                # decision and the reported value are the float64 dot product of the stored rows.
                 refine = ~torch.cat(parts_sure)
                 if refine.any():
                     sim[refine] = _exact_dots(q_src, keys, r[refine], c[refine])
@@ -342,7 +503,7 @@ def threshold_join(queries, keys, threshold, **kwargs):
     queries, keys, threshold
         See :func:`iter_threshold_join`.
     **kwargs
-        ``query_block``, ``key_block``, ``top_k``, ``query_rows``, ``progress``.
+        ``query_block``, ``key_block``, ``top_k``, ``query_rows``, ``progress``, ``precision``, ``device``.
 
     Returns
     -------

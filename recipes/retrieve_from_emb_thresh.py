@@ -24,13 +24,15 @@ import os
 import sys
 
 import numpy as np
+import torch
 import speechbrain as sb
 
 from curation.builders import (
     best_match_profile, caption_ids_in, eval_freesound_ids, format_summary, write_curated_pairs, write_summary,
 )
 from curation.embed import load_audio_set, load_caption_set, read_path_list, read_skipped
-from experiment.arguments import load_hparams, parse_arguments
+from curation.join import resolve_join_precision
+from experiment.arguments import select_device, setup
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +71,7 @@ def select_clips(aud_ds_path, emb_dir, audio_paths):
 
 def main(argv=None):
     """Loads the embeddings, checks they come from one teacher, joins and writes the curation CSV."""
-    hparams_file, run_opts, overrides = parse_arguments(argv)
-    hparams = load_hparams(hparams_file, overrides)
+    hparams, run_opts, hparams_file, overrides = setup(argv, distributed=False)
     sb.create_experiment_directory(
         experiment_directory=hparams["log_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
@@ -100,13 +101,18 @@ def main(argv=None):
     out_csv = hparams["curation_csv"]
     title = hparams["curation_name"].upper()
     n_clips = len(audio_paths) if query_rows is None else len(query_rows)
-    print(f"{title}: {n_clips} clips x {len(table)} captions, threshold {hparams['sim_threshold']}", flush=True)
+    device = select_device(run_opts)
+    precision = resolve_join_precision(hparams["join_precision"], torch.device(device).type)
+    print(f"{title}: {n_clips} clips x {len(table)} captions, threshold {hparams['sim_threshold']} "
+          f"(block products in {precision} on {device})", flush=True)
     summary = write_curated_pairs(
         out_csv, audio_emb, caption_emb, audio_paths, table, hparams["sim_threshold"],
         audio_bs=hparams["audio_bs"], text_bs=hparams["text_bs"], top_k=hparams["top_k"], query_rows=query_rows,
         caption_in_eval=caption_in_eval, drop_eval_overlap=hparams["drop_eval_overlap"],
-        progress=not run_opts.get("noprogressbar", False), desc=hparams["curation_name"],
+        progress=not run_opts.get("noprogressbar", False), desc=hparams["curation_name"], precision=precision,
+        device=device,
     )
+    summary.update(join_precision=precision)
     summary.update(
         curation=hparams["curation_name"], emb_dir=os.path.abspath(emb_dir), caption_set=hparams["caption_set"],
         clips_considered=n_clips, top_k=hparams["top_k"], eval_ids_from=eval_source,

@@ -1,10 +1,16 @@
 """The blocked threshold join: exact (ties at the threshold included), block-size independent, bounded."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
-from curation.join import PairStats, brute_force_join, iter_threshold_join, threshold_join
+from curation.join import (
+    PairStats, brute_force_join, iter_threshold_join, resolve_join_precision, threshold_join,
+)
+
+LOW_PRECISIONS = ["bf16", "fp16"]
 
 
 def unit_rows(rng, n, d, dtype):
@@ -150,3 +156,81 @@ def test_pair_stats_summary():
     assert (d["pairs"], d["queries_with_pair"], d["keys_used"], d["pairs_per_query_max"]) == (4, 3, 2, 2)
     assert d["histogram"]["[0.70, 0.75)"] == 1 and d["histogram"]["[0.85, 0.90)"] == 1
     assert d["histogram"][">= 1.00"] == 1 and sum(d["histogram"].values()) == 4
+
+
+# ---------------------------------------------------------------- low precision
+def clustered_rows(rng, n, d, clusters, spread, dtype):
+    """Unit rows around a few centres: many cosines near 1, where a half-precision value is coarsest."""
+    centres = rng.standard_normal((clusters, d))
+    x = centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(dtype)
+
+
+def exact_value_worlds():
+    """(name, queries, keys, threshold) for random, clustered and tie-heavy inputs in float16 and float32."""
+    rng = np.random.default_rng(7)
+    worlds = []
+    for dtype in (np.float16, np.float32):
+        q, k = unit_rows(rng, 300, 96, dtype), unit_rows(rng, 250, 96, dtype)
+        worlds.append((f"random-{np.dtype(dtype).name}", q, k, 0.2))
+        q, k = clustered_rows(rng, 300, 64, 4, 0.3, dtype), clustered_rows(rng, 200, 64, 4, 0.3, dtype)
+        exact = q.astype(np.float64) @ k.astype(np.float64).T
+        worlds.append((f"clustered-{np.dtype(dtype).name}", q, k, float(np.quantile(exact, 0.8))))
+    # Tie-heavy: repeated rows, a threshold equal to the value of many pairs.
+    q = unit_rows(rng, 40, 32, np.float16)[rng.integers(0, 40, 200)]
+    k = unit_rows(rng, 30, 32, np.float16)[rng.integers(0, 30, 150)]
+    exact = q.astype(np.float64) @ k.astype(np.float64).T
+    worlds.append(("ties-float16", q, k, float(np.quantile(exact, 0.7))))
+    return worlds
+
+
+@pytest.mark.parametrize("precision", ["fp32"] + LOW_PRECISIONS)
+@pytest.mark.parametrize("world", exact_value_worlds(), ids=lambda w: w[0])
+def test_every_precision_gives_the_brute_force_pairs_and_values(world, precision):
+    """Low-precision products decide nothing: pairs and reported similarities equal the float64 brute force."""
+    name, queries, keys, threshold = world
+    ref = brute_force_join(queries, keys, threshold)
+    assert ref[0].size > 0
+    if name.startswith("ties"):
+        assert (ref[2] == threshold).sum() >= 10, "the fixture must put many pairs exactly on the threshold"
+    for qb, kb in [(1000, 1000), (17, 33), (64, 128)]:
+        got = threshold_join(queries, keys, threshold, query_block=qb, key_block=kb, precision=precision)
+        assert_same(got[:2], ref[:2])
+        if precision != "fp32" or queries.dtype == np.float16:
+            # Every kept pair's value is its float64 dot product (exact for float16 rows).
+            np.testing.assert_allclose(got[2], ref[2], rtol=0, atol=0 if queries.dtype == np.float16 else 1e-15)
+        else:
+            np.testing.assert_allclose(got[2], ref[2], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("precision", LOW_PRECISIONS)
+def test_low_precision_keeps_pairs_its_own_rounding_would_lose(precision):
+    """A pair just above the threshold whose half-precision product falls below it is still found."""
+    rng = np.random.default_rng(5)
+    # float32 rows: both half precisions round them (float16 rows would be exact in float16).
+    queries, keys = unit_rows(rng, 200, 1024, np.float32), unit_rows(rng, 300, 1024, np.float32)
+    low = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    product = (torch.from_numpy(queries).to(low) @ torch.from_numpy(keys).to(low).T).double().numpy()
+    exact = queries.astype(np.float64) @ keys.astype(np.float64).T
+    # Below even the largest half-precision value under the exact one: a plain half-precision ">=" loses it.
+    below = torch.from_numpy(exact).to(low).double().numpy()
+    below = np.where(below > exact, below - np.abs(below) * torch.finfo(low).eps, below)
+    i, j = np.argwhere((product < below) & (exact > np.quantile(exact, 0.9)))[0]
+    # Just under the pair's value (float32 rows: a float64 tie is not order-independent), but above
+    # its low-precision value.
+    threshold = float(exact[i, j]) - 1e-9
+    assert product[i, j] < threshold
+    got = threshold_join(queries, keys, threshold, query_block=64, key_block=100, precision=precision)
+    ref = brute_force_join(queries, keys, threshold)
+    assert_same(got[:2], ref[:2])
+    np.testing.assert_allclose(got[2], ref[2], rtol=0, atol=1e-15)
+    assert (int(i), int(j)) in set(zip(got[0].tolist(), got[1].tolist()))
+
+
+def test_auto_precision_and_bad_values():
+    assert resolve_join_precision("auto", "cpu") in ("fp32", "bf16")
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert resolve_join_precision("auto", "cpu") == ("bf16" if native else "fp32")
+    with pytest.raises(ValueError, match="join_precision"):
+        resolve_join_precision("int8")

@@ -156,6 +156,21 @@ def test_du_pairs_are_the_exact_join(du_csv, emb_dir):
     assert summary["keys_used"] == len(set(j.tolist())) and sum(summary["histogram"].values()) == len(rows)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_du_csv_is_the_same_at_every_join_precision(du_csv, emb_dir, tmp_path, precision):
+    """--join_precision changes the speed only: the curation CSV is byte for byte the auto run's."""
+    path, threshold = du_csv
+    proc = run_script([
+        RETRIEVE, f"{HP}/audioset_insper_duv2_retr.yaml", f"--emb_dir={emb_dir}", f"--output_folder={tmp_path}",
+        "--audio_bs=32", f"--sim_threshold={threshold}", f"--join_precision={precision}",
+    ])
+    check_ok(proc)
+    assert f"block products in {precision} on cpu" in proc.stdout
+    with open(path, "rb") as auto, open(tmp_path / os.path.basename(path), "rb") as forced:
+        assert forced.read() == auto.read()
+
+
 @pytest.fixture(scope="module")
 def ds_run(toy_teacher, emb_dir):
     """The paper's DS command for ESC-50 (published labels, paper threshold)."""
