@@ -17,7 +17,7 @@ precision (``matmul_blocked_<precision>``).
 
 Reported per method: seconds, pairs found, pairs/s, GFLOP/s (2·N·M·d flops)
 and peak extra memory (resident set size above the level before the call,
-sampled every 2 ms), as the median over ``--repeats`` runs that alternate
+sampled every 10 ms), as the median over ``--repeats`` runs that alternate
 the methods (``best_of_runs``: the same ratios from each method's fastest
 run). ``ratio_vs_faiss`` is ``ours`` over faiss's throughput and
 ``fraction_of_matmul_peak`` ``ours`` over the ceiling of the precision it
@@ -70,7 +70,7 @@ def rss_bytes() -> int:
 class PeakMemory:
     """Samples the resident set size in a thread; ``extra`` is the peak above the level at entry."""
 
-    def __init__(self, interval=0.002):
+    def __init__(self, interval=0.01):
         self.interval = interval
         self.extra = 0
 

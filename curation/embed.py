@@ -36,6 +36,8 @@ import numpy as np
 import torch
 
 from dataset.clips import AudioClips, collate_audio
+from models.precision import autocast
+from models.text_encoder import tokenize
 from dataset.manifest import atomic_write, write_csv
 
 logger = logging.getLogger(__name__)
@@ -171,13 +173,17 @@ def read_caption_table(path):
 
 
 # ------------------------------------------------------------------ audio items
-def audio_batch_encoder(model, device, chunk_batch):
-    """``batch -> float32 [B, d]`` unit rows: chunk embeddings averaged per clip, then normalised."""
+def audio_batch_encoder(model, device, chunk_batch, precision="fp32"):
+    """``batch -> float32 [B, d]`` unit rows: chunk embeddings averaged per clip, then normalised.
+
+    The model runs at ``precision`` (:func:`models.precision.autocast`); the rows are float32.
+    """
 
     def encode(batch):
         wav = batch["wav"]
-        parts = [model.encode_audio(wav[s : s + chunk_batch].to(device)).float().cpu()
-                 for s in range(0, wav.shape[0], chunk_batch)]
+        with autocast(precision, device):
+            parts = [model.encode_audio(wav[s : s + chunk_batch].to(device)).float().cpu()
+                     for s in range(0, wav.shape[0], chunk_batch)]
         chunk_emb = torch.cat(parts)
         counts = batch["counts"]
         if int(counts.max()) == 1:
@@ -203,12 +209,11 @@ class _Texts(torch.utils.data.Dataset):
         return self.texts[index]
 
 
-def _text_encoder(model, tokenizer, max_length, device):
-    from models.text_encoder import tokenize
-
+def _text_encoder(model, tokenizer, max_length, device, precision="fp32"):
     def encode(texts):
         tokens = {k: v.to(device) for k, v in tokenize(tokenizer, texts, max_length=max_length).items()}
-        emb = model.encode_text(**tokens).float().cpu().numpy()
+        with autocast(precision, device):
+            emb = model.encode_text(**tokens).float().cpu().numpy()
         return emb, np.ones(len(texts), dtype=bool), [""] * len(texts)
 
     return encode
@@ -218,12 +223,14 @@ def _text_collate(texts):
     return list(texts)
 
 
-def encode_texts(model, tokenizer, texts, batch_size=256, max_length=100, device="cpu", progress=False, desc="texts"):
+def encode_texts(model, tokenizer, texts, batch_size=256, max_length=100, device="cpu", progress=False, desc="texts",
+                 precision="fp32"):
     """Embeds a (small) list of texts in memory: float32 ``[len(texts), d]`` unit rows.
 
     Used for label prompts and the DS captions; fixed batches make it reproducible.
+    The model runs at ``precision`` (:func:`models.precision.autocast`).
     """
-    encode = _text_encoder(model, tokenizer, max_length, device)
+    encode = _text_encoder(model, tokenizer, max_length, device, precision)
     out = []
     model.eval()
     batches = range(0, len(texts), batch_size)
@@ -487,6 +494,11 @@ def _wait_for_ranks(world_size):
         torch.distributed.barrier()
 
 
+def _up_to_date(done, section, precision):
+    """True when a recorded section has the same inputs and options (an absent precision is fp32)."""
+    return bool(done) and {k: done.get(k) for k in section} == section and done.get("precision", "fp32") == precision
+
+
 def embed_audio_files(
     model,
     paths,
@@ -505,6 +517,7 @@ def embed_audio_files(
     world_size=1,
     progress=True,
     model_id="",
+    precision="fp32",
 ):
     """Embeds every clip of ``paths`` into ``out_dir/audio_emb.npy`` (+ ``audio_paths.txt``, ``audio_skipped.csv``).
 
@@ -527,6 +540,9 @@ def embed_audio_files(
         Where the model runs.
     model_id : str
         :func:`model_fingerprint` of the model (recorded, and part of the resume check).
+    precision : str
+        ``fp32``, ``bf16`` or ``fp16``: the model's precision (:func:`models.precision.autocast`),
+        recorded (when not fp32) and part of the resume check.
 
     Returns
     -------
@@ -538,9 +554,11 @@ def embed_audio_files(
         "sample_rate": int(sample_rate), "duration": float(duration), "crop": crop,
         "chunking": bool(chunking), "max_chunks": max_chunks if chunking else None,
     }
+    if precision != "fp32":  # fp32 files of earlier versions stay valid
+        config["precision"] = precision
     section = dict(config, dtype=dtype, batch_size=batch_size)
     done = load_embedding_info(out_dir).get("audio")
-    if done and {k: done.get(k) for k in section} == section and os.path.isfile(os.path.join(out_dir, AUDIO_EMB)):
+    if _up_to_date(done, section, precision) and os.path.isfile(os.path.join(out_dir, AUDIO_EMB)):
         logger.info("Audio embeddings in %s are up to date (%d clips); nothing to do.", out_dir, done["rows"])
         if rank == 0:
             _remove_shards(os.path.join(out_dir, SHARD_DIR), "audio")
@@ -551,7 +569,8 @@ def embed_audio_files(
     dataset = AudioClips(paths, sample_rate, duration, crop=crop, chunking=chunking, max_chunks=max_chunks)
     start = time.time()
     embed_items(
-        dataset, collate_audio, audio_batch_encoder(model, device, batch_size), shard_dir, "audio", batch_size,
+        dataset, collate_audio, audio_batch_encoder(model, device, batch_size, precision), shard_dir, "audio",
+        batch_size,
         shard_size, dtype=dtype, num_workers=num_workers, rank=rank, world_size=world_size,
         progress=progress and rank == 0,
     )
@@ -594,10 +613,11 @@ def embed_captions(
     progress=True,
     model_id="",
     prefix="text",
+    precision="fp32",
 ):
     """Embeds the captions of a caption table into ``<prefix>_emb.npy`` + ``<prefix>_captions.csv``.
 
-    Same resuming and skipping rules as :func:`embed_audio_files`.
+    Same resuming and skipping rules (and ``precision``) as :func:`embed_audio_files`.
 
     Returns
     -------
@@ -606,17 +626,19 @@ def embed_captions(
     """
     texts = [entry["caption"] for entry in table]
     config = {"items": len(texts), "items_digest": list_digest(texts), "model": model_id, "max_length": int(max_length)}
+    if precision != "fp32":
+        config["precision"] = precision
     section = dict(config, dtype=dtype, batch_size=batch_size)
     emb_path = os.path.join(out_dir, f"{prefix}_emb.npy")
     done = load_embedding_info(out_dir).get(prefix)
-    if done and {k: done.get(k) for k in section} == section and os.path.isfile(emb_path):
+    if _up_to_date(done, section, precision) and os.path.isfile(emb_path):
         logger.info("Caption embeddings in %s are up to date (%d captions); nothing to do.", out_dir, done["rows"])
         return done
     shard_dir = os.path.join(out_dir, SHARD_DIR)
     _prepare_shard_dir(shard_dir, prefix, config, dtype, batch_size, shard_size, rank, world_size)
     model.eval()
     embed_items(
-        _Texts(texts), _text_collate, _text_encoder(model, tokenizer, max_length, device), shard_dir, prefix,
+        _Texts(texts), _text_collate, _text_encoder(model, tokenizer, max_length, device, precision), shard_dir, prefix,
         batch_size, shard_size, dtype=dtype, num_workers=0, rank=rank, world_size=world_size,
         progress=progress and rank == 0,
     )

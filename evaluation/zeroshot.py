@@ -34,6 +34,7 @@ from dataset.labels import prompt_label
 from dataset.manifest import atomic_write, write_csv
 from dataset.pipelines import labelled_dataset
 from dataset.prepare_zeroshot import prepare_zeroshot, read_prepared
+from models.precision import autocast
 from models.text_encoder import tokenize
 
 logger = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def unwrap(model):
 
 
 @torch.no_grad()
-def prompt_embeddings(model, tokenizer, prompts, device="cpu", max_length=100, batch_size=64):
+def prompt_embeddings(model, tokenizer, prompts, device="cpu", max_length=100, batch_size=64, precision="fp32"):
     """Class embeddings ``[C, D]`` from prompts ``[template][class]`` (see :func:`build_prompts`).
 
     Each template's embeddings are L2-normalised, averaged over templates and
@@ -116,6 +117,8 @@ def prompt_embeddings(model, tokenizer, prompts, device="cpu", max_length=100, b
         Token limit (MS CLAP: 100).
     batch_size : int
         Prompts per forward pass.
+    precision : str
+        ``fp32``, ``bf16`` or ``fp16`` (:func:`models.precision.autocast`).
 
     Returns
     -------
@@ -144,7 +147,8 @@ def prompt_embeddings(model, tokenizer, prompts, device="cpu", max_length=100, b
             for start in range(0, len(row), batch_size):
                 tokens = tokenize(tokenizer, row[start : start + batch_size], max_length=max_length)
                 tokens = {k: v.to(device) for k, v in tokens.items()}
-                parts.append(model.encode_text(**tokens).float())
+                with autocast(precision, device):
+                    parts.append(model.encode_text(**tokens).float())
             emb = torch.nn.functional.normalize(torch.cat(parts), dim=-1)
             total = emb if total is None else total + emb
         return torch.nn.functional.normalize(total / len(prompts), dim=-1)
@@ -309,9 +313,10 @@ class ZeroShotEvaluator:
         self.records = []
         self.skipped = []
 
-    def encode_prompts(self, model, tokenizer, device="cpu"):
+    def encode_prompts(self, model, tokenizer, device="cpu", precision="fp32"):
         """Computes the class embeddings once for the coming pass; returns them ``[C, D]``."""
-        self.text_emb = prompt_embeddings(model, tokenizer, self.prompts, device, self.max_length)
+        self.text_emb = prompt_embeddings(model, tokenizer, self.prompts, device, self.max_length,
+                                          precision=precision)
         return self.text_emb
 
     def add_batch(self, audio_emb, ids, wav_paths, class_names, folds, ok=None):

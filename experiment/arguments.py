@@ -23,9 +23,11 @@ import torch
 import speechbrain as sb
 from speechbrain.utils.run_opts import HELP_TEXTS, RunOptions
 
+from models.precision import check_precision
+
 __all__ = [
     "overrides_to_yaml", "split_arguments", "parse_arguments", "cpu_fallbacks", "load_hparams", "setup",
-    "select_device", "rank_and_world", "warn_now",
+    "select_device", "rank_and_world", "warn_now", "inference_precision",
 ]
 
 # Run options that take a list of values (``--jit_module_keys a b``): SpeechBrain declares them with nargs="*".
@@ -204,6 +206,33 @@ def setup(argv=None, distributed=True):
     if distributed:
         sb.utils.distributed.ddp_init_group(run_opts)
     return load_hparams(hparams_file, overrides), run_opts, hparams_file, overrides
+
+
+def inference_precision(hparams, run_opts):
+    """The precision of an evaluation or embedding script's model: ``fp32``, ``bf16`` or ``fp16``.
+
+    ``--precision`` (or ``--eval_precision``) on the command line, else the
+    YAML's ``precision`` key, else fp32. fp16 needs CUDA: on a CPU-only
+    machine it becomes fp32 with a warning (bf16 is the CPU option).
+
+    Example
+    -------
+    >>> from speechbrain.utils.run_opts import RunOptions
+    >>> inference_precision({"precision": "bf16"}, RunOptions()), inference_precision({}, RunOptions())
+    ('bf16', 'fp32')
+    """
+    given = getattr(run_opts, "overridden_args", None) or set()
+    if "precision" in given:
+        precision = run_opts["precision"]
+    elif "eval_precision" in given:
+        precision = run_opts["eval_precision"]
+    else:
+        precision = hparams.get("precision") or "fp32"
+    check_precision(precision)
+    if precision == "fp16" and "cuda" not in str(run_opts.get("device") or ""):
+        warn_now("precision fp16 needs a CUDA GPU; running in fp32 (on CPU, bf16 is the reduced-precision option).")
+        precision = "fp32"
+    return precision
 
 
 def select_device(run_opts):

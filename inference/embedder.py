@@ -41,6 +41,7 @@ from evaluation.zeroshot import build_prompts, prompt_embeddings, rank_classes
 from experiment.checkpoints import checkpoint_dirs
 from experiment.weights import build_model, find_run_hparams, load_weights, read_architecture
 from models.factory import architecture
+from models.precision import check_precision
 from models.text_encoder import load_tokenizer
 
 __all__ = ["ClapEmbedder"]
@@ -87,6 +88,9 @@ class ClapEmbedder:
         Description of the weights (shown in logs and index files).
     config : dict, optional
         The architecture keys the model was built from.
+    precision : str
+        ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: both towers run under
+        :func:`models.precision.autocast` (embeddings are float32 either way).
 
     Example
     -------
@@ -106,7 +110,7 @@ class ClapEmbedder:
     """
 
     def __init__(self, model, tokenizer, sample_rate, eval_duration, text_max_length=100, device="cpu",
-                 source="model in memory", config=None):
+                 source="model in memory", config=None, precision="fp32"):
         self.device = str(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
@@ -116,11 +120,12 @@ class ClapEmbedder:
         self.source = source
         self.config = dict(config or {})
         self._fingerprint = None
+        self.precision = check_precision(precision)
 
     # -------------------------------------------------------- constructors
     @classmethod
     def from_pretrained(cls, clap_ckpt_path=None, ssl_checkpoints_dir=None, ssl_select="loss", model_hparams=None,
-                        device="cpu", **overrides):
+                        device="cpu", precision="fp32", **overrides):
         """Loads weights as the recipes' ``--clap_ckpt_path`` / ``--ssl_checkpoints_dir`` flags do.
 
         Arguments
@@ -139,6 +144,8 @@ class ClapEmbedder:
             is given, else MS CLAP 2022.
         device : str
             ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        precision : str
+            ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see the class).
         **overrides
             Architecture keys that take precedence over the file, e.g.
             ``text_model="/models/bert-base-uncased"`` or ``eval_duration=10``.
@@ -165,7 +172,7 @@ class ClapEmbedder:
             "clap_ckpt_path": clap_ckpt_path, "ssl_checkpoints_dir": ssl_checkpoints_dir, "ssl_select": ssl_select,
         })
         return cls(model, load_tokenizer(config["text_model"]), config["sample_rate"], config["eval_duration"],
-                   config["text_max_length"], device, source, config)
+                   config["text_max_length"], device, source, config, precision)
 
     @classmethod
     def from_ms_clap(cls, path, text_model="bert-base-uncased", device="cpu", **overrides):
@@ -228,7 +235,7 @@ class ClapEmbedder:
 
     def audio_encoder(self, chunk_batch):
         """``batch -> (float32 [B, d], ok, errors)`` for batches of :func:`dataset.clips.collate_audio`."""
-        return audio_batch_encoder(self.model, self.device, chunk_batch)
+        return audio_batch_encoder(self.model, self.device, chunk_batch, self.precision)
 
     @torch.inference_mode()
     def embed_audio(self, paths, batch_size=8, return_tensors="np", on_error="raise", max_chunks=None,
@@ -298,7 +305,7 @@ class ClapEmbedder:
         if not texts:
             return _as_output(np.zeros((0, self.dim), dtype=np.float32), return_tensors)
         emb = encode_texts(self.model, self.tokenizer, texts, batch_size=batch_size, max_length=self.text_max_length,
-                           device=self.device)
+                           device=self.device, precision=self.precision)
         return _as_output(emb, return_tensors)
 
     @torch.inference_mode()
@@ -309,7 +316,8 @@ class ClapEmbedder:
         and :func:`evaluation.zeroshot.prompt_embeddings`.
         """
         prompts = build_prompts(list(labels), templates)
-        return prompt_embeddings(self.model, self.tokenizer, prompts, self.device, self.text_max_length).cpu()
+        return prompt_embeddings(self.model, self.tokenizer, prompts, self.device, self.text_max_length,
+                                 precision=self.precision).cpu()
 
     def classify(self, paths, labels, templates=("this is a sound of {label}",), topk=5, batch_size=8,
                  on_error="raise", progress=False):

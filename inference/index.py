@@ -27,6 +27,7 @@ from dataset.manifest import atomic_write
 from experiment.checkpoints import SELECTIONS, find_checkpoint
 from inference.embedder import ClapEmbedder
 from models.factory import ARCHITECTURE_KEYS
+from models.precision import PRECISIONS
 
 __all__ = [
     "INDEX_FILE", "PATHS_FILE", "INFO_FILE", "EMB_DIR", "INDEX_TYPES", "FORMAT_VERSION", "check_listable",
@@ -164,6 +165,8 @@ def add_model_arguments(parser):
                        help="Text model name or local folder (the Hub may be unreachable).")
     group.add_argument("--eval_duration", type=float, default=None, help="Seconds per window (default: the model's).")
     group.add_argument("--device", default="cpu")
+    group.add_argument("--precision", default=None, choices=list(PRECISIONS),
+                       help="Precision of the towers (build_index.py: default fp32; search.py: default as built).")
     return parser
 
 
@@ -172,7 +175,7 @@ def model_load_args(args):
     def absolute(path):
         return os.path.abspath(path) if path else None
 
-    overrides = {"text_model": args.text_model, "eval_duration": args.eval_duration}
+    overrides = {"text_model": args.text_model, "eval_duration": args.eval_duration, "precision": args.precision}
     if args.text_model and os.path.isdir(args.text_model):
         overrides["text_model"] = os.path.abspath(args.text_model)
     return {
@@ -188,7 +191,8 @@ def model_record(embedder, load_args):
     text_model = str(config.get("text_model", ""))
     if os.path.isdir(text_model):
         config["text_model"] = os.path.abspath(text_model)
-    load = {"clap_ckpt_path": load_args.get("clap_ckpt_path"), "ssl_checkpoints_dir": None}
+    load = {"clap_ckpt_path": load_args.get("clap_ckpt_path"), "ssl_checkpoints_dir": None,
+            "precision": embedder.precision}
     if load_args.get("ssl_checkpoints_dir"):
         # The chosen CKPT+ folder itself: "best by loss" may name another one once the run goes on.
         load["ssl_checkpoints_dir"] = find_checkpoint(load_args["ssl_checkpoints_dir"],

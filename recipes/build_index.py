@@ -95,7 +95,7 @@ def main(argv=None):
         embedder.model, paths, emb_dir, sample_rate=embedder.sample_rate, duration=embedder.eval_duration,
         chunking=True, max_chunks=args.max_chunks, batch_size=args.batch_size, shard_size=args.shard_size,
         num_workers=args.num_workers, dtype="float32", device=embedder.device, progress=not args.noprogressbar,
-        model_id=embedder.fingerprint,
+        model_id=embedder.fingerprint, precision=embedder.precision,
     )
     emb, kept, _ = load_audio_set(emb_dir)
     if len(kept) == 0:

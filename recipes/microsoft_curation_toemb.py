@@ -32,7 +32,7 @@ from speechbrain.utils.distributed import if_main_process
 
 from curation.embed import caption_table, embed_audio_files, embed_captions, model_fingerprint, read_path_list
 from dataset.manifest import read_caption_csv
-from experiment.arguments import rank_and_world, setup
+from experiment.arguments import inference_precision, rank_and_world, setup
 from experiment.weights import load_eval_model
 
 logger = logging.getLogger(__name__)
@@ -55,10 +55,11 @@ def main(argv=None):
     model, device, _ = load_eval_model(hparams, run_opts, purpose="Curation")
     # Recorded with the embeddings, so that later steps can check they use one model.
     fingerprint = model_fingerprint(model)
+    precision = inference_precision(hparams, run_opts)
     progress = not run_opts.get("noprogressbar", False)
     if if_main_process():
         print(f"Embedding {len(paths)} clips" + (f" and {len(table)} distinct captions" if table else "")
-              + f" into {emb_dir}", flush=True)
+              + f" into {emb_dir} ({precision})", flush=True)
 
     audio = embed_audio_files(
         model, paths, emb_dir,
@@ -66,7 +67,7 @@ def main(argv=None):
         chunking=hparams["audio_chunking"], max_chunks=hparams["max_chunks"],
         batch_size=hparams["batch_size"], shard_size=hparams["shard_size"], num_workers=hparams["num_workers"],
         dtype=hparams["emb_dtype"], device=device, rank=rank, world_size=world_size, progress=progress,
-        model_id=fingerprint,
+        model_id=fingerprint, precision=precision,
     )
     text = None
     if table is not None:
@@ -74,7 +75,7 @@ def main(argv=None):
             model, hparams["tokenizer"], table, emb_dir, max_length=hparams["text_max_length"],
             batch_size=hparams["text_batch_size"], shard_size=16 * hparams["text_batch_size"],
             dtype=hparams["emb_dtype"], device=device, rank=rank, world_size=world_size, progress=progress,
-            model_id=fingerprint,
+            model_id=fingerprint, precision=precision,
         )
     if if_main_process():
         print(

@@ -24,6 +24,7 @@ Authors
  * clap-curation-recipes contributors (after Wang et al., arXiv 2305.01864)
 """
 
+import dataclasses
 import logging
 import os
 import sys
@@ -35,7 +36,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 from dataset.pipelines import labelled_dataset
 from dataset.prepare_zeroshot import canonical_dataset, prepare_zeroshot, read_prepared
 from evaluation.zeroshot import ZeroShotEvaluator, as_templates, summary_line, unwrap
-from experiment.arguments import setup
+from experiment.arguments import inference_precision, setup
 from experiment.weights import load_model
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class ZeroShotBrain(sb.Brain):
         """Computes the prompt embeddings once for the whole pass."""
         evaluator = self.hparams.evaluator
         evaluator.reset()
-        evaluator.encode_prompts(self.modules.model, self.hparams.tokenizer, self.device)
+        evaluator.encode_prompts(self.modules.model, self.hparams.tokenizer, self.device, precision=self.eval_precision)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Writes the result files, logs the accuracies and prints the one-line summary."""
@@ -117,6 +118,10 @@ def main(argv=None):
     evaluator = ZeroShotEvaluator(labels, templates, max_length=hparams["text_max_length"])
 
     _, model_source = load_model(hparams, weights="warn")
+    # The towers' precision: SpeechBrain autocasts compute_forward to eval_precision; the prompts follow.
+    precision = inference_precision(hparams, run_opts)
+    run_opts = dataclasses.replace(run_opts, eval_precision=precision)
+    hparams["precision"] = precision
     hparams["evaluator"] = evaluator
     hparams["results_info"] = {
         "dataset": hparams["dataset"],
@@ -126,6 +131,7 @@ def main(argv=None):
         "eval_duration": hparams["eval_duration"],
         "eval_crop": hparams["eval_crop"],
         "sample_rate": hparams["sample_rate"],
+        "precision": precision,
         "preparation": {k: prep_stats.get(k) for k in ("listed", "selected", "kept", "missing", "unreadable")},
     }
 

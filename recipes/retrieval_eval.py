@@ -43,7 +43,7 @@ from curation.embed import embed_audio_files, encode_texts, load_audio_set, mode
 from evaluation.retrieval import (
     RESULTS_JSON, chance_levels, drop_clips, format_table, read_retrieval_set, retrieval_metrics, write_results,
 )
-from experiment.arguments import setup
+from experiment.arguments import inference_precision, setup
 from experiment.weights import load_eval_model
 
 logger = logging.getLogger(__name__)
@@ -72,13 +72,14 @@ def main(argv=None):
                        counts["clips_missing"], counts["clips_listed"], dataset, split)
 
     model, device, model_source = load_eval_model(hparams, run_opts, weights="warn")
+    precision = inference_precision(hparams, run_opts)
     progress = not run_opts.get("noprogressbar", False)
     emb_dir = os.path.join(folder, EMB_SUBFOLDER)
     embed_audio_files(
         model, clips, emb_dir, sample_rate=hparams["sample_rate"], duration=hparams["eval_duration"],
         crop=hparams["eval_crop"], chunking=hparams["audio_chunking"], max_chunks=hparams["max_chunks"],
         batch_size=hparams["batch_size"], num_workers=hparams["num_workers"], dtype="float32", device=device,
-        progress=progress, model_id=model_fingerprint(model),
+        progress=progress, model_id=model_fingerprint(model), precision=precision,
     )
     audio_emb, _, _ = load_audio_set(emb_dir)
     skipped = read_skipped(emb_dir)
@@ -94,6 +95,7 @@ def main(argv=None):
     text_emb = encode_texts(
         model, hparams["tokenizer"], captions, batch_size=hparams["text_batch_size"],
         max_length=hparams["text_max_length"], device=device, progress=progress, desc="embedding captions",
+        precision=precision,
     )
     audio_emb = np.asarray(audio_emb, dtype=np.float64)
     text_emb = np.asarray(text_emb, dtype=np.float64)
@@ -124,6 +126,7 @@ def main(argv=None):
         "audio_chunking": hparams["audio_chunking"],
         "max_chunks": hparams["max_chunks"],
         "sample_rate": hparams["sample_rate"],
+        "precision": precision,
     }
     write_results(folder, results, clips, captions, caption_clip, sim, t2a_ranks, a2t_ranks)
     print(

@@ -39,13 +39,13 @@ from curation.embed import (
 from curation.join import PairStats
 from dataset.labels import dataset_labels
 from dataset.manifest import read_caption_csv, write_csv
-from experiment.arguments import setup
+from experiment.arguments import inference_precision, setup
 from experiment.weights import load_eval_model
 
 logger = logging.getLogger(__name__)
 
 
-def caption_embeddings(model, hparams, table, emb_dir, device, fingerprint, progress):
+def caption_embeddings(model, hparams, table, emb_dir, device, fingerprint, progress, precision):
     """Embeddings of the table's captions (storage dtype): reused from the embedding step when they match."""
     texts = [entry["caption"] for entry in table]
     dtype = hparams["emb_dtype"]
@@ -53,13 +53,14 @@ def caption_embeddings(model, hparams, table, emb_dir, device, fingerprint, prog
     path = os.path.join(emb_dir, "text_emb.npy")
     if (
         info.get("items_digest") == list_digest(texts) and info.get("model") == fingerprint
-        and info.get("dtype") == dtype and info.get("max_length") == hparams["text_max_length"] and os.path.isfile(path)
+        and info.get("dtype") == dtype and info.get("max_length") == hparams["text_max_length"]
+        and info.get("precision", "fp32") == precision and os.path.isfile(path)
     ):
         logger.info("Reusing the caption embeddings of the embedding step (%s).", path)
         return np.load(path)
     emb = encode_texts(
         model, hparams["tokenizer"], texts, batch_size=hparams["text_batch_size"],
-        max_length=hparams["text_max_length"], device=device, progress=progress, desc="captions",
+        max_length=hparams["text_max_length"], device=device, progress=progress, desc="captions", precision=precision,
     )
     return emb.astype(STORAGE_DTYPES[dtype])
 
@@ -87,10 +88,11 @@ def main(argv=None):
 
     model, device, _ = load_eval_model(hparams, run_opts, purpose="Curation")
     fingerprint = model_fingerprint(model)
+    precision = inference_precision(hparams, run_opts)
     storage = STORAGE_DTYPES[hparams["emb_dtype"]]
     prompt_emb = encode_texts(model, hparams["tokenizer"], prompts, max_length=hparams["text_max_length"],
-                              device=device).astype(storage)
-    caption_emb = caption_embeddings(model, hparams, table, emb_dir, device, fingerprint, progress)
+                              device=device, precision=precision).astype(storage)
+    caption_emb = caption_embeddings(model, hparams, table, emb_dir, device, fingerprint, progress, precision)
 
     kept, label_of, sim = select_ds_captions(caption_emb, prompt_emb, hparams["sim_threshold"],
                                              block=hparams["caption_bs"])
@@ -159,7 +161,7 @@ def main(argv=None):
     update_info(emb_dir, name, {
         "model": fingerprint, "rows": int(kept.size), "dtype": hparams["emb_dtype"],
         "threshold": hparams["sim_threshold"], "labels": labels,
-        "target_csv_path": os.path.abspath(hparams["target_csv_path"]),
+        "target_csv_path": os.path.abspath(hparams["target_csv_path"]), "precision": precision,
     })
 
     lines = [

@@ -146,3 +146,21 @@ def test_caption_embeddings_and_table(tiny_clap, tmp_path):
     assert emb.shape == (2, 16) and info["rows"] == 2 and info["model"] == "m"
     assert [(t["caption"], t["source_ids"], t["n_rows"]) for t in got] == [('A dog barks, "twice".', "11;13", 2),
                                                                            ("rain", "12", 1)]
+
+
+def test_precision_is_part_of_the_cache_key(tiny_clap, clip_list, tmp_path, caplog):
+    """bf16 embeddings are recorded as such, never reused for an fp32 request (or the other way)."""
+    model, _ = tiny_clap
+    fp32 = run(model, clip_list, tmp_path)
+    first = np.load(tmp_path / AUDIO_EMB).astype(np.float32)
+    bf16 = run(model, clip_list, tmp_path, precision="bf16")
+    assert "precision" not in fp32 and bf16["precision"] == "bf16"
+    low = np.load(tmp_path / AUDIO_EMB).astype(np.float32)
+    assert not np.array_equal(low, first)  # recomputed, not the fp32 files
+    cosines = (low * first).sum(axis=1) / np.linalg.norm(low, axis=1) / np.linalg.norm(first, axis=1)
+    assert cosines.min() > 0.98, cosines
+    with caplog.at_level("INFO"):
+        again = run(model, clip_list, tmp_path, precision="bf16")
+    assert again == bf16 and "up to date" in caplog.text
+    run(model, clip_list, tmp_path)
+    np.testing.assert_array_equal(np.load(tmp_path / AUDIO_EMB).astype(np.float32), first)

@@ -70,6 +70,21 @@ def test_ms_clap_shaped_file_gives_the_original_models_embeddings(tiny_file, tin
     np.testing.assert_allclose([score for _, score in ranking], np.sort(sims)[::-1], atol=1e-5)
 
 
+def test_bf16_embeddings_agree_with_fp32(tiny_file, tiny_bert, tmp_path):
+    """precision="bf16" runs both towers under autocast: float32 rows, close to the fp32 ones, recorded."""
+    kwargs = dict(text_model=tiny_bert, eval_duration=1.0, **TINY)
+    fp32 = ClapEmbedder.from_ms_clap(tiny_file[0], **kwargs)
+    bf16 = ClapEmbedder.from_ms_clap(tiny_file[0], precision="bf16", **kwargs)
+    wavs = [write_wav(tmp_path / f"{i}.wav", 1.5, seed=i) for i in range(3)]
+    a, b = fp32.embed_audio(wavs), bf16.embed_audio(wavs)
+    assert b.dtype == np.float32 and bf16.precision == "bf16" and not np.array_equal(a, b)
+    assert (a * b).sum(axis=1).min() > 0.98
+    t, u = fp32.embed_text(["a dog barks", "rain"]), bf16.embed_text(["a dog barks", "rain"])
+    assert (t * u).sum(axis=1).min() > 0.98
+    with pytest.raises(ValueError, match="precision"):
+        ClapEmbedder.from_ms_clap(tiny_file[0], precision="int8", **kwargs)
+
+
 def test_wrong_architecture_names_the_mismatched_keys(tiny_file, tiny_bert):
     with pytest.raises(RuntimeError, match="mis-shaped keys"):
         ClapEmbedder.from_ms_clap(tiny_file[0], text_model=tiny_bert, **dict(TINY, d_proj=8))
