@@ -187,15 +187,23 @@ class ClapLoss(torch.nn.Module):
         return self.contrast(audio_emb, text_emb, logit_scale, audio_all, text_all)
 
     def contrast(self, audio_emb, text_emb, logit_scale, audio_all, text_all, targets_a2t=None, targets_t2a=None):
-        """The loss of gathered rows (``*_all``) with optional target distributions (None: the identity)."""
+        """The loss of gathered rows (``*_all``) with optional target distributions (None: the identity).
+
+        Computed in (at least) float32 even under bf16/fp16 autocast: logits
+        of up to ``max_logit_scale`` rounded to 8 mantissa bits would be off
+        by several tenths, and the loss is a small N×N computation.
+        """
         if audio_all.shape[0] == 0:
             # A batch whose audio was all unreadable: a zero loss that still
             # touches the graph, so DDP ranks stay in step.
             zero = 0.0 * (audio_emb.sum() + text_emb.sum() + logit_scale)
             return zero, audio_all @ text_all.t()
-        scale = torch.clamp(logit_scale, max=self.max_logit_scale)
-        loss = contrastive_loss(audio_all, text_all, scale, targets_a2t, targets_t2a)
-        return loss, scale * audio_all @ text_all.t()
+        dtype = torch.promote_types(audio_all.dtype, torch.float32)
+        with torch.autocast(device_type=audio_all.device.type, enabled=False):
+            audio_all, text_all = audio_all.to(dtype), text_all.to(dtype)
+            scale = torch.clamp(logit_scale.to(dtype), max=self.max_logit_scale)
+            loss = contrastive_loss(audio_all, text_all, scale, targets_a2t, targets_t2a)
+            return loss, scale * audio_all @ text_all.t()
 
 
 class SoftClapLoss(ClapLoss):

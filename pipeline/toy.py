@@ -133,7 +133,12 @@ class SeedPlan:
         base = self.out if name == "teacher" else os.path.join(self.out, "students")
         return [f"--data_annot_folder={self.world}", f"--output_base={base}", f"--experiment_name={name}",
                 f"--seed={self.seed}", f"--number_of_epochs={epochs}", f"--batch_size={self.h['batch_size']}",
-                f"--base_lr={lr}", "--noprogressbar"]
+                f"--base_lr={lr}", "--noprogressbar"] + self.precision_flags()
+
+    def precision_flags(self):
+        """``--precision`` for each recipe stage; none for fp32 (those commands and digests stay as they were)."""
+        precision = self.h["precision"]
+        return [] if precision == "fp32" else [f"--precision={precision}"]
 
     def _build(self, world_stage):
         h = self.h
@@ -154,6 +159,7 @@ class SeedPlan:
                              f"--ssl_checkpoints_dir={self.teacher_save}",
                              f"--audio_pathfile={self.world}/unpaired_paths.txt",
                              f"--text_pathfile={self.teacher_save}/train_raw.csv", "--noprogressbar"]
+            + self.precision_flags()
             + list(h["toy_model_flags"]),
             outputs=lambda stdout: existing_outputs({"audio_emb": os.path.join(self.emb_dir, "audio_emb.npy"),
                                               "text_emb": os.path.join(self.emb_dir, "text_emb.npy")}),
@@ -176,7 +182,8 @@ class SeedPlan:
                     f"--target_csv_path={self.teacher_save}/train_raw.csv", "--clap_ckpt_path=",
                     f"--ssl_checkpoints_dir={self.teacher_save}", f"--emb_dir={self.emb_dir}",
                     f"--sim_threshold={threshold_flag(h[f'ds_threshold_{target}'])}",
-                    f"--zs_data_folder={self.target_folder(target)}", "--noprogressbar"] + list(h["toy_model_flags"]),
+                    f"--zs_data_folder={self.target_folder(target)}", "--noprogressbar"] + list(h["toy_model_flags"])
+                + self.precision_flags(),
                 outputs=lambda stdout, target=target: _ds_outputs(self.emb_dir, target), note=_curation_note,
             )
             self.curated[("ds", target)] = ds
@@ -271,7 +278,7 @@ class SeedPlan:
                              f"--dataset={target}", f"--data_folder={self.target_folder(target)}",
                              f"--ssl_checkpoints_dir={save}", f"--ssl_select={select}",
                              f"--output_base={self.out}/zeroshot", f"--experiment_name={model_name}_{target}",
-                             f"--seed={self.seed}", "--noprogressbar"],
+                             f"--seed={self.seed}", "--noprogressbar"] + self.precision_flags(),
             outputs=lambda stdout: _zeroshot_outputs(folder),
             note=lambda out: f"top-1 {out['top1']:.3f}",
             skip=lambda: (model_stage.result or {}).get("skipped") and "its model was not trained",

@@ -136,15 +136,16 @@ def test_teacher_stays_bit_identical_while_student_learns(toy_world, toy_teacher
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_softclap_killed_mid_epoch_then_resumed_equals_uninterrupted(toy_world, toy_teacher, curated_stand_in,
-                                                                     tmp_path):
+                                                                     tmp_path, precision):
     from test_train_recipe import kill_after_first_intra_epoch_checkpoint, max_weight_difference
 
     save = os.path.join(toy_teacher, "save")
 
     def flags(name):
         return toy_softclap_flags(toy_world, save, tmp_path, name, curated_stand_in, epochs=2) + [
-            "--ckpt_interval_steps=3"]
+            "--ckpt_interval_steps=3", f"--precision={precision}"]
 
     check_ok(run_script(flags("straight")))
     killed_save = tmp_path / "killed" / "save"

@@ -134,27 +134,28 @@ def test_paper_command_runs_unchanged(toy_world, tmp_path):
     assert torch.equal(weights["audio_encoder.base.fc_audioset.weight"], cnn.fc_audioset.weight)
 
 
-def resume_flags(toy_world, out, name, curation=True):
+def resume_flags(toy_world, out, name, curation=True, precision="fp32"):
     """A short run; with ``curation`` a third of the steps draw curated batches (the mixer is resumed too)."""
     mix = [f"--curation_csv={os.path.join(toy_world, 'pairs.csv')}", "--curation_prob=0.3"] if curation else []
     return [TRAIN, TOY_YAML, f"--data_annot_folder={toy_world}", f"--output_base={out}", f"--experiment_name={name}",
             "--number_of_epochs=2", "--batch_size=16", "--subset_pct=0.5", "--ckpt_interval_steps=3",
-            "--noprogressbar"] + mix
+            "--noprogressbar", f"--precision={precision}"] + mix
 
 
 @pytest.mark.slow
-def test_killed_mid_epoch_then_resumed_equals_uninterrupted(toy_world, tmp_path):
-    """SIGKILL after the first intra-epoch checkpoint; the resumed run ends with the same weights."""
-    straight = run_script(resume_flags(toy_world, tmp_path, "straight"))
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_killed_mid_epoch_then_resumed_equals_uninterrupted(toy_world, tmp_path, precision):
+    """SIGKILL after the first intra-epoch checkpoint; the resumed run ends with the same weights (fp32 and bf16)."""
+    straight = run_script(resume_flags(toy_world, tmp_path, "straight", precision=precision))
     check_ok(straight)
     log = (tmp_path / "straight" / "train_log.txt").read_text()
     curated = [int(x) for x in re.findall(r"curated_batches: (\d+)", log)]
     assert len(curated) == 2 and sum(curated) > 0, log
 
     save = tmp_path / "killed" / "save"
-    kill_after_first_intra_epoch_checkpoint(resume_flags(toy_world, tmp_path, "killed"), save)
+    kill_after_first_intra_epoch_checkpoint(resume_flags(toy_world, tmp_path, "killed", precision=precision), save)
 
-    resumed = run_script(resume_flags(toy_world, tmp_path, "killed")
+    resumed = run_script(resume_flags(toy_world, tmp_path, "killed", precision=precision)
                          + ["--resume_interrupt=True", f"--prev_ckpt_dir={save}"])
     check_ok(resumed)
     assert "Loading a checkpoint" in resumed.stdout + resumed.stderr
