@@ -92,8 +92,8 @@ class ConvBlock(nn.Module):
         torch.Tensor
             ``[B, C_out, time // p0, freq // p1]``.
         """
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = F.relu(self.bn2(self.conv2(x)))
+        x = F.relu_(self.bn1(self.conv1(x)))  # in place, as PANNs: one pass less over the activations
+        x = F.relu_(self.bn2(self.conv2(x)))
         if tuple(pool_size) != (1, 1):
             x = F.avg_pool2d(x, kernel_size=pool_size)
         return x
