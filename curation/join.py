@@ -55,6 +55,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from models.precision import cpu_flags
+
 __all__ = [
     "JOIN_PRECISIONS",
     "resolve_join_precision",
@@ -138,17 +140,6 @@ def _lowp_below(value, dtype):
     return x
 
 
-def _cpu_flags():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def resolve_join_precision(precision="auto", device="cpu"):
     """The precision the join's block products use: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
 
@@ -167,7 +158,7 @@ def resolve_join_precision(precision="auto", device="cpu"):
         return precision
     if str(device).startswith("cuda"):
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if _cpu_flags() & {"avx512_bf16", "amx_bf16"} else "fp32"
+    return "bf16" if cpu_flags() & {"avx512_bf16", "amx_bf16"} else "fp32"
 
 
 def _rounded(rows, dtype):

@@ -12,10 +12,25 @@ import contextlib
 
 import torch
 
-__all__ = ["PRECISIONS", "autocast", "check_precision"]
+__all__ = ["PRECISIONS", "autocast", "check_precision", "cpu_flags"]
 
 #: ``precision`` values and their autocast dtypes.
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_flags():
+    """The flags of this machine's CPU (``/proc/cpuinfo``; empty where there is none).
+
+    Tells whether the CPU multiplies bfloat16 natively (``avx512_bf16``, ``amx_bf16``).
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def check_precision(precision):
