@@ -1,6 +1,7 @@
 """Threshold join: ours (``curation.join``) vs ``faiss.IndexFlatIP.range_search`` vs plain ``torch.matmul``.
 
-All run in one process on the same random L2-normalised float32 embeddings
+Each run is a fresh process (so that faiss's thread pools and the previous
+method's memory never slow the next one down) on the same random L2-normalised float32 embeddings
 (default 50,000 queries × 20,000 keys × 1024 dimensions, the shape of an
 AudioSet shard against a caption corpus). The threshold is chosen so that
 about ``--target_pairs`` pairs pass (random unit vectors in d dimensions have
@@ -16,8 +17,8 @@ one product into a preallocated N×M output, ``matmul_full``) and in the low
 precision (``matmul_blocked_<precision>``).
 
 Reported per method: seconds, pairs found, pairs/s, GFLOP/s (2·N·M·d flops)
-and peak extra memory (resident set size above the level before the call,
-sampled every 10 ms), as the median over ``--repeats`` runs that alternate
+and peak extra memory (the kernel's resident-set high-water mark above the
+level before the call), as the median over ``--repeats`` runs that alternate
 the methods (``best_of_runs``: the same ratios from each method's fastest
 run). ``ratio_vs_faiss`` is ``ours`` over faiss's throughput and
 ``fraction_of_matmul_peak`` ``ours`` over the ceiling of the precision it
@@ -52,7 +53,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
-import threading  # noqa: E402
+import multiprocessing  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -67,30 +68,36 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-class PeakMemory:
-    """Samples the resident set size in a thread; ``extra`` is the peak above the level at entry."""
+def _high_water_bytes() -> int:
+    """The kernel's peak resident set size of this process (``VmHWM``)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
-    def __init__(self, interval=0.01):
-        self.interval = interval
-        self.extra = 0
+
+class PeakMemory:
+    """Peak resident set size above the level at entry, from the kernel's own high-water mark.
+
+    On entry the mark is reset to the current size (``/proc/self/clear_refs``,
+    Linux ≥ 4.0), so nothing samples or wakes up during the timed call (a
+    sampling thread costs a compute-bound 2-core run about 15 %). Where the
+    reset is refused, ``extra`` is an upper bound (the process's peak so far
+    minus the size at entry).
+    """
 
     def __enter__(self):
-        self.base = self.peak = rss_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self.base = rss_bytes()
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
         return self
 
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_bytes())
-            time.sleep(self.interval)
-
     def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_bytes())
-        self.extra = self.peak - self.base
+        self.extra = max(0, max(_high_water_bytes(), rss_bytes()) - self.base)
 
 
 def random_unit_rows(n, dim, seed, chunk=8192):
@@ -130,7 +137,7 @@ def report(seconds, pairs, flops, extra):
     }
 
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--queries", type=int, default=50000)
     parser.add_argument("--keys", type=int, default=20000)
@@ -146,79 +153,130 @@ def main(argv=None):
     parser.add_argument("--skip_full_matmul", action="store_true", help="no N×M output (saves N·M·4 bytes)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    import faiss
 
-    torch.set_num_threads(args.threads)
-    faiss.omp_set_num_threads(args.threads)
-    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else print
+def threshold_of(args):
+    if args.threshold is not None:
+        return args.threshold
+    return threshold_for_pairs(args.queries, args.keys, args.dim, args.target_pairs)
+
+
+def method_call(name, args, precision):
+    """The inputs, then a function that runs method ``name`` once and returns its pairs (or None).
+
+    faiss is imported only in the process that measures it: its OpenMP and
+    OpenBLAS thread pools then never compete with torch's for the cores.
+    """
     device = torch.device(args.device)
-    precision = resolve_join_precision(args.precision, device.type)
-    low_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     n, m, d = args.queries, args.keys, args.dim
     queries = random_unit_rows(n, d, args.seed)
     keys = random_unit_rows(m, d, args.seed + 1)
-    q_np, k_np = queries.numpy(), keys.numpy()
-    threshold = args.threshold if args.threshold is not None else threshold_for_pairs(n, m, d, args.target_pairs)
-    flops = 2.0 * n * m * d
-    log(f"{n} x {m} x {d} float32, threshold {threshold:.5f}, {args.threads} threads, "
-        f"ours in {precision} on {device}")
-
-    def join(join_precision):
-        def run():
-            return threshold_join(q_np, k_np, threshold, query_block=args.query_block, key_block=args.key_block,
-                                  precision=join_precision, device=device)
-        return run
-
-    index = faiss.IndexFlatIP(d)
-    index.add(k_np)
-
-    def faiss_range():
-        return index.range_search(q_np, threshold)
-
-    def matmul_blocked(dtype):
-        q_dev, k_dev = queries.to(device, dtype), keys.to(device, dtype)
+    threshold = threshold_of(args)
+    if name.startswith("ours"):
+        join_precision = "fp32" if name == "ours_fp32" else precision
+        q_np, k_np = queries.numpy(), keys.numpy()
 
         def run():
-            out = torch.empty(args.query_block * min(args.key_block, m), dtype=dtype, device=device)
-            for qs in range(0, n, args.query_block):
-                q = q_dev[qs : qs + args.query_block]
-                for ks in range(0, m, args.key_block):
-                    k = k_dev[ks : ks + args.key_block]
-                    torch.matmul(q, k.T, out=out[: q.shape[0] * k.shape[0]].view(q.shape[0], k.shape[0]))
-            synchronize(device)
+            query, key, _ = threshold_join(q_np, k_np, threshold, query_block=args.query_block,
+                                           key_block=args.key_block, precision=join_precision, device=device)
+            return query, key
         return run
+    if name == "faiss":
+        import faiss
 
-    def matmul_full():
+        faiss.omp_set_num_threads(args.threads)
+        index = faiss.IndexFlatIP(d)
+        q_np = queries.numpy()
+        index.add(keys.numpy())
+
+        def run():
+            lims, _, faiss_keys = index.range_search(q_np, threshold)
+            return np.repeat(np.arange(n), np.diff(lims).astype(np.int64)), faiss_keys
+        return run
+    if name == "matmul_full":
         q_dev, k_dev = queries.to(device), keys.to(device)
-        out = torch.empty(n, m, device=device)
-        torch.matmul(q_dev, k_dev.T, out=out)
-        synchronize(device)
-        del out
 
-    methods = [("matmul_blocked", matmul_blocked(torch.float32)), ("ours", join(precision))]
-    if precision != "fp32":
-        methods += [("matmul_blocked_" + precision, matmul_blocked(low_dtype)), ("ours_fp32", join("fp32"))]
-    methods.append(("faiss", faiss_range))
-    if not args.skip_full_matmul:
-        methods.append(("matmul_full", matmul_full))
-    runs = {name: [] for name, _ in methods}
-    results = {}
+        def run():
+            out = torch.empty(n, m, device=device)
+            torch.matmul(q_dev, k_dev.T, out=out)
+            synchronize(device)
+            del out
+        return run
+    dtype = {"matmul_blocked": torch.float32, "matmul_blocked_bf16": torch.bfloat16,
+             "matmul_blocked_fp16": torch.float16}[name]
+    q_dev, k_dev = queries.to(device, dtype), keys.to(device, dtype)
+
+    def run():
+        out = torch.empty(args.query_block * min(args.key_block, m), dtype=dtype, device=device)
+        for qs in range(0, n, args.query_block):
+            q = q_dev[qs : qs + args.query_block]
+            for ks in range(0, m, args.key_block):
+                k = k_dev[ks : ks + args.key_block]
+                torch.matmul(q, k.T, out=out[: q.shape[0] * k.shape[0]].view(q.shape[0], k.shape[0]))
+        synchronize(device)
+    return run
+
+
+def _measure_in_child(conn, name, args, precision):
+    """Child process: build the inputs, time one call of ``name``, send (seconds, extra bytes, pairs)."""
+    torch.set_num_threads(args.threads)
     # The float32 ceilings in true float32 (no TF32 / internal bf16), as our join computes them.
     torch.set_float32_matmul_precision("highest")
+    fn = method_call(name, args, precision)
+    pairs, seconds, extra = measure(fn)
+    conn.send((seconds, extra, pairs))
+    conn.close()
+
+
+def measure_fresh(name, args, precision):
+    """(seconds, extra bytes, pairs) of one call of ``name`` in a fresh process."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_measure_in_child, args=(child, name, args, precision))
+    proc.start()
+    child.close()
+    try:
+        result = parent.recv()
+    except EOFError:
+        proc.join()
+        raise SystemExit(f"the {name} measurement failed (exit code {proc.exitcode})") from None
+    proc.join()
+    return result
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else print
+    device = torch.device(args.device)
+    precision = resolve_join_precision(args.precision, device.type)
+    n, m, d = args.queries, args.keys, args.dim
+    threshold = threshold_of(args)
+    flops = 2.0 * n * m * d
+    log(f"{n} x {m} x {d} float32, threshold {threshold:.5f}, {args.threads} threads, "
+        f"ours in {precision} on {device}; each run in a fresh process")
+
+    names = ["matmul_blocked", "ours"]
+    if precision != "fp32":
+        names += ["matmul_blocked_" + precision, "ours_fp32"]
+    names.append("faiss")
+    if not args.skip_full_matmul:
+        names.append("matmul_full")
+    runs = {name: [] for name in names}
+    results = {}
     for _ in range(args.repeats):
         # Alternate the methods so that a change of machine load hits all of them.
-        for name, fn in methods:
-            result, seconds, extra = measure(fn)
+        for name in names:
+            seconds, extra, pairs = measure_fresh(name, args, precision)
             runs[name].append((seconds, extra))
-            results[name] = result
+            if pairs is not None:
+                results[name] = pairs
             log(f"  {name}: {seconds:.2f} s, {flops / seconds / 1e9:.1f} GFLOP/s")
 
-    lims, _, faiss_keys = results["faiss"]
-    faiss_query = np.repeat(np.arange(n), np.diff(lims).astype(np.int64))
+    import faiss
+
     # Same pairs? faiss keeps sim > threshold on its float32 value; ours sim >= threshold on the float64 one.
-    faiss_set = set(zip(faiss_query.tolist(), faiss_keys.tolist()))
+    faiss_set = set(zip(*(a.tolist() for a in results["faiss"])))
 
     def summary(name, pairs):
         seconds = statistics.median(r[0] for r in runs[name])
@@ -238,9 +296,8 @@ def main(argv=None):
         "precision": precision,
         "blocks": {"query_block": args.query_block, "key_block": args.key_block},
     }
-    for name, _ in methods:
-        out[name] = summary(name, results[name][0].size if name.startswith("ours") else
-                            int(lims[-1]) if name == "faiss" else 0)
+    for name in names:
+        out[name] = summary(name, results[name][0].size if name in results else 0)
     for name in [k for k in results if k.startswith("ours")]:
         ours_set = set(zip(results[name][0].tolist(), results[name][1].tolist()))
         out[f"pairs_only_{name}"] = len(ours_set - faiss_set)

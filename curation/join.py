@@ -398,8 +398,9 @@ def iter_threshold_join(
         rows = _as_tensor(keys[ks : ks + key_block]).float()
         if precision == "fp32":
             return rows.to(device), (float(rows.norm(dim=1).max()) if rows.numel() else 0.0, 0.0, 0.0)
+        # The low-precision bound needs only the rounded rows' and the residuals' norms.
         low, low_norm, residual = _rounded(rows, low_dtype)
-        return low.to(device), (float(rows.double().norm(dim=1).max()) if rows.numel() else 0.0, low_norm, residual)
+        return low.to(device), (None, low_norm, residual)
 
     for kb in range(len(key_starts)):
         block, bounds = key_block_at(kb)
