@@ -16,6 +16,7 @@ import os
 import pathlib
 import random
 import shutil
+import zipfile
 
 import numpy as np
 import torch
@@ -71,21 +72,48 @@ def checkpoint_dirs(save_dir):
     )
 
 
-def is_complete_checkpoint(ckpt_dir):
-    """True when the checkpoint was written to the end (or predates the marker: no ``brain.ckpt``)."""
+def _truncated(path):
+    """True for a parameter file a kill cut short: empty, or a torch zip without its central directory."""
+    try:
+        if os.path.getsize(path) == 0:
+            return True
+        with open(path, "rb") as f:
+            is_zip_start = f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return True
+    return is_zip_start and not zipfile.is_zipfile(path)
+
+
+def is_complete_checkpoint(ckpt_dir, expected=()):
+    """True when the checkpoint was written to the end.
+
+    Our runs write :data:`COMPLETION_MARKER` last, so its file settles it.
+    A folder without it is either one a kill interrupted or one written by
+    another tool (or an older run); it counts as complete only if it lacks no
+    file of ``expected`` (the recoverable names of the run that wrote it,
+    when known), has no ``brain.ckpt`` (our Brain writes one before the
+    marker) and none of its files is empty or a truncated torch zip.
+    """
     if not os.path.isfile(os.path.join(ckpt_dir, "CKPT.yaml")):
         return False
     if os.path.exists(os.path.join(ckpt_dir, COMPLETION_MARKER + ".ckpt")):
         return True
-    # Folders written by other tools (or only holding model weights) have no marker.
-    return not os.path.exists(os.path.join(ckpt_dir, "brain.ckpt"))
+    if os.path.exists(os.path.join(ckpt_dir, "brain.ckpt")):
+        return False
+    if any(not os.path.exists(os.path.join(ckpt_dir, name + ".ckpt")) for name in expected):
+        return False
+    return not any(_truncated(os.path.join(ckpt_dir, name)) for name in _listdir(ckpt_dir) if name.endswith(".ckpt"))
 
 
-def remove_incomplete_checkpoints(save_dir):
-    """Deletes checkpoint folders that a kill interrupted while they were written; returns them."""
+def remove_incomplete_checkpoints(save_dir, expected=()):
+    """Deletes checkpoint folders that a kill interrupted while they were written; returns them.
+
+    ``expected``: the recoverable names the run's checkpointer writes (a
+    folder missing one of them, and the marker, was cut short).
+    """
     removed = []
     for ckpt in checkpoint_dirs(save_dir):
-        if not is_complete_checkpoint(ckpt):
+        if not is_complete_checkpoint(ckpt, expected):
             logger.warning("Removing the incomplete checkpoint %s (the run was killed while saving it).", ckpt)
             shutil.rmtree(ckpt, ignore_errors=True)
             removed.append(ckpt)

@@ -88,7 +88,9 @@ class CLAPBrain(sb.Brain):
         """Drops half-written checkpoints, then SpeechBrain's own start (compile, wrap, optimizers, recover)."""
         if self.checkpointer is not None:
             if if_main_process():
-                remove_incomplete_checkpoints(self.checkpointer.checkpoints_dir)
+                remove_incomplete_checkpoints(self.checkpointer.checkpoints_dir,
+                                              expected=[n for n in self.checkpointer.recoverables
+                                                        if n != COMPLETION_MARKER])
             if sb.utils.distributed.is_distributed_initialized():
                 torch.distributed.barrier()
         super().on_fit_start()
