@@ -149,7 +149,7 @@ def find_checkpoint(save_dir, select="loss"):
     >>> for name, loss in [("CKPT+a", 2.0), ("CKPT+b", 1.0), ("CKPT+c", 3.0)]:
     ...     os.makedirs(os.path.join(save, name))
     ...     _ = open(os.path.join(save, name, "CKPT.yaml"), "w").write(yaml.dump({"loss": loss, "unixtime": loss}))
-    ...     _ = open(os.path.join(save, name, "model.ckpt"), "wb").write(b"")
+    ...     torch.save({}, os.path.join(save, name, "model.ckpt"))
     >>> os.path.basename(find_checkpoint(save)), os.path.basename(find_checkpoint(save, "latest"))
     ('CKPT+b', 'CKPT+c')
     """
