@@ -7,24 +7,38 @@ caption of a caption CSV. Files written in the output folder (``emb_dir``):
 ``audio_emb.npy``           ``[N, d]`` L2-normalised audio embeddings (float16 by
                             default), one row per readable clip, in list order
 ``audio_paths.txt``         the N clips of those rows, one absolute path a line
-``audio_skipped.csv``       ``index,wav_path,error``: unreadable clips, left out
+``audio_stat.npy``          ``[N, 2]`` int64: each row's file size and
+                            modification time (``st_size, st_mtime_ns``) when it
+                            was embedded
+``audio_skipped.csv``       ``index,wav_path,error,size,mtime_ns``: unreadable
+                            clips, left out
 ``text_emb.npy``            ``[M, d]`` embeddings of the distinct captions
 ``text_captions.csv``       the caption table of those rows (:func:`caption_table`)
 ``embeddings.json``         options, counts and model fingerprint (written last)
 ==========================  ====================================================
 
-Resuming: the item list is cut into fixed shards of ``shard_size`` items,
-each embedded in fixed batches and written atomically to
+Audio rows are keyed on the file, not its name: a clip is reused when its
+path, size and modification time are those recorded, re-embedded when its
+size or modification time changed, embedded when new, and dropped when no
+longer listed (the log gives the four counts). Caption rows are keyed on the
+caption texts themselves.
+
+Resuming: the items to embed are cut into fixed shards of ``shard_size``
+items, each embedded in fixed batches and written atomically to
 ``shards/<name>-<start>-<stop>.npz``. A killed run keeps its finished shards;
 run again, it embeds only the missing ones, and the merged files are byte for
 byte those of an uninterrupted run (the same batches go through the same
 model). Under ``torchrun`` shard ``k`` belongs to rank ``k % world_size``;
-rank 0 merges once every shard exists.
+rank 0 merges once every shard exists. The new audio files are first
+written next to the shards (``shards/audio-next-*``, then
+``shards/audio-next.json``) and only then moved into place, so a run killed
+while replacing them finishes the move when run again.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import json
 import logging
@@ -38,13 +52,14 @@ import torch
 from dataset.clips import AudioClips, collate_audio
 from models.precision import autocast
 from models.text_encoder import tokenize
-from dataset.manifest import atomic_write, write_csv
+from dataset.manifest import atomic_write, file_key, write_csv
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "AUDIO_EMB", "AUDIO_PATHS", "AUDIO_SKIPPED", "TEXT_EMB", "TEXT_CAPTIONS", "INFO", "SHARD_DIR",
-    "STORAGE_DTYPES", "read_path_list", "write_path_list", "caption_table", "write_caption_table",
+    "AUDIO_STAT", "CACHE_KEY", "STORAGE_DTYPES", "read_path_list", "write_path_list", "caption_table",
+    "write_caption_table", "file_keys", "listing_digest",
     "read_caption_table", "list_digest", "read_skipped", "audio_batch_encoder", "model_fingerprint",
     "embed_items", "embed_audio_files", "embed_captions", "encode_texts", "load_embedding_info",
     "save_npy", "update_info", "load_audio_set", "load_caption_set",
@@ -53,11 +68,17 @@ __all__ = [
 AUDIO_EMB = "audio_emb.npy"
 AUDIO_PATHS = "audio_paths.txt"
 AUDIO_SKIPPED = "audio_skipped.csv"
+AUDIO_STAT = "audio_stat.npy"
 TEXT_EMB = "text_emb.npy"
 TEXT_CAPTIONS = "text_captions.csv"
 INFO = "embeddings.json"
 SHARD_DIR = "shards"
 STORAGE_DTYPES = {"float16": np.float16, "float32": np.float32}
+#: What an audio row is keyed on besides its path: the file's size and modification time.
+CACHE_KEY = "stat"
+SKIPPED_FIELDS = ["index", "wav_path", "error", "size", "mtime_ns"]
+# The audio files staged by an update, moved into place once shards/audio-next.json exists.
+_STAGED = (AUDIO_EMB, AUDIO_PATHS, AUDIO_STAT, AUDIO_SKIPPED)
 CAPTION_TABLE_FIELDS = ["ID", "caption", "wav_path", "source", "source_ids", "n_rows"]
 
 
@@ -278,6 +299,37 @@ def list_digest(items):
     return digest.hexdigest()
 
 
+def file_keys(paths, progress=False):
+    """int64 ``[N, 2]``: each file's ``(st_size, st_mtime_ns)`` (``(-1, -1)`` when it cannot be stat'ed).
+
+    Example
+    -------
+    >>> file_keys(["/nonexistent/a.wav"]).tolist()
+    [[-1, -1]]
+    """
+    if progress and len(paths) >= 100_000:
+        from tqdm import tqdm
+
+        paths = tqdm(paths, desc="checking files", unit="file", dynamic_ncols=True)
+    keys = np.array([file_key(p) for p in paths], dtype=np.int64)
+    return keys.reshape(-1, 2)
+
+
+def listing_digest(paths, keys):
+    """A short hash of a list of files and their :func:`file_keys` (which files, in which state, in which order).
+
+    Example
+    -------
+    >>> k = np.array([[4, 2]])
+    >>> listing_digest(["a"], k) == listing_digest(["a"], k), listing_digest(["a"], k) == listing_digest(["a"], k + 1)
+    (True, False)
+    """
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(list_digest(paths).encode("ascii"))
+    digest.update(np.ascontiguousarray(keys, dtype="<i8").tobytes())
+    return digest.hexdigest()
+
+
 # ------------------------------------------------------------------ shards
 def _shard_path(shard_dir, name, start, stop):
     return os.path.join(shard_dir, f"{name}-{start:010d}-{stop:010d}.npz")
@@ -295,6 +347,12 @@ def _check_shard_config(shard_dir, name, config):
             old = json.load(f)
         if old != config:
             changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+            if set(changed) <= {"items", "items_digest"}:
+                raise SystemExit(
+                    f"{shard_dir} holds partial '{name}' embeddings of other items: the list (or, for audio, a "
+                    "file's size or modification time) changed since the interrupted run. Rerun with the same "
+                    f"list and files to resume, or delete {shard_dir} to start over."
+                )
             raise SystemExit(
                 f"{shard_dir} holds partial '{name}' embeddings made with other options ({', '.join(changed)} differ). "
                 f"Rerun with the same options to resume, or delete {shard_dir} "
@@ -456,6 +514,183 @@ def _merge_shards(shard_dir, name, n_items, shard_size, batch_size, out_path, di
     return ok_all, errors
 
 
+def _merge_update(shard_dir, todo, reuse, old, n_items, shard_size, batch_size, dtype, out_path):
+    """Writes the rows of an updated list into ``out_path``: reused rows from the old matrix, the rest from shards.
+
+    Arguments
+    ---------
+    shard_dir : str
+        Where the ``audio`` shards of the embedded items are.
+    todo : numpy.ndarray
+        int64, increasing: the items (list indices) that went through the model, in shard order.
+    reuse : numpy.ndarray
+        int64 ``[n_items]``: for each item, its index in the old listing (``old``), or -1.
+    old : dict or None
+        The old listing (:func:`_stored_listing`): ``emb_path``, ``rows`` (row in its matrix, -1 when
+        it was unreadable) and ``errors``.
+    n_items, shard_size, batch_size, dtype
+        As for :func:`embed_items`.
+    out_path : str
+        The ``.npy`` file to write (atomically).
+
+    Returns
+    -------
+    (ok, errors)
+        ``ok`` bool ``[n_items]`` (the item has a row), ``errors`` ``{item: reason}`` for the others.
+    """
+    shard_size = int(math.ceil(shard_size / batch_size) * batch_size)
+    ranges = _shard_ranges(len(todo), shard_size)
+    missing = [r for r in ranges if not os.path.isfile(_shard_path(shard_dir, "audio", *r))]
+    if missing:
+        raise RuntimeError(
+            f"Cannot merge 'audio': {len(missing)} shard(s) missing in {shard_dir}, e.g. items {missing[0]}."
+        )
+    ok = np.zeros(n_items, dtype=bool)
+    errors = {}
+    reused = np.flatnonzero(reuse >= 0)
+    old_rows = old["rows"][reuse[reused]] if len(reused) else np.zeros(0, dtype=np.int64)
+    ok[reused] = old_rows >= 0
+    for i in reused[old_rows < 0]:
+        errors[int(i)] = old["errors"][int(reuse[i])]
+    dim = None
+    for s, e in ranges:
+        with np.load(_shard_path(shard_dir, "audio", s, e)) as shard:
+            ok[todo[s:e]] = shard["ok"]
+            dim = shard["emb"].shape[1]
+            for i in np.flatnonzero(~shard["ok"]):
+                errors[int(todo[s + i])] = str(shard["error"][i])
+    old_emb = np.load(old["emb_path"], mmap_mode="r") if old is not None and len(reused) else None
+    if dim is None:
+        dim = old_emb.shape[1] if old_emb is not None else 0
+    storage = STORAGE_DTYPES[dtype]
+    n_ok = int(ok.sum())
+    folder = os.path.dirname(os.path.abspath(out_path))
+    tmp = os.path.join(folder, f".{os.path.basename(out_path)}.{os.getpid()}.tmp")
+    if n_ok == 0:
+        np.save(tmp, np.zeros((0, dim), dtype=storage))
+        os.replace(tmp + ".npy", out_path)
+        return ok, errors
+    out_row = np.cumsum(ok) - 1  # the output row of each item that has one
+    try:
+        # Written through a memmap, a block at a time: bounded memory for millions of rows.
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=storage, shape=(n_ok, dim))
+        keep = reused[old_rows >= 0]
+        src, dst = old_rows[old_rows >= 0], out_row[keep]
+        for b in range(0, len(src), 65536):
+            out[dst[b : b + 65536]] = np.asarray(old_emb[src[b : b + 65536]], dtype=storage)
+        for s, e in ranges:
+            with np.load(_shard_path(shard_dir, "audio", s, e)) as shard:
+                good = shard["ok"]
+                out[out_row[todo[s:e][good]]] = shard["emb"][good]
+        out.flush()
+        del out, old_emb
+        os.replace(tmp, out_path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return ok, errors
+
+
+def _staged(shard_dir, name):
+    return os.path.join(shard_dir, f"audio-next-{name}")
+
+
+def _commit_update(out_dir, shard_dir):
+    """Moves the staged audio files into ``out_dir``, then records their section: the end of an update.
+
+    Idempotent: a run killed in the middle of it calls it again and ends in the same state.
+    """
+    with open(os.path.join(shard_dir, "audio-next.json"), encoding="utf-8") as f:
+        section = json.load(f)
+    for name in _STAGED:
+        if os.path.isfile(_staged(shard_dir, name)):
+            os.replace(_staged(shard_dir, name), os.path.join(out_dir, name))
+    _update_info(out_dir, "audio", section)
+    _remove_shards(shard_dir, "audio")
+    return section
+
+
+def _stored_listing(out_dir, done):
+    """The files an audio embedding folder holds rows for, or ``(None, reason)`` when it cannot be trusted.
+
+    Returns
+    -------
+    (listing, reason)
+        ``listing``: ``paths`` and ``keys`` (int64 ``[n, 2]``) of every listed file in list order,
+        ``rows`` (its row in ``audio_emb.npy``, -1 if it was unreadable), ``errors``
+        (``{index: reason}``) and ``emb_path``.
+    """
+    if not done:
+        return None, "no audio embeddings yet"
+    if done.get("cache_key") != CACHE_KEY or not done.get("files_digest"):
+        return None, ("written by an older version, without the size and modification time of each file "
+                      "(so a file changed since cannot be told apart)")
+    emb_path = os.path.join(out_dir, AUDIO_EMB)
+    names = [AUDIO_EMB, AUDIO_PATHS, AUDIO_STAT, AUDIO_SKIPPED]
+    absent = [n for n in names if not os.path.isfile(os.path.join(out_dir, n))]
+    if absent:
+        return None, f"{', '.join(absent)} missing"
+    try:
+        ok_paths = read_path_list(os.path.join(out_dir, AUDIO_PATHS))
+        ok_keys = np.load(os.path.join(out_dir, AUDIO_STAT)).astype(np.int64).reshape(-1, 2)
+        skipped = read_skipped(out_dir)
+        n_rows = np.load(emb_path, mmap_mode="r").shape[0]
+        n = len(ok_paths) + len(skipped)
+        paths, keys = [None] * n, np.zeros((n, 2), dtype=np.int64)
+        rows, errors = np.full(n, -1, dtype=np.int64), {}
+        for entry in skipped:
+            i = int(entry["index"])
+            if paths[i] is not None:
+                raise ValueError(f"index {i} listed twice in {AUDIO_SKIPPED}")
+            paths[i] = entry["wav_path"]
+            keys[i] = (int(entry["size"]), int(entry["mtime_ns"]))
+            errors[i] = entry["error"]
+        free = [i for i, p in enumerate(paths) if p is None]
+        if not (len(free) == len(ok_paths) == len(ok_keys) == n_rows):
+            raise ValueError(f"{len(ok_paths)} paths, {len(ok_keys)} keys and {n_rows} rows")
+        for row, i in enumerate(free):
+            paths[i] = ok_paths[row]
+            rows[i] = row
+        keys[free] = ok_keys
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as err:
+        return None, f"its files do not agree ({err})"
+    if listing_digest(paths, keys) != done["files_digest"]:
+        return None, "its files do not match embeddings.json"
+    return {"paths": paths, "keys": keys, "rows": rows, "errors": errors, "emb_path": emb_path}, ""
+
+
+def _plan_update(paths, keys, old):
+    """``(reuse, counts)``: for each item, its index in the old listing if its file is unchanged (else -1)."""
+    reuse = np.full(len(paths), -1, dtype=np.int64)
+    counts = {"unchanged": 0, "changed": 0, "new": 0, "removed": 0}
+    if old is None:
+        counts["new"] = len(paths)
+        return reuse, counts
+    where = {p: i for i, p in enumerate(old["paths"])}
+    for i, path in enumerate(paths):
+        j = where.get(path)
+        if j is None:
+            counts["new"] += 1
+        elif keys[i, 0] == old["keys"][j, 0] and keys[i, 1] == old["keys"][j, 1]:
+            reuse[i] = j
+            counts["unchanged"] += 1
+        else:
+            counts["changed"] += 1
+    counts["removed"] = len(set(where) - set(paths))
+    return reuse, counts
+
+
+def _shared_keys(paths, world_size, progress):
+    """The file keys of rank 0, on every rank (so that all ranks plan the same update)."""
+    distributed = world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
+    if not distributed:
+        return file_keys(paths, progress)
+    box = [file_keys(paths, progress) if torch.distributed.get_rank() == 0 else None]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def _remove_shards(shard_dir, name):
     for entry in os.listdir(shard_dir) if os.path.isdir(shard_dir) else []:
         if entry.startswith(f"{name}-"):
@@ -474,10 +709,17 @@ def load_embedding_info(out_dir):
 
 
 def _update_info(out_dir, section, value):
-    info = load_embedding_info(out_dir)
-    info[section] = value
-    text = json.dumps(info, indent=1, sort_keys=True)
-    atomic_write(os.path.join(out_dir, INFO), lambda f: f.write(text), "w", encoding="utf-8")
+    # Read-modify-write under an flock on the folder itself: the DS stages of several target sets
+    # (run in parallel by the toy pipeline) add their sections to one file, and none may be lost.
+    folder_fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(folder_fd, fcntl.LOCK_EX)
+        info = load_embedding_info(out_dir)
+        info[section] = value
+        text = json.dumps(info, indent=1, sort_keys=True)
+        atomic_write(os.path.join(out_dir, INFO), lambda f: f.write(text), "w", encoding="utf-8")
+    finally:
+        os.close(folder_fd)  # releases the lock
 
 
 def _prepare_shard_dir(shard_dir, name, config, dtype, batch_size, shard_size, rank, world_size):
@@ -519,10 +761,16 @@ def embed_audio_files(
     model_id="",
     precision="fp32",
 ):
-    """Embeds every clip of ``paths`` into ``out_dir/audio_emb.npy`` (+ ``audio_paths.txt``, ``audio_skipped.csv``).
+    """Embeds every clip of ``paths`` into ``out_dir/audio_emb.npy`` (+ ``audio_paths.txt``, ``audio_stat.npy``,
+    ``audio_skipped.csv``).
 
-    Skips the work when ``embeddings.json`` records the same inputs and
-    options; resumes from shards otherwise (see the module docstring).
+    Each file is keyed on its path, size and modification time: when
+    ``embeddings.json`` records the same options, a file whose key is
+    unchanged keeps its row (or its place in ``audio_skipped.csv``), a changed
+    or new file is embedded, a file no longer listed is dropped, and the log
+    says how many of each. Nothing is done when nothing changed. A folder
+    written without the keys (an older version) is embedded again. The
+    embedding resumes from shards (see the module docstring).
 
     Arguments
     ---------
@@ -547,26 +795,61 @@ def embed_audio_files(
     Returns
     -------
     dict
-        The ``audio`` section of ``embeddings.json`` (counts, options), on every rank.
+        The ``audio`` section of ``embeddings.json`` (counts, options; ``update``: the
+        unchanged, changed, new and removed files of the last update), on every rank.
     """
-    config = {
-        "items": len(paths), "items_digest": list_digest(paths), "model": model_id,
-        "sample_rate": int(sample_rate), "duration": float(duration), "crop": crop,
+    paths = list(paths)
+    shard_dir = os.path.join(out_dir, SHARD_DIR)
+    if rank == 0 and os.path.isfile(os.path.join(shard_dir, "audio-next.json")):
+        logger.info("Finishing the interrupted update of the audio embeddings in %s.", out_dir)
+        _commit_update(out_dir, shard_dir)
+    _wait_for_ranks(world_size)
+    options = {
+        "model": model_id, "sample_rate": int(sample_rate), "duration": float(duration), "crop": crop,
         "chunking": bool(chunking), "max_chunks": max_chunks if chunking else None,
     }
     if precision != "fp32":  # fp32 files of earlier versions stay valid
-        config["precision"] = precision
-    section = dict(config, dtype=dtype, batch_size=batch_size)
+        options["precision"] = precision
+    options.update(dtype=dtype, batch_size=batch_size)
+    keys = _shared_keys(paths, world_size, progress and rank == 0)
+    files_digest = listing_digest(paths, keys)
+    section = dict(options, items=len(paths), items_digest=list_digest(paths), cache_key=CACHE_KEY,
+                   files_digest=files_digest)
     done = load_embedding_info(out_dir).get("audio")
-    if _up_to_date(done, section, precision) and os.path.isfile(os.path.join(out_dir, AUDIO_EMB)):
-        logger.info("Audio embeddings in %s are up to date (%d clips); nothing to do.", out_dir, done["rows"])
+    same_options = _up_to_date(done, options, precision)
+    if (same_options and done.get("cache_key") == CACHE_KEY and done.get("files_digest") == files_digest
+            and os.path.isfile(os.path.join(out_dir, AUDIO_EMB))):
+        logger.info("Audio embeddings in %s are up to date (%d clips, every file unchanged); nothing to do.",
+                    out_dir, done["rows"])
         if rank == 0:
-            _remove_shards(os.path.join(out_dir, SHARD_DIR), "audio")
+            _remove_shards(shard_dir, "audio")
         return done
-    shard_dir = os.path.join(out_dir, SHARD_DIR)
+    old = None
+    if same_options:
+        old, reason = _stored_listing(out_dir, done)
+        if old is None:
+            logger.info("The audio embeddings in %s cannot be reused: %s; embedding all %d clips again.",
+                        out_dir, reason, len(paths))
+    elif done:
+        differ = [k for k in options if k != "precision" and done.get(k) != options[k]]
+        if done.get("precision", "fp32") != precision:
+            differ.append("precision")
+        logger.info("The audio embeddings in %s were made with other options (%s); embedding all %d clips again.",
+                    out_dir, ", ".join(differ), len(paths))
+    reuse, counts = _plan_update(paths, keys, old)
+    todo = np.flatnonzero(reuse < 0)
+    logger.info("Audio embeddings in %s: %d unchanged, %d changed (re-embedded), %d new, %d removed.",
+                out_dir, counts["unchanged"], counts["changed"], counts["new"], counts["removed"])
+    todo_paths = [paths[i] for i in todo]
+    config = dict(options, cache_key=CACHE_KEY, items=len(todo),
+                  items_digest=listing_digest(todo_paths, keys[todo]))
+    for k in ("dtype", "batch_size"):  # added by _prepare_shard_dir
+        config.pop(k)
+    if rank == 0:
+        _drop_old_version_shards(shard_dir)
     _prepare_shard_dir(shard_dir, "audio", config, dtype, batch_size, shard_size, rank, world_size)
     model.eval()
-    dataset = AudioClips(paths, sample_rate, duration, crop=crop, chunking=chunking, max_chunks=max_chunks)
+    dataset = AudioClips(todo_paths, sample_rate, duration, crop=crop, chunking=chunking, max_chunks=max_chunks)
     start = time.time()
     embed_items(
         dataset, collate_audio, audio_batch_encoder(model, device, batch_size, precision), shard_dir, "audio",
@@ -576,26 +859,44 @@ def embed_audio_files(
     )
     _wait_for_ranks(world_size)
     if rank == 0:
-        ok, errors = _merge_shards(shard_dir, "audio", len(paths), shard_size, batch_size,
-                                   os.path.join(out_dir, AUDIO_EMB))
-        write_path_list(os.path.join(out_dir, AUDIO_PATHS), [p for p, good in zip(paths, ok) if good])
+        ok, errors = _merge_update(shard_dir, todo, reuse, old, len(paths), shard_size, batch_size, dtype,
+                                   _staged(shard_dir, AUDIO_EMB))
+        write_path_list(_staged(shard_dir, AUDIO_PATHS), [p for p, good in zip(paths, ok) if good])
+        save_npy(_staged(shard_dir, AUDIO_STAT), np.ascontiguousarray(keys[ok], dtype=np.int64))
         write_csv(
-            os.path.join(out_dir, AUDIO_SKIPPED),
-            [{"index": i, "wav_path": paths[i], "error": errors[i]} for i in sorted(errors)],
-            fieldnames=["index", "wav_path", "error"],
+            _staged(shard_dir, AUDIO_SKIPPED),
+            [{"index": i, "wav_path": paths[i], "error": errors[i], "size": int(keys[i, 0]),
+              "mtime_ns": int(keys[i, 1])} for i in sorted(errors)],
+            fieldnames=SKIPPED_FIELDS,
         )
         section["rows"] = int(ok.sum())
         section["skipped"] = len(errors)
-        _update_info(out_dir, "audio", section)
-        _remove_shards(shard_dir, "audio")
+        section["update"] = counts
+        text = json.dumps(section, indent=1, sort_keys=True)
+        # From here on the update is decided: a run killed while moving the files finishes the move.
+        atomic_write(os.path.join(shard_dir, "audio-next.json"), lambda f: f.write(text), "w", encoding="utf-8")
+        _commit_update(out_dir, shard_dir)
         logger.info(
-            "Embedded %d clips (%d unreadable, listed in %s) in %.0f s.",
-            section["rows"], len(errors), AUDIO_SKIPPED, time.time() - start,
+            "Embedded %d files and kept %d: %d rows, %d unreadable (listed in %s), in %.0f s.",
+            len(todo), counts["unchanged"], section["rows"], len(errors), AUDIO_SKIPPED, time.time() - start,
         )
         for i in sorted(errors)[:5]:
             logger.warning("Skipped %s: %s", paths[i], errors[i])
     _wait_for_ranks(world_size)
     return load_embedding_info(out_dir).get("audio", section)
+
+
+def _drop_old_version_shards(shard_dir):
+    """Partial audio shards of an older version (not keyed on the files) are removed, not resumed."""
+    path = os.path.join(shard_dir, "audio-config.json")
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        old = json.load(f)
+    if old.get("cache_key") != CACHE_KEY:
+        logger.info("%s holds partial audio embeddings of an older version (not keyed on the files' size and "
+                    "modification time); starting them over.", shard_dir)
+        _remove_shards(shard_dir, "audio")
 
 
 def embed_captions(
@@ -692,6 +993,9 @@ def load_audio_set(emb_dir):
         the ``audio`` section of ``embeddings.json``.
     """
     emb_path, list_path = os.path.join(emb_dir, AUDIO_EMB), os.path.join(emb_dir, AUDIO_PATHS)
+    if os.path.isfile(os.path.join(emb_dir, SHARD_DIR, "audio-next.json")):
+        raise SystemExit(f"The audio embeddings in {emb_dir} are half updated (the embedding step was interrupted "
+                         "while replacing them); rerun it to finish.")
     for path in (emb_path, list_path):
         if not os.path.isfile(path):
             raise SystemExit(

@@ -7,6 +7,7 @@ never leaves half a manifest on disk.
 """
 
 import csv
+import hashlib
 import json
 import os
 import tempfile
@@ -186,3 +187,61 @@ def read_json_or_none(path):
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+def file_key(path):
+    """``(st_size, st_mtime_ns)`` of a file: what a cached result derived from it is keyed on.
+
+    A file rewritten in place changes its modification time (and usually its
+    size), so a cache keyed on these two numbers sees it, at the cost of one
+    ``stat`` call per file (no read). ``(-1, -1)`` for a path that cannot be
+    stat'ed (missing, no permission).
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.wav")
+    >>> _ = open(p, "wb").write(b"RIFF")
+    >>> os.utime(p, ns=(1, 2))
+    >>> file_key(p), file_key(p + ".missing")
+    ((4, 2), (-1, -1))
+    """
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return (-1, -1)
+    return (int(st.st_size), int(st.st_mtime_ns))
+
+
+def sources_digest(records, paths):
+    """A short hash of parsed source records and of the size/mtime (:func:`file_key`) of the files they name.
+
+    What a prepared manifest is keyed on besides its options: the metadata it
+    was built from (its parsed content, so that re-saving a CSV unchanged does
+    not count) and the audio files it lists.
+
+    Arguments
+    ---------
+    records : JSON-serialisable
+        The parsed metadata (e.g. the rows read from the CSVs).
+    paths : iterable of str
+        The files whose size and modification time matter.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.wav")
+    >>> _ = open(p, "wb").write(b"RIFF")
+    >>> before = sources_digest([{"wav_path": p}], [p])
+    >>> before == sources_digest([{"wav_path": p}], [p])
+    True
+    >>> os.utime(p, ns=(1, 2))
+    >>> before == sources_digest([{"wav_path": p}], [p])
+    False
+    """
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(json.dumps(records, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    for path in paths:
+        size, mtime_ns = file_key(path)
+        digest.update(f"\x00{path}\x00{size}\x00{mtime_ns}".encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()

@@ -1,6 +1,6 @@
 """Prepares the teacher's caption corpus ("insper"): Clotho, AudioCaps, MACS, FSD50K and user CSVs.
 
-Each corpus is read from the layout users unpack (see ``docs/formats.md``),
+Each corpus is read from the layout users unpack (README, "Data"),
 its audio is located with one directory walk, unreadable clips are dropped,
 and the merged caption pairs are split by clip into ``train_raw.csv`` and
 ``valid.csv`` (``ID,wav_path,caption,source,source_id``).
@@ -26,7 +26,9 @@ import yaml
 from tqdm import tqdm
 
 from dataset.audio import AUDIO_EXTENSIONS, AudioReadError, probe_audio, walk_audio_files
-from dataset.manifest import ManifestError, atomic_write, read_caption_csv, read_csv, read_json_or_none, write_csv
+from dataset.manifest import (
+    ManifestError, atomic_write, read_caption_csv, read_csv, read_json_or_none, sources_digest, write_csv,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -518,7 +520,11 @@ def read_user_csv(path):
     """
     rows, n_missing, n_empty = [], 0, 0
     exists = {}
-    for record in read_caption_csv(path):
+    records = read_caption_csv(path)
+    if not records:
+        raise ManifestError(f"no rows in {path}: a caption CSV needs a header ID,wav_path,caption "
+                            "(or wav_path,caption) and one row per pair.")
+    for record in records:
         caption = record.get("caption") or ""
         if not caption.strip():
             n_empty += 1
@@ -589,15 +595,40 @@ def _resolve_folders(data_annot_folder, explicit):
     return folders
 
 
-def _as_path_list(user_csvs):
-    if user_csvs in (None, ""):
+def user_csv_list(user_csvs):
+    """The paths given as ``user_csvs``: a list (``--user_csvs=[a.csv,b.csv]``, or a YAML list), one string
+    naming an existing file (commas allowed in its name), a string holding a YAML list, or comma-separated paths.
+
+    Example
+    -------
+    >>> user_csv_list("a.csv, b.csv"), user_csv_list('["x,y.csv", b.csv]'), user_csv_list(None)
+    (['a.csv', 'b.csv'], ['x,y.csv', 'b.csv'], [])
+    """
+    if user_csvs is None:
         return []
     if isinstance(user_csvs, (str, os.PathLike)):
-        user_csvs = os.fspath(user_csvs).split(",")
-    paths = [os.path.abspath(os.fspath(p).strip()) for p in user_csvs if os.fspath(p).strip()]
+        text = os.fspath(user_csvs).strip()
+        if os.path.isfile(text):
+            return [text]
+        parsed = None
+        if text.startswith("[") and text.endswith("]"):
+            try:
+                parsed = yaml.safe_load(text)
+            except yaml.YAMLError:
+                parsed = None
+        user_csvs = parsed if isinstance(parsed, list) else text.split(",")
+    items = [os.fspath(p) if isinstance(p, os.PathLike) else str(p) for p in user_csvs if p is not None]
+    return [p.strip() for p in items if p.strip()]
+
+
+def _as_path_list(user_csvs):
+    paths = [os.path.abspath(p) for p in user_csv_list(user_csvs)]
     for path in paths:
         if not os.path.isfile(path):
-            raise ValueError(f"user_csvs: file not found: {path}")
+            raise ValueError(
+                f"user_csvs: file not found: {path}. Several CSVs: --user_csvs=[a.csv,b.csv] (or a.csv,b.csv); "
+                'a path with a comma in it: --user_csvs=["/data/a,b.csv"].'
+            )
     return paths
 
 
@@ -675,7 +706,10 @@ def prepare_insper(
     and AudioCaps' test split are not read: they are retrieval test sets.
 
     Nothing is redone when ``prepare_insper.json`` records the same options
-    and both CSVs exist.
+    and the same sources, and both CSVs exist. The sources are the caption
+    rows read (their audio located on disk) and the size and modification
+    time of every audio file they name, recorded as a digest: the corpora
+    are read again (a directory walk, no audio decoding) to compare.
 
     Arguments
     ---------
@@ -755,15 +789,6 @@ def prepare_insper(
         "seed": int(seed),
         "check_audio": bool(check_audio),
     }
-    previous = read_json_or_none(json_path)
-    if previous and previous.get("options") == options and os.path.isfile(train_csv) and os.path.isfile(valid_csv):
-        logger.info("%s and %s exist for the same options; skipping preparation.", train_csv, valid_csv)
-        return {"train": train_csv, "valid": valid_csv, "stats": previous.get("stats", {})}
-    # The JSON marks a finished preparation: drop it first so that a crash
-    # while writing new CSVs can never pair them with the old options.
-    if os.path.exists(json_path):
-        os.remove(json_path)
-
     sources = []  # (name, folder or csv path, reader call)
     for corpus in CORPORA:
         if folders[corpus] is None:
@@ -784,6 +809,23 @@ def prepare_insper(
             "missing": n_missing,
             "unreadable": 0,
         }
+    # The manifests are keyed on the options, on the caption rows read (their audio located on
+    # disk) and on the size/mtime of every audio file they name: reused only when all are unchanged.
+    inputs = sources_digest({"rows": corpus_rows, "stats": corpus_stats},
+                            sorted({row["wav_path"] for _, rows in corpus_rows for row in rows}))
+    previous = read_json_or_none(json_path)
+    if previous and previous.get("options") == options and os.path.isfile(train_csv) and os.path.isfile(valid_csv):
+        if previous.get("sources") == inputs:
+            logger.info("%s and %s exist for the same options and unchanged sources; skipping preparation.",
+                        train_csv, valid_csv)
+            return {"train": train_csv, "valid": valid_csv, "stats": previous.get("stats", {})}
+        logger.info("%s and %s: %s; preparing them again.", train_csv, valid_csv,
+                    "their caption files or audio files changed since (content, size or modification time)"
+                    if previous.get("sources") else "written by an older version that did not record their sources")
+    # The JSON marks a finished preparation: drop it first so that a crash
+    # while writing new CSVs can never pair them with the old options.
+    if os.path.exists(json_path):
+        os.remove(json_path)
 
     if check_audio:
         readable = _probe_all([row for _, rows in corpus_rows for row in rows])
@@ -826,7 +868,7 @@ def prepare_insper(
     }
     atomic_write(
         json_path,
-        lambda f: json.dump({"options": options, "stats": stats}, f, indent=2, ensure_ascii=False),
+        lambda f: json.dump({"options": options, "sources": inputs, "stats": stats}, f, indent=2, ensure_ascii=False),
         "w",
         encoding="utf-8",
     )

@@ -1,6 +1,6 @@
 """Prepares the zero-shot evaluation sets: ESC-50, UrbanSound8K and TUT Acoustic Scenes 2017.
 
-Each preparer reads the layout users unpack (see ``docs/formats.md``) and
+Each preparer reads the layout users unpack (README, "Data") and
 writes one manifest ``zeroshot_<dataset>.csv`` with the columns
 ``ID,wav_path,class_name,fold,source_id`` (absolute ``wav_path``; the raw
 class name, e.g. ``sea_waves`` or ``cafe/restaurant``; ``source_id`` the
@@ -8,8 +8,10 @@ Freesound id of ESC-50 and UrbanSound8K clips, the recording location of TUT
 clips). Next to it, ``zeroshot_<dataset>.json`` records the options, the
 class list in the paper's order (ESC-50 by ``target``, UrbanSound8K by
 ``classID``, TUT sorted) and the counts; a later call with the same options
-reuses the manifest. Clips listed in the metadata but absent on disk are
-skipped and counted, as are files whose header cannot be read.
+reuses the manifest unless the metadata's content or a listed audio file's
+size or modification time changed (a digest of them is recorded too).
+Clips listed in the metadata but absent on disk are skipped and counted, as
+are files whose header cannot be read.
 
 To run it alone::
 
@@ -29,7 +31,7 @@ from tqdm import tqdm
 
 from dataset.audio import AudioReadError, probe_audio
 from dataset.labels import TUT_SETS, dataset_labels
-from dataset.manifest import atomic_write, read_csv, read_json_or_none, write_csv
+from dataset.manifest import atomic_write, read_csv, read_json_or_none, sources_digest, write_csv
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +184,8 @@ def find_dataset_root(data_folder, dataset):
             return sub
     raise FileNotFoundError(
         f"{dataset}: found no {' or '.join(markers)} in {folder} or its subfolders; "
-        f"--data_folder must be the root of the unpacked dataset (see docs/formats.md)."
+        f"--data_folder must be the root of the unpacked dataset (see the README, section "
+        f"'Zero-shot classification', the data_folder row of its flag table)."
     )
 
 
@@ -355,15 +358,8 @@ def _prepare(dataset, data_folder, save_folder, folds, check_audio, sets=None):
     }
     if dataset == "tut17":
         options["sets"] = list(sets)
-    previous = read_json_or_none(json_path)
-    if previous and previous.get("options") == options and os.path.isfile(csv_path):
-        logger.info("%s exists for the same options; skipping preparation.", csv_path)
-        return {"csv": csv_path, "labels": previous["labels"], "stats": previous.get("stats", {}), "reused": True}
-    # The JSON marks a finished preparation: drop it first so that a crash
-    # while writing a new CSV can never pair it with the old options.
-    if os.path.exists(json_path):
-        os.remove(json_path)
-
+    # The metadata is read (cheap) before deciding whether to reuse the manifest: it is
+    # keyed on the options, on that content and on the size/mtime of every listed audio file.
     labels = dataset_labels(dataset, root)
     if dataset == "esc50":
         rows = read_esc50(root)
@@ -375,6 +371,21 @@ def _prepare(dataset, data_folder, save_folder, folds, check_audio, sets=None):
     listed_total = len(rows)
     if fold_list is not None:
         rows = [r for r in rows if r["fold"] in fold_list]
+    sources = sources_digest({"labels": labels, "listed": listed_total, "rows": rows}, [r["wav_path"] for r in rows])
+    previous = read_json_or_none(json_path)
+    if previous and previous.get("options") == options and os.path.isfile(csv_path):
+        if previous.get("sources") == sources:
+            logger.info("%s exists for the same options and unchanged sources; skipping preparation.", csv_path)
+            return {"csv": csv_path, "labels": previous["labels"], "stats": previous.get("stats", {}),
+                    "reused": True}
+        logger.info("%s: %s; preparing it again.", csv_path,
+                    "its metadata or audio files changed since (content, size or modification time)"
+                    if previous.get("sources") else "written by an older version that did not record its sources")
+    # The JSON marks a finished preparation: drop it first so that a crash
+    # while writing a new CSV can never pair it with the old options.
+    if os.path.exists(json_path):
+        os.remove(json_path)
+
     kept, missing, unreadable = _available(rows, check_audio, dataset)
     if missing:
         logger.warning("%s: %d listed clip(s) missing on disk were skipped, e.g. %s",
@@ -402,7 +413,8 @@ def _prepare(dataset, data_folder, save_folder, folds, check_audio, sets=None):
     write_csv(csv_path, kept, fieldnames=ZEROSHOT_FIELDS)
     atomic_write(
         json_path,
-        lambda f: json.dump({"options": options, "labels": labels, "stats": stats}, f, indent=2, ensure_ascii=False),
+        lambda f: json.dump({"options": options, "sources": sources, "labels": labels, "stats": stats}, f, indent=2,
+                            ensure_ascii=False),
         "w",
         encoding="utf-8",
     )

@@ -9,6 +9,8 @@ An index folder (written by ``recipes/build_index.py``, read by
 ``index.json``         model source and architecture, dims, counts, index options
                        (written last: its presence means the index is complete)
 ``embeddings/``        the float32 embeddings (``audio_emb.npy``), their paths,
+                       each file's size and modification time (``audio_stat.npy``:
+                       a file that changes is embedded again on the next build),
                        ``audio_skipped.csv`` (unreadable files, left out) and the
                        resumable shards while embedding runs
 =====================  ==========================================================

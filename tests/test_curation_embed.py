@@ -113,7 +113,7 @@ def test_resume_uses_existing_shards_and_gives_the_same_bytes(tiny_clap, clip_li
 
 def test_resume_with_other_options_is_refused(tiny_clap, clip_list, tmp_path, monkeypatch):
     model, _ = tiny_clap
-    monkeypatch.setattr(embed, "_merge_shards", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(embed, "_merge_update", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         run(model, clip_list, tmp_path)
     with pytest.raises(SystemExit, match="duration"):
