@@ -44,11 +44,18 @@ def prompt_label(label):
     return " ".join(label.replace("_", " ").replace("/", " ").split())
 
 
+def _no_rows(path, name, header):
+    return (f"no rows in {path}: the {name} metadata must list one clip per row under its header ({header}); "
+            "check the dataset folder given on the command line (--data_folder, --zs_data_folder or --data_zs_folder).")
+
+
 def esc50_labels_from_folder(data_folder):
     """Categories of ``<data_folder>/meta/esc50.csv`` ordered by ``target``."""
     path = os.path.join(data_folder, "meta", "esc50.csv")
     with open(path, encoding="utf-8", newline="") as f:
         by_target = {int(r["target"]): r["category"].strip() for r in csv.DictReader(f)}
+    if not by_target:
+        raise ValueError(_no_rows(path, "ESC-50", "filename,fold,target,category,..."))
     return [by_target[t] for t in sorted(by_target)]
 
 
@@ -57,6 +64,8 @@ def us8k_labels_from_folder(data_folder):
     path = os.path.join(data_folder, "metadata", "UrbanSound8K.csv")
     with open(path, encoding="utf-8", newline="") as f:
         by_id = {int(r["classID"]): r["class"].strip() for r in csv.DictReader(f)}
+    if not by_id:
+        raise ValueError(_no_rows(path, "UrbanSound8K", "slice_file_name,fsID,...,fold,classID,class"))
     return [by_id[i] for i in sorted(by_id)]
 
 
@@ -72,6 +81,10 @@ def tut17_labels_from_folder(data_folder):
                     if len(fields) >= 2 and fields[1]:
                         scenes.add(fields[1])
     if not scenes:
+        found = [os.path.join(data_folder, name, "meta.txt") for name in TUT_SETS
+                 if os.path.isfile(os.path.join(data_folder, name, "meta.txt"))]
+        if found:
+            raise ValueError(_no_rows(" and ".join(found), "TUT 2017", "none: <audio path><TAB><scene>..."))
         raise FileNotFoundError(f"No TUT 2017 meta.txt under {data_folder} (looked in {', '.join(TUT_SETS)}).")
     return sorted(scenes)
 

@@ -5,4 +5,6 @@
   ``Checkpointer.find_checkpoint``), completeness, RNG recoverable;
 - :mod:`experiment.weights`: the one way a model is built (from the hparams)
   and loaded (from the files the flags name).
+- :mod:`experiment.lock`: one writer per output folder (a second run on a
+  folder in use stops at once, naming the run that holds it).
 """

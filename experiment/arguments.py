@@ -171,15 +171,26 @@ def cpu_fallbacks(run_opts):
 
 
 def load_hparams(param_file, overrides):
-    """Loads a hyperpyyaml file with overrides, naming the YAML on unknown keys."""
+    """Loads a hyperpyyaml file with overrides, once they are checked against it.
+
+    Unknown keys, values of the wrong type or out of range, empty or missing
+    input files and missing embedding folders stop the run here, before the
+    YAML builds anything (:func:`experiment.inputs.check_overrides`).
+    """
     from hyperpyyaml import load_hyperpyyaml
 
+    from experiment.inputs import check_overrides
+
+    if not os.path.isfile(param_file):
+        raise SystemExit(f"Hyperparameter file not found: {param_file} (the first argument, e.g. hparams/...yaml).")
+    check_overrides(param_file, overrides)
     with open(param_file, encoding="utf-8") as fin:
         try:
             return load_hyperpyyaml(fin, overrides)
-        except ValueError as err:
-            if "not in" in str(err) or "Override" in str(err) or "override" in str(err):
-                raise SystemExit(f"{param_file}: {err}\nEvery --flag must be a key of the YAML file.") from err
+        except (KeyError, ValueError) as err:
+            message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+            if "not in" in message or "Override" in message or "override" in message:
+                raise SystemExit(f"{param_file}: {message}\nEvery --flag must be a key of the YAML file.") from err
             raise
 
 
@@ -201,11 +212,17 @@ def setup(argv=None, distributed=True):
     hparams_file : str
     overrides : str
     """
+    from experiment.safety import enforce_weights_only
+
+    # Every torch.load of the run is weights-only, SpeechBrain's recoverables included.
+    enforce_weights_only()
     hparams_file, run_opts, overrides = parse_arguments(argv)
     run_opts = cpu_fallbacks(run_opts)
     if distributed:
         sb.utils.distributed.ddp_init_group(run_opts)
-    return load_hparams(hparams_file, overrides), run_opts, hparams_file, overrides
+    hparams = load_hparams(hparams_file, overrides)
+    enforce_weights_only()  # again: the YAML may have imported classes with their own load hooks
+    return hparams, run_opts, hparams_file, overrides
 
 
 def inference_precision(hparams, run_opts):

@@ -19,8 +19,11 @@ import yaml
 
 from experiment.arguments import select_device
 from experiment.checkpoints import find_checkpoint
-from models.checkpoints import load_clap_checkpoint, load_model_checkpoint, load_pann_checkpoint
-from models.factory import ARCHITECTURE_KEYS, architecture, create_model
+from models.checkpoints import (
+    CheckpointMismatchError, UnreadableCheckpointError, load_clap_checkpoint, load_model_checkpoint,
+    load_pann_checkpoint,
+)
+from models.factory import ARCHITECTURE_KEYS, MODEL_KEYS, architecture, create_model
 
 __all__ = [
     "RUN_CHECKPOINT_HINT", "load_run_checkpoint", "load_weights", "load_model", "read_architecture",
@@ -31,8 +34,8 @@ logger = logging.getLogger(__name__)
 
 #: What to check when a run's checkpoint does not fit the model the YAML built.
 RUN_CHECKPOINT_HINT = (
-    "expected a checkpoint of the same architecture; check that text_model, txt_emb_dim, audio_width, "
-    "d_proj and out_emb match the run that wrote it"
+    "expected a checkpoint of the architecture the YAML and its flags build; these flags set it and must "
+    "match the run that wrote the checkpoint (its hyperparams.yaml): " + ", ".join(f"--{k}" for k in MODEL_KEYS)
 )
 
 
@@ -59,7 +62,19 @@ def load_run_checkpoint(model, save_dir, select="loss"):
     return ckpt
 
 
-def load_weights(model, hparams):
+def _named_by(flag, load, *args):
+    """``load(*args)``; a checkpoint error names the flag that gave the file."""
+    try:
+        return load(*args)
+    except UnreadableCheckpointError as err:
+        hint = f"Given by --{flag}" + (f"; {err.hint[:1].lower()}{err.hint[1:]}" if err.hint else "")
+        raise UnreadableCheckpointError(err.path, err.reason, hint) from None
+    except CheckpointMismatchError as err:
+        raise CheckpointMismatchError(err.path, err.missing, err.unexpected, err.mismatched,
+                                      f"{err.expected} (file given by --{flag})".lstrip()) from None
+
+
+def load_weights(model, hparams, flag_names=None):
     """Applies the initial weights the flags ask for, in increasing precedence.
 
     Arguments
@@ -69,6 +84,10 @@ def load_weights(model, hparams):
     hparams : dict
         Holds (some of) ``pann_ckpt_path``, ``clap_ckpt_path``,
         ``ssl_checkpoints_dir`` and ``ssl_select``.
+    flag_names : dict, optional
+        The command-line flag that gave each of those keys, where it has
+        another name (e.g. ``{"ssl_checkpoints_dir": "teacher_checkpoints_dir"}``),
+        for the error messages.
 
     Returns
     -------
@@ -76,15 +95,19 @@ def load_weights(model, hparams):
         What was loaded, e.g. ``"MS CLAP x.pth, then checkpoint save/CKPT+..."``;
         None when no flag names any weights.
     """
+    def flag(key):
+        return (flag_names or {}).get(key, key)
+
     sources = []
     if hparams.get("pann_ckpt_path"):
-        load_pann_checkpoint(model.audio_encoder.base, hparams["pann_ckpt_path"])
+        _named_by(flag("pann_ckpt_path"), load_pann_checkpoint, model.audio_encoder.base, hparams["pann_ckpt_path"])
         sources.append(f"PANNs {hparams['pann_ckpt_path']}")
     if hparams.get("clap_ckpt_path"):
-        load_clap_checkpoint(model, hparams["clap_ckpt_path"])
+        _named_by(flag("clap_ckpt_path"), load_clap_checkpoint, model, hparams["clap_ckpt_path"])
         sources.append(f"MS CLAP {hparams['clap_ckpt_path']}")
     if hparams.get("ssl_checkpoints_dir"):
-        ckpt = load_run_checkpoint(model, hparams["ssl_checkpoints_dir"], hparams.get("ssl_select") or "loss")
+        ckpt = _named_by(flag("ssl_checkpoints_dir"), load_run_checkpoint, model, hparams["ssl_checkpoints_dir"],
+                         hparams.get("ssl_select") or "loss")
         sources.append(f"checkpoint {ckpt}")
     if not sources:
         return None

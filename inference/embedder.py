@@ -342,8 +342,22 @@ class ClapEmbedder:
         -------
         list
             Per file, ``[(label, cosine), ...]`` best first (ties: earlier label first).
+
+        Raises
+        ------
+        ValueError
+            Before any audio is read, when ``labels`` is empty or a single
+            string, or ``topk`` is not a positive integer.
         """
+        if isinstance(labels, str):
+            raise ValueError(f"classify: labels={labels!r} is one string; give a list of class names, "
+                             f"e.g. labels=[{labels!r}, 'rain'].")
         labels = list(labels)
+        if not labels:
+            raise ValueError("classify: labels=[] is empty; give at least one class name, e.g. labels=['dog', 'rain'].")
+        if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or topk <= 0:
+            raise ValueError(f"classify: topk={topk!r}; expected a positive integer (labels returned per file, "
+                             f"at most {len(labels)}).")
         class_emb = self.label_embeddings(labels, templates)
         result = self.embed_audio(paths, batch_size=batch_size, return_tensors="pt", on_error=on_error,
                                   progress=progress)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
+import zipfile
 from collections.abc import Mapping
 
 import torch
@@ -19,6 +21,9 @@ from torch import nn
 
 __all__ = [
     "CheckpointMismatchError",
+    "UnreadableCheckpointError",
+    "unreadable",
+    "safe_torch_load",
     "read_state_dict",
     "load_pann_checkpoint",
     "load_clap_checkpoint",
@@ -94,6 +99,63 @@ class CheckpointMismatchError(RuntimeError):
         super().__init__(message)
 
 
+class UnreadableCheckpointError(pickle.UnpicklingError):
+    """A checkpoint file that is not a PyTorch checkpoint, or holds objects ``weights_only`` refuses.
+
+    Arguments
+    ---------
+    path : str
+        The file.
+    reason : str
+        What is wrong with it.
+    hint : str
+        What to do (e.g. the flag that named it).
+    """
+
+    def __init__(self, path, reason, hint=""):
+        self.path, self.reason, self.hint = str(path), reason, hint
+        message = f"cannot load checkpoint {self.path}: {reason}"
+        if hint:
+            message += f". {hint}"
+        super().__init__(message)
+
+
+def unreadable(path, err, hint=""):
+    """The :class:`UnreadableCheckpointError` for the error ``err`` that ``torch.load(path)`` raised.
+
+    PyTorch's own message is not repeated: for refused objects it suggests
+    ``weights_only=False``, which would run the file's code.
+
+    Example
+    -------
+    >>> err = unreadable("x.pth", pickle.UnpicklingError("Weights only load failed ... weights_only=False ..."))
+    >>> str(err).startswith("cannot load checkpoint x.pth: it is not a PyTorch checkpoint"), "False" in str(err)
+    (True, False)
+    """
+    text = str(err)
+    refused = "Weights only load failed" in text or "weights_only" in text
+    if refused and zipfile.is_zipfile(path):
+        reason = ("it holds Python objects other than tensors and plain containers; loading those could run "
+                  "arbitrary code, so it is refused")
+    else:
+        detail = "" if refused else ": " + (text.strip().splitlines()[0][:200] if text.strip() else type(err).__name__)
+        reason = f"it is not a PyTorch checkpoint (not written by torch.save, or damaged{detail})"
+    return UnreadableCheckpointError(path, reason, hint)
+
+
+def safe_torch_load(path, hint="", **kwargs):
+    """``torch.load(path, weights_only=True, **kwargs)``.
+
+    An unreadable or refused file raises :class:`UnreadableCheckpointError`.
+    """
+    try:
+        return torch.load(path, weights_only=True, **kwargs)
+    except OSError:
+        raise
+    except Exception as err:  # noqa: BLE001 (whatever torch.load fails with, the file is unreadable)
+        raise unreadable(path, err, hint) from None
+
+
 def _is_state_dict(obj) -> bool:
     return isinstance(obj, Mapping) and len(obj) > 0 and all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
@@ -120,8 +182,9 @@ def read_state_dict(path, expected: str = "") -> dict:
     ------
     FileNotFoundError
         If ``path`` does not exist.
-    pickle.UnpicklingError
-        If the file holds anything but tensors and plain containers
+    UnreadableCheckpointError
+        (a ``pickle.UnpicklingError``) if the file is not a PyTorch
+        checkpoint or holds anything but tensors and plain containers
         (``weights_only=True``).
     CheckpointMismatchError
         If no state dict is found in the file.
@@ -138,7 +201,7 @@ def read_state_dict(path, expected: str = "") -> dict:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = safe_torch_load(path, hint=expected[:1].upper() + expected[1:] if expected else "", map_location="cpu")
     state = None
     if isinstance(obj, Mapping):
         for key in ("model", "state_dict"):

@@ -16,6 +16,9 @@ options; written last, so its presence means the index is complete) and
 Embedding is resumable: killed and run again with the same command, only the
 missing shards are embedded; run again when done, the embeddings are reused
 (so changing only ``--index_type``/``--nlist`` rebuilds the index in seconds).
+Each file's embedding is keyed on its path, size and modification time: run
+again after the collection changed, a rewritten file is embedded again, a new
+one added and a deleted one dropped, the others kept (the log gives the counts).
 
 To run this recipe:
     python recipes/build_index.py --audio_folder=$AUDIO_DIR --output_folder=$INDEX_DIR \
@@ -36,8 +39,11 @@ import logging
 import os
 import sys
 
+from experiment.safety import run_cli
 from curation.embed import embed_audio_files, load_audio_set, read_path_list
 from dataset.audio import AUDIO_EXTENSIONS, list_audio_files
+from experiment.inputs import positive_int
+from experiment.lock import hold_folder_lock
 from inference.embedder import ClapEmbedder
 from inference.index import (
     EMB_DIR, FORMAT_VERSION, INDEX_TYPES, add_model_arguments, check_listable, make_index, model_load_args,
@@ -58,12 +64,12 @@ def parse_arguments(argv):
     parser.add_argument("--output_folder", required=True, help="Where the index goes (nothing is written elsewhere).")
     add_model_arguments(parser)
     parser.add_argument("--index_type", default="flat", choices=INDEX_TYPES)
-    parser.add_argument("--nlist", type=int, default=None, help="IVF cells (default sqrt(N)).")
-    parser.add_argument("--nprobe", type=int, default=None,
+    parser.add_argument("--nlist", type=positive_int, default=None, help="IVF cells (default sqrt(N)).")
+    parser.add_argument("--nprobe", type=positive_int, default=None,
                         help="IVF cells searched per query (default min(nlist, 16); search.py can override).")
-    parser.add_argument("--max_chunks", type=int, default=None, help="At most this many windows per file.")
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--shard_size", type=int, default=1024, help="Files per resumable shard.")
+    parser.add_argument("--max_chunks", type=positive_int, default=None, help="At most this many windows per file.")
+    parser.add_argument("--batch_size", type=positive_int, default=16)
+    parser.add_argument("--shard_size", type=positive_int, default=1024, help="Files per resumable shard.")
     parser.add_argument("--num_workers", type=int, default=0)
     parser.add_argument("--noprogressbar", action="store_true")
     args = parser.parse_args(argv)
@@ -81,11 +87,16 @@ def main(argv=None):
     if args.audio_folder:
         paths = list_audio_files(args.audio_folder, exclude=out)
     else:
+        if not os.path.isfile(args.audio_pathfile):
+            raise SystemExit(f"--audio_pathfile={args.audio_pathfile}: file not found (one audio path per line).")
         paths = read_path_list(args.audio_pathfile)
+        if not paths:
+            raise SystemExit(f"--audio_pathfile={args.audio_pathfile}: no rows in {args.audio_pathfile} "
+                             "(one audio path per line).")
     if not paths:
-        raise SystemExit(f"No audio files found in {args.audio_folder or args.audio_pathfile} "
-                         f"(extensions {', '.join(AUDIO_EXTENSIONS)}).")
+        raise SystemExit(f"No audio files found in {args.audio_folder} (extensions {', '.join(AUDIO_EXTENSIONS)}).")
     check_listable(paths)
+    hold_folder_lock(out, "build_index.py")
 
     load_args = model_load_args(args)
     embedder = ClapEmbedder.from_pretrained(**load_args)
@@ -118,4 +129,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

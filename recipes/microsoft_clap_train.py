@@ -20,6 +20,7 @@ Authors
 
 import sys
 
+from experiment.safety import run_cli
 from training.brain import CLAPBrain
 from training.run import run_training
 
@@ -33,4 +34,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_cli(lambda: main(sys.argv[1:]))

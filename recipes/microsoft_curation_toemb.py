@@ -8,7 +8,9 @@ L2-normalised embeddings land in ``<output_folder>/save`` (the ``emb_dir`` of
 ``retrieve_from_emb_thresh.py`` and ``retrieve_ds_t2t.py``) with the ordered
 path list and caption table they belong to (see :mod:`curation.embed`).
 Killed midway, the same command resumes from the shards already written and
-ends with the same bytes as an uninterrupted run.
+ends with the same bytes as an uninterrupted run. Run again after the audio
+changed, it embeds only the clips whose file is new or has another size or
+modification time, drops those no longer listed and keeps the rest.
 
 To run this recipe:
     python recipes/microsoft_curation_toemb.py hparams/curation/microsoft_audioset_insper_toemb.yaml \
@@ -33,7 +35,9 @@ from speechbrain.utils.distributed import if_main_process
 from curation.embed import caption_table, embed_audio_files, embed_captions, model_fingerprint, read_path_list
 from dataset.manifest import read_caption_csv
 from experiment.arguments import inference_precision, rank_and_world, setup
+from experiment.lock import hold_folder_lock
 from experiment.weights import load_eval_model
+from experiment.safety import run_cli
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +45,7 @@ logger = logging.getLogger(__name__)
 def main(argv=None):
     """Parses flags, builds the teacher, embeds the audio list then the captions."""
     hparams, run_opts, hparams_file, overrides = setup(argv)
+    hold_folder_lock(hparams["output_folder"], "microsoft_curation_toemb.py")
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
@@ -87,4 +92,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_cli(lambda: main(sys.argv[1:]))

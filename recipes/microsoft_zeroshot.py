@@ -37,7 +37,9 @@ from dataset.pipelines import labelled_dataset
 from dataset.prepare_zeroshot import canonical_dataset, prepare_zeroshot, read_prepared
 from evaluation.zeroshot import ZeroShotEvaluator, as_templates, summary_line, unwrap
 from experiment.arguments import inference_precision, setup
+from experiment.lock import hold_folder_lock
 from experiment.weights import load_model
+from experiment.safety import run_cli
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +103,7 @@ def main(argv=None):
     # Fails now, with the template at fault, rather than after loading the model.
     templates = as_templates(hparams["prompt_templates"])
 
+    hold_folder_lock(hparams["output_folder"], "microsoft_zeroshot.py")
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
@@ -141,4 +144,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_cli(lambda: main(sys.argv[1:]))

@@ -15,8 +15,9 @@ Results go to the experiment folder ``<output_base>/<experiment_name>``:
 ``retrieval_results.json`` (metrics, chance levels, counts, options),
 ``text_to_audio.csv`` (per caption: its clip's rank and the top clip) and
 ``audio_to_text.csv`` (per clip: its captions' ranks and AP@10); the audio
-embeddings are cached in ``embeddings/`` (reused when the model, clips and
-options are the same). A table is printed at the end.
+embeddings are cached in ``embeddings/`` (with the same model and options, a
+clip is reused while its file keeps its size and modification time, and
+embedded again otherwise). A table is printed at the end.
 
 To run this recipe ($DATASET is clotho or audiocaps):
     python recipes/retrieval_eval.py hparams/$DATASET/retrieval_eval.yaml \
@@ -44,7 +45,9 @@ from evaluation.retrieval import (
     RESULTS_JSON, chance_levels, drop_clips, format_table, read_retrieval_set, retrieval_metrics, write_results,
 )
 from experiment.arguments import inference_precision, setup
+from experiment.lock import hold_folder_lock
 from experiment.weights import load_eval_model
+from experiment.safety import run_cli
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +66,7 @@ def main(argv=None):
             f"None of the {counts['clips_listed']} clips of the {dataset} {split} split was found below "
             f"{os.path.abspath(hparams['data_folder'])}."
         )
+    hold_folder_lock(hparams["output_folder"], "retrieval_eval.py")
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
@@ -141,4 +145,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_cli(lambda: main(sys.argv[1:]))

@@ -40,7 +40,9 @@ from curation.join import PairStats
 from dataset.labels import dataset_labels
 from dataset.manifest import read_caption_csv, write_csv
 from experiment.arguments import inference_precision, setup
+from experiment.lock import hold_folder_lock
 from experiment.weights import load_eval_model
+from experiment.safety import run_cli
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ def caption_embeddings(model, hparams, table, emb_dir, device, fingerprint, prog
 def main(argv=None):
     """Embeds prompts and captions, selects the DS captions, writes the DS pairs and caption embeddings."""
     hparams, run_opts, hparams_file, overrides = setup(argv, distributed=False)
+    hold_folder_lock(hparams["log_folder"], "retrieve_ds_t2t.py")
     sb.create_experiment_directory(
         experiment_directory=hparams["log_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
@@ -184,4 +187,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_cli(lambda: main(sys.argv[1:]))

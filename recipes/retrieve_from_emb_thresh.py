@@ -33,6 +33,8 @@ from curation.builders import (
 from curation.embed import load_audio_set, load_caption_set, read_path_list, read_skipped
 from curation.join import resolve_join_precision
 from experiment.arguments import select_device, setup
+from experiment.lock import hold_folder_lock
+from experiment.safety import run_cli
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ def select_clips(aud_ds_path, emb_dir, audio_paths):
 def main(argv=None):
     """Loads the embeddings, checks they come from one teacher, joins and writes the curation CSV."""
     hparams, run_opts, hparams_file, overrides = setup(argv, distributed=False)
+    hold_folder_lock(hparams["log_folder"], "retrieve_from_emb_thresh.py")
     sb.create_experiment_directory(
         experiment_directory=hparams["log_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
@@ -136,4 +139,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_cli(lambda: main(sys.argv[1:]))

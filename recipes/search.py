@@ -18,8 +18,11 @@ Authors
 
 import argparse
 import json
+import os
 import sys
 
+from experiment.inputs import positive_int
+from experiment.safety import run_cli
 from inference.index import add_model_arguments, format_table, load_searcher, model_load_args, search
 
 
@@ -31,18 +34,29 @@ def parse_arguments(argv):
     parser.add_argument("--index_folder", required=True, help="The --output_folder of build_index.py.")
     parser.add_argument("--query_file", default=None,
                         help="Text file, one query per line (added to the positional queries).")
-    parser.add_argument("--topk", type=int, default=10)
-    parser.add_argument("--nprobe", type=int, default=None,
+    parser.add_argument("--topk", type=positive_int, default=10)
+    parser.add_argument("--nprobe", type=positive_int, default=None,
                         help="IVF cells searched (default: as built; =nlist is exact).")
     parser.add_argument("--json", action="store_true",
                         help="Print JSON ([{query, results: [{rank, score, path}]}]) instead of tables.")
     add_model_arguments(parser)
     args = parser.parse_args(argv)
+    for i, query in enumerate(args.queries, 1):
+        if not query.strip():
+            parser.error(f"query {i} is empty ({query!r}): give the words to search for, e.g. \"a dog barks\"")
     if args.query_file:
+        if not os.path.isfile(args.query_file):
+            parser.error(f"--query_file={args.query_file}: file not found")
         with open(args.query_file, encoding="utf-8") as f:
-            args.queries += [line.strip() for line in f if line.strip()]
+            lines = [line.strip() for line in f if line.strip()]
+        if not lines:
+            parser.error(f"--query_file={args.query_file}: no rows in {args.query_file} (one query per line)")
+        args.queries += lines
     if not args.queries:
         parser.error("give at least one query (positional, or --query_file)")
+    if not os.path.isdir(args.index_folder):
+        parser.error(f"--index_folder={args.index_folder}: no such folder; give the --output_folder of "
+                     "recipes/build_index.py")
     return args
 
 
@@ -62,4 +76,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -25,6 +25,7 @@ import torch
 import speechbrain as sb
 
 from experiment.weights import load_weights
+from experiment.safety import run_cli
 from training.brain import CLAPBrain
 from training.run import run_training
 
@@ -72,7 +73,7 @@ def load_teacher(hparams):
         flags = {"ssl_checkpoints_dir": hparams["teacher_checkpoints_dir"], "ssl_select": hparams["teacher_select"]}
     else:
         flags = {"clap_ckpt_path": hparams.get("clap_ckpt_path")}
-    source = load_weights(hparams["teacher_model"], flags)
+    source = load_weights(hparams["teacher_model"], flags, {"ssl_checkpoints_dir": "teacher_checkpoints_dir"})
     if source is None:
         raise SystemExit(
             "SoftCLAP needs a teacher: give --teacher_checkpoints_dir=<save folder of the teacher run> "
@@ -88,4 +89,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_cli(lambda: main(sys.argv[1:]))

@@ -41,6 +41,7 @@ import time
 
 from dataset.toy import generate_toy_world
 from experiment.arguments import inference_precision, load_hparams, parse_arguments
+from experiment.lock import hold_folder_lock
 from pipeline.results import machine_description, write_results
 from pipeline.stages import Runner, Stage
 from pipeline.toy import SeedPlan, check_hparams, existing_outputs, parse_seeds
@@ -55,7 +56,7 @@ def main(argv=None):
     check_hparams(hparams)
     seeds = parse_seeds(hparams)
     out = os.path.abspath(hparams["output_folder"])
-    os.makedirs(out, exist_ok=True)
+    hold_folder_lock(out, "toy_pipeline.py")
     world = os.path.join(out, "world")
     begin = time.perf_counter()
     print(f"Toy pipeline: output folder {out}; seeds {seeds}; {hparams['jobs']} job(s) at a time", flush=True)

@@ -14,6 +14,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_load_environment():
+    """Undoes a recipe's ``enforce_weights_only()`` after each test.
+
+    A command line sets ``TORCH_FORCE_WEIGHTS_ONLY_LOAD=1`` for the rest of its
+    process on purpose; tests that call a recipe's setup in-process must not
+    leave it to the tests that follow.
+    """
+    names = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    saved = {name: os.environ.get(name) for name in names}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def write_tiny_bert(folder, hidden=32, layers=2, heads=2, vocab_words=None, tokenizer=True):
     """Writes config.json (+ vocab.txt) of a tiny random BERT into ``folder``; returns the folder.
 

@@ -277,6 +277,7 @@ def test_ds_overlap_audit_counts_and_drops_evaluation_recordings(toy_teacher, to
     target = tmp_path / "train_with_overlap.csv"
     write_csv(str(target), rows)
     out = tmp_path / "ds"
+    out.mkdir()  # DS alone into a new folder: it must exist (a mistyped --emb_dir stops the run)
     proc = run_script([
         DS, f"{HP}/us8k_insper_t2t_retr.yaml", f"--target_csv_path={target}",
         f"--ssl_checkpoints_dir={toy_teacher}/save", f"--emb_dir={out}", "--sim_threshold=0.3",

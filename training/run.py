@@ -2,9 +2,10 @@
 
 :func:`run_training` is what ``recipes/microsoft_clap_train.py`` and
 ``recipes/softclap_train.py`` run, with their own Brain class: parse the
-flags, initialise DDP, load the YAML, create the experiment folder, prepare
-the caption corpora (main process), build the datasets, load the initial
-weights (unless resuming), build the Brain, ``fit``, ``evaluate``.
+flags, initialise DDP, load the YAML, lock the output and checkpoint folders
+(:mod:`experiment.lock`: a second run on them stops), create the experiment
+folder, prepare the caption corpora (main process), build the datasets, load
+the initial weights (unless resuming), build the Brain, ``fit``, ``evaluate``.
 """
 
 import logging
@@ -23,12 +24,13 @@ from dataset.prepare_insper import prepare_insper
 from evaluation.zeroshot import zeroshot_validation_from_hparams
 from experiment.arguments import setup
 from experiment.checkpoints import checkpoint_dirs
+from experiment.lock import hold_folder_lock
 from experiment.weights import load_model
 from models.freeze import freeze_base
 from training.mixer import CurationMixer
 
 __all__ = ["CORPUS_KEYS", "dataio_prep", "check_options", "prepare_manifests", "freeze_for_training",
-           "checkpoint_folder", "run_training"]
+           "checkpoint_path", "checkpoint_folder", "run_training"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ def check_options(hparams):
         if not path or not os.path.isfile(path):
             raise SystemExit(f"--curation_prob={p} needs --curation_csv=<curated pairs CSV>; got {path!r}.")
         if not read_caption_csv(path):
-            raise SystemExit(f"--curation_csv={path} has no rows; curate some pairs or set --curation_prob=0.")
+            raise SystemExit(f"--curation_csv={path}: no rows in {path}; curate some pairs or set --curation_prob=0.")
     if not any(hparams.get(k) for k in CORPUS_KEYS + ("train_csv_path",)):
         raise SystemExit("Give --data_annot_folder (the caption corpora) or --train_csv_path (a caption CSV).")
     if hparams.get("prev_ckpt_dir") and not hparams["resume_interrupt"]:
@@ -121,14 +123,19 @@ def freeze_for_training(model, hparams):
         freeze_base(model.caption_encoder)
 
 
+def checkpoint_path(hparams):
+    """The folder checkpoints are written to: ``save_folder``, or ``prev_ckpt_dir`` when resuming from it."""
+    if hparams["resume_interrupt"] and hparams.get("prev_ckpt_dir"):
+        return hparams["prev_ckpt_dir"]
+    return hparams["save_folder"]
+
+
 def checkpoint_folder(hparams):
     """Where checkpoints live (our own ``save`` folder, or the interrupted run's) and whether it holds any.
 
     Stops with the flags to use when a new run would overwrite checkpoints.
     """
-    ckpt_dir = hparams["save_folder"]
-    if hparams["resume_interrupt"] and hparams.get("prev_ckpt_dir"):
-        ckpt_dir = hparams["prev_ckpt_dir"]
+    ckpt_dir = checkpoint_path(hparams)
     hparams["checkpointer"].checkpoints_dir = pathlib.Path(ckpt_dir)
     has_ckpt = bool(checkpoint_dirs(ckpt_dir))
     if has_ckpt and not hparams["resume_interrupt"]:
@@ -161,6 +168,9 @@ def run_training(argv, brain_class, brain_kwargs=None):
     """
     hparams, run_opts, hparams_file, overrides = setup(argv)
     check_options(hparams)
+    # One writer per folder: the run's own, and the one its checkpoints go to (another run's when resuming it).
+    for folder in (hparams["output_folder"], checkpoint_path(hparams)):
+        hold_folder_lock(folder, "this training run")
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )

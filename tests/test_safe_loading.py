@@ -1,0 +1,132 @@
+"""Safe loading everywhere: weights-only loads whatever the environment says, and errors that name the file.
+
+- a tampered ``optimizer.ckpt`` (SpeechBrain's recoverable) does not run its
+  code on resume, even with ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``;
+- a checkpoint that is not one (random bytes, a pickle ``weights_only``
+  refuses) gets an error naming the file and the flag, never suggesting
+  ``weights_only=False``, and no traceback on the command line;
+- a run checkpoint of another architecture through ``--ssl_checkpoints_dir``
+  gets the same key-listing error as ``--clap_ckpt_path``, naming the
+  checkpoint folder and the flags that set the architecture.
+"""
+
+import glob
+import os
+import shutil
+
+import pytest
+import torch
+import yaml
+
+from conftest import FIXTURES, check_ok, run_script, tiny_clap, write_tiny_bert
+from experiment.weights import load_weights
+from models.checkpoints import CheckpointMismatchError, UnreadableCheckpointError
+
+TRAIN = "recipes/microsoft_clap_train.py"
+ZS = "recipes/microsoft_zeroshot.py"
+
+
+class _Payload:
+    """Unpickling this object creates ``marker``: the proof that a load ran the file's code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.makedirs, (self.marker,))
+
+
+def _train(toy_world, out, epochs, extra=()):
+    return run_script([TRAIN, "hparams/toy/microsoft_clap_train.yaml", f"--data_annot_folder={toy_world}",
+                       f"--output_base={out}", "--experiment_name=run", f"--number_of_epochs={epochs}",
+                       "--batch_size=16", "--subset_pct=0.3", "--noprogressbar", *extra],
+                      env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"})
+
+
+@pytest.mark.slow
+def test_tampered_optimizer_checkpoint_does_not_run_on_resume(toy_world, tmp_path):
+    """With TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1, resuming from a tampered optimizer.ckpt is refused, code not run."""
+    check_ok(_train(toy_world, tmp_path, 1))
+    save = tmp_path / "run" / "save"
+    (ckpt,) = glob.glob(str(save / "CKPT+*"))
+    (optimizer_file,) = glob.glob(os.path.join(ckpt, "optimizer*.ckpt"))
+    state = torch.load(optimizer_file, weights_only=True)
+    marker = tmp_path / "payload_ran"
+    state["payload"] = _Payload(marker)
+    torch.save(state, optimizer_file)
+
+    proc = _train(toy_world, tmp_path, 2, ["--resume_interrupt=True", f"--prev_ckpt_dir={save}"])
+    assert proc.returncode != 0
+    assert not marker.exists(), "the tampered checkpoint's code ran"
+    assert os.path.basename(optimizer_file) in proc.stderr and "refused" in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "weights_only=False" not in proc.stderr, proc.stderr[-3000:]
+    # The payload is real: an unsafe load runs it.
+    torch.load(optimizer_file, weights_only=False)
+    assert marker.exists()
+
+
+def _garbage_files(tmp_path):
+    random_bytes = tmp_path / "random.pth"
+    random_bytes.write_bytes(os.urandom(4096))
+    refused = tmp_path / "evil.pth"
+    torch.save({"model": {"w": torch.zeros(2)}, "extra": _Payload(tmp_path / "payload_ran")}, refused)
+    return {"random bytes": (random_bytes, "not a PyTorch checkpoint"), "refused pickle": (refused, "refused")}
+
+
+@pytest.mark.parametrize("case", ["random bytes", "refused pickle"])
+@pytest.mark.parametrize("flag", ["clap_ckpt_path", "pann_ckpt_path"])
+def test_not_a_checkpoint_names_file_and_flag(tmp_path, case, flag):
+    path, reason = _garbage_files(tmp_path)[case]
+    model = tiny_clap(write_tiny_bert(tmp_path / "bert"), seed=0)
+    with pytest.raises(UnreadableCheckpointError) as info:
+        load_weights(model, {flag: str(path)})
+    message = str(info.value)
+    assert str(path) in message and f"--{flag}" in message and reason in message, message
+    assert "weights_only=False" not in message
+    assert not (tmp_path / "payload_ran").exists()
+
+
+def _run_folder(tmp_path, name, model):
+    """A ``save`` folder as our training runs write it, holding one checkpoint of ``model``."""
+    ckpt = tmp_path / name / "save" / "CKPT+2026-01-01+00-00-00+00"
+    ckpt.mkdir(parents=True)
+    torch.save(model.state_dict(), ckpt / "model.ckpt")
+    (ckpt / "CKPT.yaml").write_text(yaml.dump({"loss": 1.0, "unixtime": 1.0, "end-of-epoch": True}))
+    return tmp_path / name / "save"
+
+
+def test_run_checkpoint_of_another_architecture_lists_keys_and_flags(tmp_path):
+    bert = write_tiny_bert(tmp_path / "bert")
+    other = tiny_clap(bert, seed=0, d_proj=8)
+    save = _run_folder(tmp_path, "other_run", other)
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_weights(tiny_clap(bert, seed=0), {"ssl_checkpoints_dir": str(save)})
+    message = str(info.value)
+    assert str(save) in message and "--ssl_checkpoints_dir" in message
+    assert "mis-shaped keys" in message and "--d_proj" in message and "--text_model" in message, message
+    # The SoftCLAP teacher's folder comes from another flag, which the message names.
+    with pytest.raises(CheckpointMismatchError, match="--teacher_checkpoints_dir"):
+        load_weights(tiny_clap(bert, seed=0), {"ssl_checkpoints_dir": str(save)},
+                     {"ssl_checkpoints_dir": "teacher_checkpoints_dir"})
+    # The same kind of listing as a whole-model file of the wrong shape through --clap_ckpt_path.
+    clap_file = tmp_path / "clap.pth"
+    torch.save({"model": other.state_dict()}, clap_file)
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_weights(tiny_clap(bert, seed=0), {"clap_ckpt_path": str(clap_file)})
+    assert "mis-shaped keys" in str(info.value) and "--clap_ckpt_path" in str(info.value)
+
+
+def test_command_line_prints_the_message_without_traceback(tmp_path):
+    """Zero-shot with a random-bytes --clap_ckpt_path: exit status 1, the message, no traceback."""
+    esc = tmp_path / "ESC-50-master"
+    shutil.copytree(os.path.join(FIXTURES, "esc50"), esc)
+    path, _ = _garbage_files(tmp_path)["random bytes"]
+    bert = write_tiny_bert(tmp_path / "bert")
+    proc = run_script([
+        ZS, "hparams/esc/microsoft_zeroshot.yaml", f"--data_folder={esc}", f"--clap_ckpt_path={path}",
+        "--ssl_checkpoints_dir=", f"--output_base={tmp_path / 'out'}", "--experiment_name=zs", f"--text_model={bert}",
+        "--txt_emb_dim=32", "--batch_size=2", "--num_workers=0", "--noprogressbar",
+    ])
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert f"cannot load checkpoint {path}" in proc.stderr and "--clap_ckpt_path" in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
