@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
-import sys
 import tempfile
 import time
 
@@ -34,7 +32,7 @@ import numpy as np
 import soundfile as sf
 
 from curation.embed import file_keys
-from machine import describe
+from machine import describe, emit_json
 
 AUDIOSET_CLIPS = 2_000_000
 
@@ -102,13 +100,8 @@ def main(argv=None):
     report = {"machine": describe(), "files": args.files, "bytes_per_file": size, "page_cache": "warm",
               "repeats": args.repeats, "rows": rows,
               "hash_over_stat": round(per_file["blake2b of the content"] / base, 1)}
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
+    emit_json(report, args.out, args.json)
     if args.json:
-        json.dump(report, sys.stdout, indent=2)
-        print()
         return
     print(f"{args.files} files of {size} bytes (10 s, 32 kHz, 16-bit mono), page cache warm; "
           f"{report['machine']['cpu']}")

@@ -32,6 +32,8 @@ import sys
 
 import numpy as np
 
+from machine import emit_json
+
 TARGET_SETS = ("esc50", "us8k", "tut17")
 
 
@@ -122,13 +124,8 @@ def main(argv=None) -> dict:
             result["ds"][target] = {k: s.get(k) for k in ("threshold", "captions_kept", "captions_total",
                                                            "pairs_kept", "pairs_total")}
 
-    text_out = json.dumps(result, indent=1)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(text_out + "\n")
-    if args.json:
-        print(text_out)
-    else:
+    emit_json(result, args.out, args.json)
+    if not args.json:
         b, a = result["best_cosine_per_clip"], result["all_cosines"]
         print(f"{result['clips']} clips x {result['captions']} distinct captions ({result['caption_rows']} rows)")
         print(f"best cosine per clip: min {b['min']}, median {b['q0.50']}, max {b['max']}")

@@ -1,5 +1,6 @@
 """What the benchmarks print about the machine they ran on (``cpu_flags`` is ``models.precision``'s)."""
 
+import json
 import os
 import platform
 
@@ -44,3 +45,13 @@ def synchronize(device) -> None:
 
     if str(device).startswith("cuda"):
         torch.cuda.synchronize(torch.device(device))
+
+
+def emit_json(result, out=None, to_stdout=False) -> None:
+    """Writes ``result`` as indented JSON to the file ``out`` (if given) and to stdout (if ``to_stdout``)."""
+    text = json.dumps(result, indent=1)
+    if out:
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    if to_stdout:
+        print(text)

@@ -23,9 +23,10 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
-import json
 import os
 import sys
+
+from machine import emit_json
 
 KS = (1, 5, 10)
 
@@ -93,13 +94,8 @@ def main(argv=None) -> dict:
         **summary,
         "per_query": per_query,
     }
-    text = json.dumps(result, indent=1)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-    if args.json:
-        print(text)
-    else:
+    emit_json(result, args.out, args.json)
+    if not args.json:
         print(f"{n} queries over {len(paths)} clips of {result['audio_source']} ({result['model_source']})")
         print(", ".join(f"P@{k} {summary[f'P@{k}']:.2f}" for k in KS)
               + f" (chance {summary['chance']:.3f}); "

@@ -488,22 +488,35 @@ def _merge_shards(shard_dir, name, n_items, shard_size, batch_size, out_path, di
             dtype, dim = shard["emb"].dtype, shard["emb"].shape[1]
             for i in np.flatnonzero(~shard["ok"]):
                 errors[s + int(i)] = str(shard["error"][i])
-    n_ok = int(ok_all.sum())
-    folder = os.path.dirname(os.path.abspath(out_path))
-    tmp = os.path.join(folder, f".{os.path.basename(out_path)}.{os.getpid()}.tmp")
-    if dtype is None or n_ok == 0:
-        np.save(tmp, np.zeros((0, dim or 0), dtype=dtype or np.float16))
-        os.replace(tmp + ".npy", out_path)
-        return ok_all, errors
-    try:
-        # Written through a memmap: bounded memory for millions of rows.
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n_ok, dim))
+    def fill(out):
         row = 0
         for s, e in ranges:
             with np.load(_shard_path(shard_dir, name, s, e)) as shard:
                 rows = shard["emb"][shard["ok"]]
             out[row : row + len(rows)] = rows
             row += len(rows)
+
+    n_ok = 0 if dtype is None else int(ok_all.sum())
+    _write_rows(out_path, (n_ok, dim or 0), dtype or np.float16, fill)
+    return ok_all, errors
+
+
+def _write_rows(out_path, shape, dtype, fill):
+    """Writes the ``.npy`` ``out_path`` of ``shape`` atomically, its rows set by ``fill(memmap)``.
+
+    Written through a memmap (bounded memory for millions of rows) into a
+    temporary file of the same folder, then moved into place; the temporary
+    file is removed if anything fails.
+    """
+    folder = os.path.dirname(os.path.abspath(out_path))
+    tmp = os.path.join(folder, f".{os.path.basename(out_path)}.{os.getpid()}.tmp")
+    if shape[0] == 0:
+        np.save(tmp, np.zeros(shape, dtype=dtype))
+        os.replace(tmp + ".npy", out_path)
+        return
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        fill(out)
         out.flush()
         del out
         os.replace(tmp, out_path)
@@ -511,7 +524,6 @@ def _merge_shards(shard_dir, name, n_items, shard_size, batch_size, out_path, di
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    return ok_all, errors
 
 
 def _merge_update(shard_dir, todo, reuse, old, n_items, shard_size, batch_size, dtype, out_path):
@@ -563,17 +575,10 @@ def _merge_update(shard_dir, todo, reuse, old, n_items, shard_size, batch_size, 
     if dim is None:
         dim = old_emb.shape[1] if old_emb is not None else 0
     storage = STORAGE_DTYPES[dtype]
-    n_ok = int(ok.sum())
-    folder = os.path.dirname(os.path.abspath(out_path))
-    tmp = os.path.join(folder, f".{os.path.basename(out_path)}.{os.getpid()}.tmp")
-    if n_ok == 0:
-        np.save(tmp, np.zeros((0, dim), dtype=storage))
-        os.replace(tmp + ".npy", out_path)
-        return ok, errors
     out_row = np.cumsum(ok) - 1  # the output row of each item that has one
-    try:
-        # Written through a memmap, a block at a time: bounded memory for millions of rows.
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=storage, shape=(n_ok, dim))
+
+    def fill(out):
+        # A block at a time: bounded memory for millions of rows.
         keep = reused[old_rows >= 0]
         src, dst = old_rows[old_rows >= 0], out_row[keep]
         for b in range(0, len(src), 65536):
@@ -582,13 +587,9 @@ def _merge_update(shard_dir, todo, reuse, old, n_items, shard_size, batch_size, 
             with np.load(_shard_path(shard_dir, "audio", s, e)) as shard:
                 good = shard["ok"]
                 out[out_row[todo[s:e][good]]] = shard["emb"][good]
-        out.flush()
-        del out, old_emb
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    # On Linux the old matrix may be replaced while mapped: its data stays readable until unmapped.
+    _write_rows(out_path, (int(ok.sum()), dim), storage, fill)
     return ok, errors
 
 

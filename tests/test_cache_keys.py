@@ -84,9 +84,12 @@ def tiny(tmp_path_factory):
     return {"model": model, "bert": bert, "ckpt": str(ckpt), "yaml": str(yaml_path), "flags": flags}
 
 
-def five_clips(folder):
-    names = ["a.wav", "b.wav", "c.wav", "d.wav", "e.wav"]
-    return [str(folder / n) for n in names]
+def five_clips(folder, written=0):
+    """Five clip paths in ``folder``; the first ``written`` of them written (clip ``k`` from seed ``k``)."""
+    paths = [str(folder / n) for n in ["a.wav", "b.wav", "c.wav", "d.wav", "e.wav"]]
+    for k, path in enumerate(paths[:written]):
+        write_clip(path, k)
+    return paths
 
 
 # ------------------------------------------------------------- curation.embed
@@ -100,9 +103,7 @@ def run(model, paths, out, **kwargs):
 def test_changed_removed_and_new_files_are_followed(tiny, tmp_path, caplog, loaded):
     """The cache of embed_audio_files (the embedding step, build_index.py, retrieval_eval.py)."""
     model = tiny["model"]
-    a, b, c, d, e = five_clips(tmp_path / "audio")
-    for k, p in enumerate((a, b, c, d)):
-        write_clip(p, k)
+    a, b, c, d, e = five_clips(tmp_path / "audio", written=4)
     out = tmp_path / "emb"
     run(model, [a, b, c, d], out)
     before, _, _ = load_audio_set(str(out))
@@ -144,9 +145,7 @@ def test_changed_removed_and_new_files_are_followed(tiny, tmp_path, caplog, load
 def test_a_listed_file_deleted_or_restored_and_a_new_order(tiny, tmp_path, caplog, loaded):
     """In a path list a deleted file stays listed: it becomes unreadable (changed); restored, it is embedded."""
     model = tiny["model"]
-    a, b, c, _, _ = five_clips(tmp_path / "audio")
-    for k, p in enumerate((a, b, c)):
-        write_clip(p, k)
+    a, b, c, _, _ = five_clips(tmp_path / "audio", written=3)
     out = tmp_path / "emb"
     run(model, [a, b, c], out)
     first = np.array(load_audio_set(str(out))[0])
@@ -171,9 +170,7 @@ def test_a_listed_file_deleted_or_restored_and_a_new_order(tiny, tmp_path, caplo
 def test_a_cache_of_an_older_version_is_embedded_again(tiny, tmp_path, caplog, loaded):
     """embeddings.json without the files' keys (an older version) is not trusted: logged, embedded again."""
     model = tiny["model"]
-    a, b, c, _, _ = five_clips(tmp_path / "audio")
-    for k, p in enumerate((a, b, c)):
-        write_clip(p, k)
+    a, b, c, _, _ = five_clips(tmp_path / "audio", written=3)
     out = tmp_path / "emb"
     run(model, [a, b, c], out)
     reference = {n: open(out / n, "rb").read() for n in (AUDIO_EMB, AUDIO_PATHS)}
@@ -197,9 +194,7 @@ def test_killed_update_resumes_to_the_same_files(tiny, tmp_path, monkeypatch):
     import shutil
 
     model = tiny["model"]
-    a, b, c, d, e = five_clips(tmp_path / "audio")
-    for k, p in enumerate((a, b, c, d)):
-        write_clip(p, k)
+    a, b, c, d, e = five_clips(tmp_path / "audio", written=4)
     run(model, [a, b, c, d], tmp_path / "one", batch_size=1, shard_size=1)
     shutil.copytree(tmp_path / "one", tmp_path / "two")
     shutil.copytree(tmp_path / "one", tmp_path / "three")
@@ -246,9 +241,7 @@ def test_build_index_follows_the_folder(tiny, tmp_path, caplog, loaded):
 
     build_index = load_script("build_index")
     folder = tmp_path / "collection"
-    a, b, c, d, e = five_clips(folder)
-    for k, p in enumerate((a, b, c, d)):
-        write_clip(p, k)
+    a, b, c, d, e = five_clips(folder, written=4)
     out = tmp_path / "index"
     argv = [f"--audio_folder={folder}", f"--output_folder={out}", f"--clap_ckpt_path={tiny['ckpt']}",
             f"--model_hparams={tiny['yaml']}", "--eval_duration=0.5", "--batch_size=2", "--shard_size=2",
@@ -333,9 +326,7 @@ def test_retrieval_eval_cache_follows_the_split(tiny, tmp_path, capsys, loaded):
 def test_embedding_step_follows_the_path_list(tiny, tmp_path, capsys, loaded):
     """microsoft_curation_toemb.py: a new path list after the pool changed embeds only what changed."""
     toemb = load_script("microsoft_curation_toemb")
-    a, b, c, d, e = five_clips(tmp_path / "pool")
-    for k, p in enumerate((a, b, c, d)):
-        write_clip(p, k)
+    a, b, c, d, e = five_clips(tmp_path / "pool", written=4)
     pathfile = tmp_path / "paths.txt"
     pathfile.write_text("".join(p + "\n" for p in (a, b, c, d)))
     out = tmp_path / "toemb"
