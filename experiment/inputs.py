@@ -27,7 +27,9 @@ import math
 import os
 import re
 
-__all__ = ["Range", "RANGES", "INPUT_FILES", "EMBEDDING_FOLDERS", "check_overrides", "positive_int",
+from models.loss import SOFTCLAP_TARGETS
+
+__all__ = ["Range", "RANGES", "CHOICES", "INPUT_FILES", "EMBEDDING_FOLDERS", "check_overrides", "positive_int",
            "has_rows", "has_lines"]
 
 
@@ -96,6 +98,11 @@ RANGES = {
     # audio
     **dict.fromkeys(("train_duration", "eval_duration", "audio_width", "fmax"), _POSITIVE),
     "fmin": _NON_NEGATIVE,
+}
+
+#: Keys whose value is one of a few names (any YAML that has the key).
+CHOICES = {
+    "softclap_targets": SOFTCLAP_TARGETS,
 }
 
 _CAPTION_CSV = "a caption CSV with a header ID,wav_path,caption (or wav_path,caption) and one row per pair"
@@ -199,6 +206,10 @@ def _value_problem(key, default, value):
     """What is wrong with ``value`` for ``key`` (whose YAML default is ``default``), or None."""
     if _tag(value):
         return None  # a !ref (or other tag) is resolved by hyperpyyaml
+    if key in CHOICES and not _tag(default):
+        if value not in CHOICES[key]:
+            return "expected one of " + ", ".join(CHOICES[key])
+        return None
     rng = RANGES.get(key)
     if rng is not None and not _tag(default):
         if value is None and (default is None or rng.nullable):

@@ -127,6 +127,51 @@ def soft_targets(teacher_emb, beta):
     return (1.0 - beta) * eye + beta * dist
 
 
+def paper_soft_targets(teacher_emb, beta):
+    """The paper code's SoftCLAP targets ``(1-β)·I + β·S``, ``S`` the teacher's raw cosine matrix.
+
+    As in the original ``losses.SoftCLAPLoss``: rows are not normalised (a
+    row sums to ``1 + β·Σ_{j≠i} s_ij``) and negative cosines stay negative;
+    :func:`kl_div_pytorch110` then leaves entries ``<= 0`` out, as the
+    PyTorch 1.10 the original pinned did.
+
+    Example
+    -------
+    >>> e = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 1.0], [-1.0, 0.0]]), dim=-1)
+    >>> [round(x, 4) for x in paper_soft_targets(e, 0.5)[0].tolist()]
+    [1.0, 0.3536, -0.5]
+    """
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"softclap_beta must be in [0, 1], got {beta}")
+    sims = teacher_emb @ teacher_emb.t()
+    eye = torch.eye(teacher_emb.shape[0], device=teacher_emb.device, dtype=sims.dtype)
+    return (1.0 - beta) * eye + beta * sims
+
+
+def kl_div_pytorch110(log_probs, targets):
+    """``KLDivLoss(reduction="batchmean")`` as PyTorch 1.10 computed it: entries with a target ``<= 0`` add 0.
+
+    ``Σ_{t_ij > 0} t_ij (log t_ij - log_probs_ij) / N``. Newer PyTorch
+    evaluates ``xlogy(t, t)`` everywhere, which is NaN for a negative target:
+    the paper code's SoftCLAP targets have one wherever the teacher's cosine
+    is negative.
+
+    Example
+    -------
+    >>> log_p = torch.log(torch.tensor([[0.5, 0.25, 0.25]]))
+    >>> round(float(kl_div_pytorch110(log_p, torch.tensor([[1.0, 0.5, -0.2]]))), 6)  # ln 2 + 0.5 ln 2
+    1.039721
+    """
+    positive = targets > 0
+    safe = torch.where(positive, targets, torch.ones_like(targets))
+    terms = torch.where(positive, targets * (torch.log(safe) - log_probs), torch.zeros_like(log_probs))
+    return terms.sum() / log_probs.shape[0]
+
+
+#: ``softclap_targets`` values: the paper code's targets and KL (default of the paper's YAMLs), or ours.
+SOFTCLAP_TARGETS = ("paper", "normalized")
+
+
 class ClapLoss(torch.nn.Module):
     """Contrastive loss over the global (all-rank) batch, with invalid rows removed.
 
@@ -207,7 +252,22 @@ class ClapLoss(torch.nn.Module):
 
 
 class SoftClapLoss(ClapLoss):
-    """SoftCLAP: the CLAP loss whose targets are softened by a frozen teacher (:func:`soft_targets`).
+    """SoftCLAP: the CLAP loss whose targets are softened by a frozen teacher.
+
+    Two definitions, chosen by ``targets`` (``softclap_targets`` in the YAMLs):
+
+    - ``"paper"``: the paper code's. Targets ``(1-β)·I + β·S``
+      (:func:`paper_soft_targets`, rows not normalised, negative cosines
+      kept), loss ``KLDivLoss(reduction="batchmean")`` of the log-softmax of
+      each direction's logits with PyTorch 1.10's treatment of targets
+      ``<= 0`` (:func:`kl_div_pytorch110`), averaged over the two directions.
+    - ``"normalized"``: ours. Negative cosines clamped to zero and each row of
+      the teacher's matrix normalised before mixing (:func:`soft_targets`),
+      so every target row is a distribution, and the loss is its cross-entropy.
+
+    Both are finite for any teacher (a negative cosine can produce no NaN)
+    and differ from each other only through the targets and a constant
+    (the targets' own entropy term of the KL, which has no gradient).
 
     Arguments
     ---------
@@ -215,6 +275,8 @@ class SoftClapLoss(ClapLoss):
         Weight of the teacher's within-modality similarities (``softclap_beta``), in [0, 1].
     max_logit_scale : float
         As for :class:`ClapLoss`.
+    targets : str
+        ``"paper"`` or ``"normalized"`` (:data:`SOFTCLAP_TARGETS`).
 
     Example
     -------
@@ -228,12 +290,15 @@ class SoftClapLoss(ClapLoss):
     False
     """
 
-    def __init__(self, beta=0.3, max_logit_scale=100.0):
+    def __init__(self, beta=0.3, max_logit_scale=100.0, targets="normalized"):
         super().__init__(max_logit_scale)
         beta = float(beta)
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"softclap_beta must be in [0, 1], got {beta}")
+        if targets not in SOFTCLAP_TARGETS:
+            raise ValueError(f"softclap_targets must be one of {', '.join(SOFTCLAP_TARGETS)}, got {targets!r}")
         self.beta = beta
+        self.targets = targets
 
     def forward(self, audio_emb, text_emb, logit_scale, valid=None, gather=True, teacher_audio=None,
                 teacher_text=None):
@@ -248,8 +313,17 @@ class SoftClapLoss(ClapLoss):
             return super().forward(audio_emb, text_emb, logit_scale, valid=valid, gather=gather)
         audio_all, text_all = self.gather(audio_emb, text_emb, valid, gather)
         teacher_audio, teacher_text = self.gather(teacher_audio, teacher_text, valid, gather)
-        # At least float32: the targets of a half-precision teacher would not sum to one.
+        # At least float32, autocast off: the targets of a half-precision teacher would be off by ~1e-2.
         dtype = torch.promote_types(teacher_audio.dtype, torch.float32)
-        return self.contrast(audio_emb, text_emb, logit_scale, audio_all, text_all,
-                             soft_targets(teacher_audio.to(dtype), self.beta),
-                             soft_targets(teacher_text.to(dtype), self.beta))
+        with torch.autocast(device_type=teacher_audio.device.type, enabled=False):
+            teacher_audio, teacher_text = teacher_audio.to(dtype), teacher_text.to(dtype)
+            if self.targets == "normalized":
+                return self.contrast(audio_emb, text_emb, logit_scale, audio_all, text_all,
+                                     soft_targets(teacher_audio, self.beta), soft_targets(teacher_text, self.beta))
+            # The paper's KL: the cross-entropy of the positive part of the targets, plus their
+            # Σ t·log t (a constant), each over the batch; entries <= 0 add nothing (PyTorch 1.10).
+            kept = [paper_soft_targets(e, self.beta).clamp(min=0.0) for e in (teacher_audio, teacher_text)]
+            loss, logits = self.contrast(audio_emb, text_emb, logit_scale, audio_all, text_all, *kept)
+            if audio_all.shape[0]:
+                loss = loss + 0.5 * sum(float(torch.special.xlogy(t, t).sum()) / t.shape[0] for t in kept)
+            return loss, logits

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Trains a SoftCLAP student: CLAP training whose contrastive targets are softened by a frozen teacher.
 
-The targets of the audio→text rows are ``(1-β)·I + β·P_audio`` and those of
-the text→audio rows ``(1-β)·I + β·P_text``, where ``P`` is the frozen
-teacher's within-modality cosine matrix of the batch with negative cosines set
-to zero and rows normalised to sum to one (``models.loss.SoftClapLoss``).
+The targets of the audio→text rows come from the frozen teacher's audio–audio
+cosines of the batch, those of the text→audio rows from its text–text cosines:
+``(1-β)·I + β·S`` with the paper code's KL (``softclap_targets: paper``, the
+paper's YAMLs), or our row-normalised variant (``normalized``); see
+``models.loss.SoftClapLoss``.
 Everything else (data, curated/replay mixing, resuming, DDP) is the teacher
 recipe's (:func:`training.run.run_training`).
 

@@ -18,6 +18,7 @@ from dataset.manifest import write_csv
 
 TOY_TRAIN = "hparams/toy/microsoft_clap_train.yaml"
 TOY_ZEROSHOT = "hparams/toy/microsoft_zeroshot.yaml"
+TOY_SOFTCLAP = "hparams/toy/softclap_train.yaml"
 TOEMB = "hparams/curation/microsoft_audioset_insper_toemb.yaml"
 DU = "hparams/curation/audioset_insper_duv2_retr.yaml"
 ADS = "hparams/curation/esc_insper_audioset_dudsv3_retr.yaml"
@@ -79,6 +80,9 @@ ROWS = [
      ["--sim_threshold=abc", "[-1, 1]", DU], None),
     ("a-negative-batch-size", setup(TOY_TRAIN, OUT, "--data_annot_folder={d}", "--batch_size=-4"),
      ["--batch_size=-4", "expected a positive integer"], None),
+    ("a-softclap-targets-not-a-choice", setup(TOY_SOFTCLAP, OUT, "--data_annot_folder={d}",
+                                               "--softclap_targets=soft"),
+     ["--softclap_targets=soft", "expected one of paper, normalized", TOY_SOFTCLAP], None),
     # b. an unknown key: the closest keys of the YAML
     ("b-unknown-key", setup(TOY_TRAIN, OUT, "--data_annot_folder={d}", "--numbr_of_epochs=3"),
      ["--numbr_of_epochs=3", "did you mean --number_of_epochs", TOY_TRAIN], None),

@@ -58,10 +58,12 @@ VARIANTS = {
     "hparams/us8k/softclap_train.yaml": (_SOFTCLAP_TRAIN, {"experiment_name", "zs_dataset"}),
     # Domain: TUT Acoustic Scenes 2017.
     "hparams/tut17/softclap_train.yaml": (_SOFTCLAP_TRAIN, {"experiment_name", "zs_dataset"}),
-    # Toy student: toy size and schedule, no zero-shot validation (like the toy teacher).
+    # Toy student: toy size and schedule, no zero-shot validation (like the toy teacher), our
+    # normalised SoftCLAP targets (the toy pipeline's measured default).
     "hparams/toy/softclap_train.yaml": (
         _SOFTCLAP_TRAIN,
-        {"experiment_name", "use_zs_loader", "data_zs_folder"} | _TOY_FEATURES | _TOY_MODEL | _TOY_TRAINING),
+        {"experiment_name", "use_zs_loader", "data_zs_folder", "softclap_targets"} | _TOY_FEATURES | _TOY_MODEL
+        | _TOY_TRAINING),
     # ---- zero-shot classification (the base scores ESC-50)
     # Domain: UrbanSound8K.
     "hparams/us8k/microsoft_zeroshot.yaml": (_ZEROSHOT, {"dataset", "experiment_name"}),

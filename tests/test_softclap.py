@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import REPO, check_ok, load_script, run_script
-from models.loss import ClapLoss, SoftClapLoss, contrastive_loss, soft_targets
+from models.loss import ClapLoss, SoftClapLoss, contrastive_loss, kl_div_pytorch110, paper_soft_targets, soft_targets
 
 
 def random_batch(n=4, d=6, seed=0):
@@ -60,6 +60,76 @@ def test_hand_computed_3x3_example():
     expected = 0.5 * (direction(s, expected_a) + direction(s_t2a, expected_t))
     loss, _ = SoftClapLoss(beta=beta)(a, t, torch.tensor(scale, dtype=torch.float64), teacher_audio=ta, teacher_text=tt)
     assert abs(float(loss) - expected) < 1e-10
+
+
+def test_paper_targets_hand_computed_3x3_example_with_a_negative_cosine():
+    """The paper code's SoftCLAPLoss on PyTorch 1.10, written out: unnormalised (1-β)I + βS, KL batchmean,
+    entries with a target <= 0 left out (the negative teacher cosines here)."""
+    ta = torch.tensor([[1.0, 0.0], [0.6, 0.8], [-1.0, 0.0]], dtype=torch.float64)  # cosines 0.6, -1, -0.6
+    tt = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], dtype=torch.float64)  # cosines 0, 0, 1
+    beta = 0.3
+    expected_a = [[1.0, 0.18, -0.3], [0.18, 1.0, -0.18], [-0.3, -0.18, 1.0]]
+    expected_t = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.3], [0.0, 0.3, 1.0]]
+    assert torch.allclose(paper_soft_targets(ta, beta), torch.tensor(expected_a, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(paper_soft_targets(tt, beta), torch.tensor(expected_t, dtype=torch.float64), atol=1e-12)
+
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, -0.8]], dtype=torch.float64)
+    t = torch.tensor([[0.8, 0.6], [0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
+    scale = 2.0
+    s = [[scale * float(a[i] @ t[j]) for j in range(3)] for i in range(3)]
+
+    def kl(sims, targets):
+        total = 0.0
+        for i in range(3):
+            log_z = math.log(sum(math.exp(x) for x in sims[i]))
+            total += sum(targets[i][j] * (math.log(targets[i][j]) - (sims[i][j] - log_z))
+                         for j in range(3) if targets[i][j] > 0)
+        return total / 3  # batchmean
+
+    s_t2a = [[s[j][i] for j in range(3)] for i in range(3)]
+    expected = 0.5 * (kl(s, expected_a) + kl(s_t2a, expected_t))
+    loss_fn = SoftClapLoss(beta=beta, targets="paper")
+    loss, _ = loss_fn(a, t, torch.tensor(scale, dtype=torch.float64), teacher_audio=ta, teacher_text=tt)
+    assert abs(float(loss) - expected) < 1e-10
+    # The same value from the PyTorch-1.10 KL helper, and from today's KLDivLoss where no target is <= 0.
+    logits = scale * a @ t.t()
+    helper = 0.5 * (kl_div_pytorch110(F.log_softmax(logits, -1), paper_soft_targets(ta, beta))
+                    + kl_div_pytorch110(F.log_softmax(logits.t(), -1), paper_soft_targets(tt, beta)))
+    assert abs(float(helper) - expected) < 1e-10
+    positive = paper_soft_targets(ta, beta).clamp(min=1e-3)
+    assert torch.allclose(kl_div_pytorch110(F.log_softmax(logits, -1), positive),
+                          F.kl_div(F.log_softmax(logits, -1), positive, reduction="batchmean"))
+    # And it is not our normalised variant.
+    ours, _ = SoftClapLoss(beta=beta)(a, t, torch.tensor(scale, dtype=torch.float64), teacher_audio=ta,
+                                      teacher_text=tt)
+    assert abs(float(ours) - expected) > 1e-3
+
+
+def test_paper_targets_never_give_nan_and_train_like_the_kl():
+    """Antipodal teachers (every off-diagonal cosine -1) and a bf16 autocast: finite loss and gradients,
+    and the gradient equals that of the explicit PyTorch-1.10 KL."""
+    e = F.normalize(torch.tensor([[1.0, 0.0], [-1.0, 0.0], [1.0, 0.0], [-1.0, 0.0]])
+                    * torch.tensor([[1.0], [1.0], [-1.0], [-1.0]]), dim=-1)
+    a, t, _, _ = random_batch(d=2)
+    a = a.clone().requires_grad_(True)
+    scale = torch.tensor(30.0)
+    loss, _ = SoftClapLoss(beta=1.0, targets="paper")(a, t, scale, teacher_audio=e, teacher_text=-e)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(a.grad).all()
+    a2 = a.detach().clone().requires_grad_(True)
+    logits = scale * a2 @ t.t()
+    reference = 0.5 * (kl_div_pytorch110(F.log_softmax(logits, -1), paper_soft_targets(e, 1.0))
+                       + kl_div_pytorch110(F.log_softmax(logits.t(), -1), paper_soft_targets(-e, 1.0)))
+    reference.backward()
+    assert torch.allclose(loss, reference, atol=1e-6) and torch.allclose(a.grad, a2.grad, atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low, _ = SoftClapLoss(beta=0.3, targets="paper")(a.detach(), t, scale, teacher_audio=e, teacher_text=-e)
+    assert low.dtype == torch.float32 and torch.isfinite(low)
+
+
+def test_softclap_targets_option_is_checked():
+    with pytest.raises(ValueError, match="softclap_targets must be one of paper, normalized"):
+        SoftClapLoss(beta=0.3, targets="soft")
 
 
 def test_negative_teacher_cosines_give_finite_loss_and_distributions():
