@@ -16,6 +16,15 @@ def random_batch(n=4, d=6, seed=0):
     return [F.normalize(torch.randn(n, d, generator=g), dim=-1) for _ in range(4)]
 
 
+def student_3x3():
+    """The hand-computed examples' student: audio and text rows, logit scale, and the scaled
+    audio→text similarities as plain floats (the written-out formulas use no torch)."""
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, -0.8]], dtype=torch.float64)
+    t = torch.tensor([[0.8, 0.6], [0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
+    scale = 2.0
+    return a, t, scale, [[scale * float(a[i] @ t[j]) for j in range(3)] for i in range(3)]
+
+
 def test_beta_zero_is_exactly_the_clap_loss():
     a, t, ta, tt = random_batch()
     plain, _ = ClapLoss()(a, t, torch.tensor(12.0))
@@ -44,10 +53,7 @@ def test_hand_computed_3x3_example():
     assert torch.allclose(soft_targets(tt, beta), expected_t, atol=1e-12)
 
     # The loss, written out: mean over rows of -sum_j target_ij * log softmax(scale * s_ij).
-    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, -0.8]], dtype=torch.float64)
-    t = torch.tensor([[0.8, 0.6], [0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
-    scale = 2.0
-    s = [[scale * float(a[i] @ t[j]) for j in range(3)] for i in range(3)]
+    a, t, scale, s = student_3x3()
 
     def direction(sims, targets):
         total = 0.0
@@ -73,10 +79,7 @@ def test_paper_targets_hand_computed_3x3_example_with_a_negative_cosine():
     assert torch.allclose(paper_soft_targets(ta, beta), torch.tensor(expected_a, dtype=torch.float64), atol=1e-12)
     assert torch.allclose(paper_soft_targets(tt, beta), torch.tensor(expected_t, dtype=torch.float64), atol=1e-12)
 
-    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, -0.8]], dtype=torch.float64)
-    t = torch.tensor([[0.8, 0.6], [0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
-    scale = 2.0
-    s = [[scale * float(a[i] @ t[j]) for j in range(3)] for i in range(3)]
+    a, t, scale, s = student_3x3()
 
     def kl(sims, targets):
         total = 0.0
