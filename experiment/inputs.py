@@ -90,7 +90,8 @@ RANGES = {
         _COSINE),
     # probabilities and fractions
     "softclap_beta": _PROBABILITY,
-    **dict.fromkeys(("curation_prob", "valid_pct", "proj_dropout"), _BELOW_ONE),
+    **dict.fromkeys(("valid_pct", "proj_dropout"), _BELOW_ONE),
+    "curation_prob": _PROBABILITY,  # 1 only with curation_mixing=replace (training.run.check_options)
     **dict.fromkeys(("subset_pct", "du_clip_fraction", "ads_clip_fraction"), _ABOVE_ZERO),
     # optimisation
     **dict.fromkeys(("base_lr", "teacher_lr", "student_lr", "max_grad_norm", "max_logit_scale"), _POSITIVE),
@@ -103,6 +104,8 @@ RANGES = {
 #: Keys whose value is one of a few names (any YAML that has the key).
 CHOICES = {
     "softclap_targets": SOFTCLAP_TARGETS,
+    # replace: the paper code's mixing; insert: ours (training.mixer)
+    "curation_mixing": ("replace", "insert"),
 }
 
 _CAPTION_CSV = "a caption CSV with a header ID,wav_path,caption (or wav_path,caption) and one row per pair"

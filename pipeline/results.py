@@ -170,7 +170,8 @@ def write_results(plans, hparams, seeds, machine):
         "",
         f"Machine: {machine}. Settings: world {hparams['world_size']} (seed {hparams['world_seed']}), teacher "
         f"{hparams['teacher_epochs']} epochs, students {hparams['student_steps']} steps, curation_prob "
-        f"{hparams['curation_prob']}, softclap_beta {hparams['softclap_beta']}"
+        f"{hparams['curation_prob']} ({hparams.get('curation_mixing', 'insert')} mixing), softclap_beta "
+        f"{hparams['softclap_beta']} ({hparams.get('softclap_targets', 'normalized')} targets)"
         + (f", precision {hparams['precision']}" if hparams.get("precision", "fp32") != "fp32" else "") + ".",
         "",
     ])

@@ -51,9 +51,11 @@ def check_hparams(hparams):
     bad = [s for s in hparams["students"] if s not in ROWS or s == "teacher"]
     if bad:
         raise SystemExit(f"--students must be a subset of {[r for r in ROWS if r != 'teacher']}; got {bad}.")
-    if not 0.0 < float(hparams["curation_prob"]) < 1.0:
+    high_ok = hparams["curation_mixing"] == "replace"
+    if not (0.0 < float(hparams["curation_prob"]) < 1.0 or (high_ok and float(hparams["curation_prob"]) == 1.0)):
         raise SystemExit(
-            f"--curation_prob must be in (0, 1) for the DU and ADS students; got {hparams['curation_prob']}."
+            f"--curation_prob must be in (0, 1) for the DU and ADS students (1 too with --curation_mixing=replace); "
+            f"got {hparams['curation_prob']}."
         )
     for key in ("du_clip_fraction", "ads_clip_fraction"):
         if not 0.0 < float(hparams[key]) <= 1.0:
@@ -242,13 +244,19 @@ class SeedPlan:
             replay = self.csv(replay_key) if replay_key else os.path.join(self.teacher_save, "train_raw.csv")
             prob = float(h["curation_prob"]) if curated_key else 0.0
             replay_batches = max(1, count_rows(replay) // int(h["batch_size"]))
-            epochs = max(1, round(int(h["student_steps"]) * (1.0 - prob) / replay_batches))
+            # Replay batches per student_steps: every step is one with replace; a share 1 - p with insert.
+            replay_share = 1.0 if h["curation_mixing"] == "replace" else 1.0 - prob
+            epochs = max(1, round(int(h["student_steps"]) * replay_share / replay_batches))
             script, yaml_file = "recipes/microsoft_clap_train.py", h["train_hparams"]
-            extra = []
+            # Our variants are the toy YAMLs' defaults: a flag only for the paper's (earlier digests stay valid).
+            extra = [f"--curation_mixing={h['curation_mixing']}"] if curated_key and h["curation_mixing"] != "insert" \
+                else []
             if kind.endswith("softclap"):
                 script, yaml_file = "recipes/softclap_train.py", h["softclap_hparams"]
-                extra = [f"--teacher_checkpoints_dir={self.teacher_save}", f"--teacher_select={h['teacher_select']}",
-                         f"--softclap_beta={h['softclap_beta']}"]
+                extra += [f"--teacher_checkpoints_dir={self.teacher_save}", f"--teacher_select={h['teacher_select']}",
+                          f"--softclap_beta={h['softclap_beta']}"]
+                if h["softclap_targets"] != "normalized":
+                    extra.append(f"--softclap_targets={h['softclap_targets']}")
             flags = self.training_flags(name, epochs, h["student_lr"]) + [
                 f"--train_csv_path={replay}", f"--ssl_checkpoints_dir={self.teacher_save}",
                 f"--ssl_select={h['teacher_select']}", f"--curation_prob={prob}"]

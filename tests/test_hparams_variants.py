@@ -35,10 +35,10 @@ _RETRIEVAL = "hparams/clotho/retrieval_eval.yaml"
 # the offline MiniLM text encoder instead of MS CLAP's CNN14 + BERT at 44.1 kHz.
 _TOY_FEATURES = {"sample_rate", "window_size", "hop_size", "fmax"}
 _TOY_MODEL = {"audio_width", "out_emb", "text_model", "txt_emb_dim", "d_proj", "proj_dropout"}
-# The toy training schedule: few CPU-sized epochs on the tiny toy world, with SpecAugment (ours; the
-# paper's YAMLs have it off, as the paper's code).
+# The toy training schedule: few CPU-sized epochs on the tiny toy world, with SpecAugment and our
+# curated/replay mixing (ours; the paper's YAMLs have the paper code's, see FAITHFUL).
 _TOY_TRAINING = {
-    "spec_augment", "data_annot_folder", "valid_pct", "num_workers", "train_duration", "eval_duration",
+    "spec_augment", "curation_mixing", "data_annot_folder", "valid_pct", "num_workers", "train_duration", "eval_duration",
     "freeze_text_base", "number_of_epochs", "batch_size", "base_lr", "final_lr", "warmup_steps",
 }
 
@@ -426,7 +426,8 @@ _PAPER_TRAINING = [f"hparams/{d}/{r}.yaml" for d in ("insper", "us8k", "tut17")
                    for r in ("microsoft_clap_train", "softclap_train")]
 _TOY_TRAINING_YAMLS = ["hparams/toy/microsoft_clap_train.yaml", "hparams/toy/softclap_train.yaml"]
 #: key: (the paper code's value, ours): the faithful defaults landed so far (issue 12).
-FAITHFUL = {"spec_augment": (False, True), "softclap_targets": ("paper", "normalized")}
+FAITHFUL = {"spec_augment": (False, True), "softclap_targets": ("paper", "normalized"),
+            "curation_mixing": ("replace", "insert")}
 
 
 @pytest.mark.parametrize("path", _PAPER_TRAINING + _TOY_TRAINING_YAMLS)

@@ -134,28 +134,35 @@ def test_paper_command_runs_unchanged(toy_world, tmp_path):
     assert torch.equal(weights["audio_encoder.base.fc_audioset.weight"], cnn.fc_audioset.weight)
 
 
-def resume_flags(toy_world, out, name, curation=True, precision="fp32"):
+def resume_flags(toy_world, out, name, curation=True, precision="fp32", mixing="insert"):
     """A short run; with ``curation`` a third of the steps draw curated batches (the mixer is resumed too)."""
-    mix = [f"--curation_csv={os.path.join(toy_world, 'pairs.csv')}", "--curation_prob=0.3"] if curation else []
+    mix = [f"--curation_csv={os.path.join(toy_world, 'pairs.csv')}", "--curation_prob=0.3",
+           f"--curation_mixing={mixing}"] if curation else []
     return [TRAIN, TOY_YAML, f"--data_annot_folder={toy_world}", f"--output_base={out}", f"--experiment_name={name}",
             "--number_of_epochs=2", "--batch_size=16", "--subset_pct=0.5", "--ckpt_interval_steps=3",
             "--noprogressbar", f"--precision={precision}"] + mix
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_killed_mid_epoch_then_resumed_equals_uninterrupted(toy_world, tmp_path, precision):
-    """SIGKILL after the first intra-epoch checkpoint; the resumed run ends with the same weights (fp32 and bf16)."""
-    straight = run_script(resume_flags(toy_world, tmp_path, "straight", precision=precision))
+@pytest.mark.parametrize("precision, mixing", [("fp32", "insert"), ("bf16", "insert"), ("fp32", "replace")])
+def test_killed_mid_epoch_then_resumed_equals_uninterrupted(toy_world, tmp_path, precision, mixing):
+    """SIGKILL after the first intra-epoch checkpoint; the resumed run ends with the same weights.
+
+    fp32 and bf16 with our mixing, and fp32 with the paper code's (a curated batch replaces the replay batch).
+    """
+    def resume_flags_(*args, **kwargs):
+        return resume_flags(*args, precision=precision, mixing=mixing, **kwargs)
+
+    straight = run_script(resume_flags_(toy_world, tmp_path, "straight"))
     check_ok(straight)
     log = (tmp_path / "straight" / "train_log.txt").read_text()
     curated = [int(x) for x in re.findall(r"curated_batches: (\d+)", log)]
     assert len(curated) == 2 and sum(curated) > 0, log
 
     save = tmp_path / "killed" / "save"
-    kill_after_first_intra_epoch_checkpoint(resume_flags(toy_world, tmp_path, "killed", precision=precision), save)
+    kill_after_first_intra_epoch_checkpoint(resume_flags_(toy_world, tmp_path, "killed"), save)
 
-    resumed = run_script(resume_flags(toy_world, tmp_path, "killed", precision=precision)
+    resumed = run_script(resume_flags_(toy_world, tmp_path, "killed")
                          + ["--resume_interrupt=True", f"--prev_ckpt_dir={save}"])
     check_ok(resumed)
     assert "Loading a checkpoint" in resumed.stdout + resumed.stderr
@@ -192,3 +199,72 @@ def test_curation_mixer_share_matches_probability():
     mixer.prob, mixer.generator = p, torch.Generator().manual_seed(0)
     share = sum(mixer.take_curated() for _ in range(n)) / n
     assert abs(share - p) <= 3 * (p * (1 - p) / n) ** 0.5, share
+
+
+def expected_choices(seed, prob, mixing, replay_steps):
+    """The paper code's mixing as a formula: one U(0,1) draw per replay step, curated if below ``prob``.
+
+    With ``insert`` (ours), draws before each replay step repeat until one fails. The draws come from the
+    mixer's generator, seeded with the run's seed + 8 (the curated set's seed + 1).
+    """
+    generator = torch.Generator().manual_seed(seed + 8)
+    choices = []
+    for _ in range(replay_steps):
+        if mixing == "replace":
+            choices.append("curated" if float(torch.rand((), generator=generator)) < prob else "replay")
+            continue
+        while float(torch.rand((), generator=generator)) < prob:
+            choices.append("curated")
+        choices.append("replay")
+    return choices
+
+
+@pytest.mark.parametrize("mixing, prob", [("replace", 0.5), ("replace", 1.0), ("insert", 0.5)])
+def test_mixer_choices_follow_the_seeded_draws(mixing, prob):
+    """The batches a mixer gives per replay step are the formula's: replaced (paper) or inserted (ours)."""
+    from training.mixer import CurationMixer
+
+    mixer = CurationMixer.__new__(CurationMixer)
+    mixer.mixing, mixer.prob, mixer.generator = mixing, prob, torch.Generator().manual_seed(1234 + 8)
+    mixer.counts = {"curated": 0, "replay": 0}
+    mixer.next_batch = lambda: "curated"
+    got = [b for _ in range(40) for b in mixer.step_batches("replay")]
+    assert got == expected_choices(1234, prob, mixing, 40)
+    if mixing == "replace":
+        assert len(got) == 40  # an epoch is the replay loader's length
+        assert (got.count("replay") == 0) == (prob == 1.0)
+    else:
+        assert got.count("replay") == 40 and got.count("curated") > 0
+    assert mixer.counts == {"curated": got.count("curated"), "replay": got.count("replay")}
+
+
+@pytest.mark.parametrize("prob", [0.5, 1.0])
+def test_replace_mixing_run_takes_the_formulas_batches(toy_world, tmp_path, prob):
+    """A run with the paper's mixing logs, per epoch, the curated/replay counts of the seeded formula.
+
+    An epoch has as many steps as the replay loader; with p = 1 every step is curated.
+    """
+    name = f"replace_{prob}"
+    args = resume_flags(toy_world, tmp_path, name, mixing="replace")
+    args[args.index("--curation_prob=0.3")] = f"--curation_prob={prob}"
+    args = [a for a in args if not a.startswith("--ckpt_interval_steps")]
+    check_ok(run_script(args + ["--seed=1234"]))
+    log = (tmp_path / name / "train_log.txt").read_text()
+    counts = [(int(c), int(r)) for c, r in re.findall(r"curated_batches: (\d+), train replay_batches: (\d+)", log)]
+    assert len(counts) == 2, log
+    steps = sum(counts[0])
+    assert sum(counts[1]) == steps  # the same replay loader each epoch
+    choices = expected_choices(1234, prob, "replace", 2 * steps)
+    for epoch, (curated, replay) in enumerate(counts):
+        part = choices[epoch * steps:(epoch + 1) * steps]
+        assert (curated, replay) == (part.count("curated"), part.count("replay"))
+    if prob == 1.0:
+        assert all(r == 0 for _, r in counts)
+
+
+def test_curation_prob_one_needs_replace_mixing(toy_world, tmp_path):
+    args = resume_flags(toy_world, tmp_path, "p1", mixing="insert")
+    args[args.index("--curation_prob=0.3")] = "--curation_prob=1.0"
+    proc = run_script(args)
+    assert proc.returncode != 0
+    assert "--curation_mixing=replace" in proc.stderr

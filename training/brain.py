@@ -62,16 +62,10 @@ class CLAPBrain(sb.Brain):
         self.recall_rows += len(best)
 
     def fit_batch(self, batch):
-        """Runs the curated steps the mixer draws before this replay batch, then the replay step."""
-        losses = []
+        """Trains on this replay step's batches: the replay batch, or what the mixer puts in its place or before it."""
         mixer = getattr(self, "mixer", None)
-        while mixer is not None and mixer.take_curated():
-            mixer.counts["curated"] += 1
-            losses.append(super().fit_batch(mixer.next_batch()))
-        if mixer is not None:
-            mixer.counts["replay"] += 1
-        losses.append(super().fit_batch(batch))
-        return torch.stack(losses).mean()
+        batches = [batch] if mixer is None else mixer.step_batches(batch)
+        return torch.stack([super(CLAPBrain, self).fit_batch(b) for b in batches]).mean()
 
     def on_fit_batch_start(self, batch, should_step):
         """Sets the learning rate of the coming optimizer step (cosine schedule, stateless)."""

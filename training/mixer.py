@@ -1,4 +1,18 @@
-"""Curated and replay batches, chosen step by step: the ``curation_prob`` of student training."""
+"""Curated and replay batches, chosen step by step: the ``curation_prob`` of student training.
+
+Two ways of mixing (``curation_mixing``):
+
+- ``replace`` (the paper's code, the paper YAMLs' default): at each step of the
+  replay loader, with probability ``p`` the replay batch is *replaced* by the
+  next curated batch. An epoch is the replay loader's length; ``p = 1``
+  trains on curated pairs only.
+- ``insert`` (ours): before each replay batch, curated steps are drawn until a
+  draw fails (a geometric number, mean ``p / (1 - p)``), then the replay batch
+  is trained on too: every replay pair is seen once per epoch, and a share
+  ``p`` of the steps are curated. ``p < 1``.
+"""
+
+import math
 
 import torch
 import speechbrain as sb
@@ -6,13 +20,34 @@ from speechbrain.dataio.sampler import ReproducibleRandomSampler
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 
 from dataset.clips import EpochState
+from experiment.inputs import CHOICES
 
-__all__ = ["CurationMixer"]
+__all__ = ["CURATION_MIXING", "CurationMixer", "planned_steps"]
+
+#: The values of ``curation_mixing``.
+CURATION_MIXING = CHOICES["curation_mixing"]
+
+
+def planned_steps(replay_steps, prob, mixing):
+    """Expected optimizer steps of a run with ``replay_steps`` replay batches (the cosine schedule's length).
+
+    Example
+    -------
+    >>> planned_steps(100, 0.5, "replace"), planned_steps(100, 0.5, "insert")
+    (100, 200)
+    """
+    if mixing == "replace":
+        return int(replay_steps)
+    return int(math.ceil(replay_steps / (1.0 - prob)))
 
 
 @register_checkpoint_hooks
 class CurationMixer:
     """Chooses, step by step, between a curated batch (probability ``prob``) and the replay batch.
+
+    With ``mixing="replace"`` each replay step draws once: curated (the replay
+    batch is dropped) or replay. With ``mixing="insert"`` curated steps are
+    drawn before each replay batch until a draw fails.
 
     The curated loader cycles: when exhausted it starts a new, reshuffled
     pass. The mixer's random state and its position in the curated set are
@@ -24,7 +59,7 @@ class CurationMixer:
     dataset : DynamicItemDataset
         The curated pairs (:func:`dataset.pipelines.caption_dataset`).
     prob : float
-        Probability that a step takes a curated batch.
+        Probability that a draw takes a curated batch.
     batch_size : int
         Pairs per curated batch.
     seed : int
@@ -33,9 +68,16 @@ class CurationMixer:
         DataLoader workers.
     epoch_state : EpochState, optional
         Told the pass number (the random crops' seed).
+    mixing : str
+        ``"replace"`` or ``"insert"`` (see the module's docstring).
     """
 
-    def __init__(self, dataset, prob, batch_size, seed, num_workers=0, epoch_state=None):
+    def __init__(self, dataset, prob, batch_size, seed, num_workers=0, epoch_state=None, mixing="insert"):
+        if mixing not in CURATION_MIXING:
+            raise ValueError(f"curation_mixing must be one of {CURATION_MIXING}, got {mixing!r}")
+        if mixing == "insert" and not 0.0 <= prob < 1.0:
+            raise ValueError(f"curation_mixing=insert needs curation_prob < 1, got {prob}")
+        self.mixing = mixing
         self.prob = float(prob)
         self.seed = seed
         self.dataset = dataset
@@ -55,6 +97,21 @@ class CurationMixer:
     def take_curated(self):
         """Draws one Bernoulli(prob): True means the next step uses a curated batch."""
         return bool(torch.rand((), generator=self.generator) < self.prob)
+
+    def step_batches(self, replay_batch):
+        """The batches one step of the replay loader trains on, in order (counted in ``counts``)."""
+        if self.mixing == "replace":
+            if self.take_curated():
+                self.counts["curated"] += 1
+                return [self.next_batch()]
+            self.counts["replay"] += 1
+            return [replay_batch]
+        batches = []
+        while self.take_curated():
+            self.counts["curated"] += 1
+            batches.append(self.next_batch())
+        self.counts["replay"] += 1
+        return batches + [replay_batch]
 
     def pass_batches(self):
         """The batches (lists of item indices) of the current pass from the current position on.

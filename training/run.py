@@ -9,7 +9,6 @@ the initial weights (unless resuming), build the Brain, ``fit``, ``evaluate``.
 """
 
 import logging
-import math
 import os
 import pathlib
 import shutil
@@ -27,7 +26,7 @@ from experiment.checkpoints import checkpoint_dirs
 from experiment.lock import hold_folder_lock
 from experiment.weights import load_model
 from models.freeze import freeze_base
-from training.mixer import CurationMixer
+from training.mixer import CurationMixer, planned_steps
 
 __all__ = ["CORPUS_KEYS", "dataio_prep", "check_options", "prepare_manifests", "freeze_for_training",
            "checkpoint_path", "checkpoint_folder", "run_training"]
@@ -61,8 +60,11 @@ def dataio_prep(hparams):
 def check_options(hparams):
     """Fails early, with what to fix, on flag combinations that cannot work."""
     p = hparams["curation_prob"]
-    if not 0.0 <= p < 1.0:
-        raise SystemExit(f"--curation_prob must be in [0, 1), got {p}.")
+    if not 0.0 <= p <= 1.0:
+        raise SystemExit(f"--curation_prob must be in [0, 1], got {p}.")
+    if p == 1.0 and hparams["curation_mixing"] == "insert":
+        raise SystemExit("--curation_prob=1 with --curation_mixing=insert would never reach a replay batch; "
+                         "use --curation_mixing=replace (curated pairs only) or a curation_prob below 1.")
     if p > 0:
         path = hparams.get("curation_csv")
         if not path or not os.path.isfile(path):
@@ -198,10 +200,12 @@ def run_training(argv, brain_class, brain_kwargs=None):
         brain.mixer = CurationMixer(
             curated_set, hparams["curation_prob"], hparams["batch_size"], hparams["seed"] + 7,
             num_workers=hparams["num_workers"], epoch_state=hparams["curation_epoch_state"],
+            mixing=hparams["curation_mixing"],
         )
     brain.zeroshot = zeroshot
     replay_steps = len(train_loader) * hparams["number_of_epochs"]
-    brain.total_steps = int(math.ceil(replay_steps / (1.0 - hparams["curation_prob"])))
+    prob = hparams["curation_prob"] if curated_set is not None else 0.0
+    brain.total_steps = planned_steps(replay_steps, prob, hparams["curation_mixing"])
 
     if if_main_process():
         print(f"Output folder: {os.path.abspath(hparams['output_folder'])}", flush=True)
