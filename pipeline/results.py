@@ -3,7 +3,8 @@
 Built only from the zero-shot JSON files and curation outputs of the run
 (never from a file in the repository): ``results.md``, ``results.csv`` (one
 row per model x set: mean, sample standard deviation and per-seed values),
-``results_per_seed.csv`` and ``results.png``.
+``results_per_seed.csv``, ``differences.csv`` (each comparison's difference and
+its paired bootstrap interval, :mod:`pipeline.intervals`) and ``results.png``.
 """
 
 import os
@@ -11,10 +12,11 @@ import os
 import pandas as pd
 
 from dataset.manifest import atomic_write, write_csv
+from pipeline.intervals import RESAMPLES, accuracy_interval, clip_resamples, correct_matrix, difference_interval, shown
 from pipeline.toy import ROWS, TARGETS
 
-__all__ = ["collect", "summarise", "markdown_table", "verdicts", "write_results", "write_bar_chart",
-           "machine_description"]
+__all__ = ["collect", "correctness", "summarise", "markdown_table", "differences", "verdicts", "write_results",
+           "write_bar_chart", "machine_description"]
 
 
 def collect(plans, hparams):
@@ -25,8 +27,10 @@ def collect(plans, hparams):
             out = (stage.result or {}).get("outputs") or {}
             curated = plan.curated.get(("du", None) if kind == "du" else (kind.replace("_softclap", ""), target))
             cur = (curated.result or {}).get("outputs", {}) if curated is not None and kind != "teacher" else {}
+            predictions = os.path.join(os.path.dirname(out["json"]), "predictions.csv") if out.get("json") else None
             rows.append({
                 "seed": plan.seed, "model": ROWS[kind], "dataset": target,
+                "predictions": predictions if predictions and os.path.isfile(predictions) else None,
                 "top1": out.get("top1"), "top5": out.get("top5"), "clips": out.get("clips"),
                 "curated_pairs": cur.get("pairs"), "pair_precision": cur.get("pair_precision"),
                 "threshold": cur.get("threshold"),
@@ -38,13 +42,37 @@ def collect(plans, hparams):
 _NUMERIC = ("top1", "top5", "curated_pairs", "pair_precision")
 
 
+def correctness(rows):
+    """Per (model, set): the clip IDs and the ``(seeds, clips)`` 0/1 matrix of its predictions.
+
+    Only cells whose every seed has a ``predictions.csv`` (rows from
+    :func:`collect`) are included: their intervals come from those files.
+    """
+    cells = {}
+    for row in rows:
+        cells.setdefault((row["model"], row["dataset"]), []).append(row.get("predictions"))
+    return {key: correct_matrix(paths) for key, paths in cells.items() if paths and all(paths)}
+
+
+def _aligned(cell_a, cell_b):
+    """The two cells' matrices restricted to the clips both scored (same column order)."""
+    (clips_a, a), (clips_b, b) = cell_a, cell_b
+    common = sorted(set(clips_a) & set(clips_b))
+    ia, ib = {c: i for i, c in enumerate(clips_a)}, {c: i for i, c in enumerate(clips_b)}
+    return a[:, [ia[c] for c in common]], b[:, [ib[c] for c in common]]
+
+
 def _value(x):
     """A plain float, or None for a missing value (pandas' NaN)."""
     return None if pd.isna(x) else float(x)
 
 
-def summarise(rows, hparams):
+def summarise(rows, hparams, matrices=None):
     """Per (model, dataset): mean, sample std and count over seeds of top-1, top-5 and pair counts.
+
+    With ``matrices`` (:func:`correctness`), each cell also gets the 95 %
+    bootstrap interval of its top-1 over clips, pooled over seeds
+    (``top1_ci_low``, ``top1_ci_high``; None without predictions).
 
     Arguments
     ---------
@@ -88,14 +116,20 @@ def summarise(rows, hparams):
             for key in ("top1_mean", "top1_sd", "top5_mean", "top5_sd", "curated_pairs_mean", "pair_precision_mean"):
                 entry[key] = _value(stats.loc[(model, target), key]) if found else None
             entry["top1_per_seed"] = ";".join("" if r["top1"] is None else f"{r['top1']:.4f}" for r in cell)
+            entry["top1_ci_low"] = entry["top1_ci_high"] = None
+            if matrices and (model, target) in matrices:
+                correct = matrices[(model, target)][1]
+                entry["top1_ci_low"], entry["top1_ci_high"] = accuracy_interval(
+                    correct, clip_resamples(correct.shape[1]))
             table.append(entry)
     return table
 
 
-def _pct(mean, sd):
+def _pct(mean, sd, low=None, high=None):
     if mean is None:
         return "–"
-    return f"{100 * mean:.1f}" + (f" ± {100 * sd:.1f}" if sd is not None else "")
+    return (f"{100 * mean:.1f}" + (f" ± {100 * sd:.1f}" if sd is not None else "")
+            + (f" [{100 * low:.1f}, {100 * high:.1f}]" if low is not None else ""))
 
 
 def markdown_table(table, hparams, seeds):
@@ -105,7 +139,8 @@ def markdown_table(table, hparams, seeds):
     lines = ["| model | " + " | ".join(titles) + " | curated pairs (" + " / ".join(titles) + ") |",
              "|---" * (len(targets) + 2) + "|"]
     for model in dict.fromkeys(t["model"] for t in table):
-        accs = [_pct(cells[(model, t)]["top1_mean"], cells[(model, t)]["top1_sd"]) for t in targets]
+        accs = [_pct(*(cells[(model, t)].get(k) for k in ("top1_mean", "top1_sd", "top1_ci_low", "top1_ci_high")))
+                for t in targets]
         pairs = [cells[(model, t)]["curated_pairs_mean"] for t in targets]
         pair_text = "–" if all(p is None for p in pairs) else (
             f"{pairs[0]:.0f} (shared)" if model == "DU"
@@ -114,31 +149,69 @@ def markdown_table(table, hparams, seeds):
     return "\n".join(lines)
 
 
-def verdicts(table, hparams):
-    """What the run measured: each row against the teacher, SoftCLAP against its plain counterpart."""
+def _comparisons(hparams):
+    """(row, reference row) pairs: each student against the teacher, each SoftCLAP student against its plain one."""
+    pairs = [(ROWS[k], "teacher") for k in hparams["students"]]
+    pairs += [(ROWS[k], ROWS[k.replace("_softclap", "")]) for k in hparams["students"]
+              if k.endswith("softclap") and k.replace("_softclap", "") in hparams["students"]]
+    return pairs
+
+
+def differences(table, hparams, matrices=None):
+    """One entry per comparison and set: the difference of the means and, with predictions, its paired interval.
+
+    ``diff``, ``ci_low``, ``ci_high`` in points of top-1; ``shown`` is +1 / -1
+    when the interval excludes 0, 0 when it contains it, None without predictions.
+    """
     cells = {(t["model"], t["dataset"]): t for t in table}
     out = []
-
-    def diff(a, b, target):
-        x, y = cells.get((a, target)), cells.get((b, target))
-        if not x or not y or x["top1_mean"] is None or y["top1_mean"] is None:
-            return None
-        return 100 * (x["top1_mean"] - y["top1_mean"])
-
-    comparisons = [(ROWS[k], "teacher") for k in hparams["students"]]
-    comparisons += [(ROWS[k], ROWS[k.replace("_softclap", "")]) for k in hparams["students"]
-                    if k.endswith("softclap") and k.replace("_softclap", "") in hparams["students"]]
-    for a, b in comparisons:
-        parts = []
+    for a, b in _comparisons(hparams):
         for target in hparams["target_sets"]:
-            d = diff(a, b, target)
-            if d is not None:
-                parts.append(f"{TARGETS[target][2]} {d:+.1f}")
-        if parts:
-            deltas = [diff(a, b, t) for t in hparams["target_sets"] if diff(a, b, t) is not None]
+            x, y = cells.get((a, target)), cells.get((b, target))
+            if not x or not y or x["top1_mean"] is None or y["top1_mean"] is None:
+                continue
+            entry = {"comparison": f"{a} vs {b}", "dataset": target, "diff": 100 * (x["top1_mean"] - y["top1_mean"]),
+                     "ci_low": None, "ci_high": None, "shown": None}
+            if matrices and (a, target) in matrices and (b, target) in matrices:
+                ca, cb = _aligned(matrices[(a, target)], matrices[(b, target)])
+                low, high = difference_interval(ca, cb, clip_resamples(ca.shape[1]))
+                entry.update(ci_low=100 * low, ci_high=100 * high, shown=shown((low, high)))
+            out.append(entry)
+    return out
+
+
+def verdicts(table, hparams, matrices=None):
+    """What the run measured: each row against the teacher, SoftCLAP against its plain counterpart.
+
+    With predictions, each difference carries its paired 95 % interval, and the
+    verdict counts only the differences whose interval excludes 0.
+    """
+    out = []
+    entries = differences(table, hparams, matrices)
+    for comparison in dict.fromkeys(e["comparison"] for e in entries):
+        mine = [e for e in entries if e["comparison"] == comparison]
+        parts = []
+        for e in mine:
+            text = f"{TARGETS[e['dataset']][2]} {e['diff']:+.1f}"
+            if e["shown"] is not None:
+                text += f" [{e['ci_low']:+.1f}, {e['ci_high']:+.1f}]" + (" not shown" if e["shown"] == 0 else "")
+            parts.append(text)
+        if all(e["shown"] is not None for e in mine):
+            names = {s: [TARGETS[e["dataset"]][2] for e in mine if e["shown"] == s] for s in (1, -1, 0)}
+            if len(names[1]) == len(mine):
+                word = "helps"
+            elif len(names[-1]) == len(mine):
+                word = "hurts"
+            elif len(names[0]) == len(mine):
+                word = "not shown"
+            else:
+                word = "; ".join(f"{label} on {', '.join(names[s])}" for s, label in
+                                 ((1, "better"), (-1, "worse"), (0, "not shown")) if names[s])
+        else:
+            deltas = [e["diff"] for e in mine]
             word = ("helps" if min(deltas) > 0 else "hurts" if max(deltas) < 0
                     else "no change" if max(map(abs, deltas)) == 0 else "mixed")
-            out.append(f"- {a} vs {b}: {', '.join(parts)} points of top-1 ({word})")
+        out.append(f"- {comparison}: {', '.join(parts)} points of top-1 ({word})")
     return out
 
 
@@ -146,27 +219,36 @@ def write_results(plans, hparams, seeds, machine):
     """Writes results.md / .csv / _per_seed.csv / .png into the output folder; returns the Markdown text."""
     out = os.path.abspath(hparams["output_folder"])
     rows = collect(plans, hparams)
-    table = summarise(rows, hparams)
+    matrices = correctness(rows)
+    table = summarise(rows, hparams, matrices)
     per_seed_fields = ["seed", "model", "dataset", "top1", "top5", "clips", "curated_pairs", "pair_precision",
                        "threshold", "not_run"]
     write_csv(os.path.join(out, "results_per_seed.csv"), [{k: _fmt(r[k]) for k in per_seed_fields} for r in rows],
               per_seed_fields)
     fields = list(table[0]) if table else []
     write_csv(os.path.join(out, "results.csv"), [{k: _fmt(t[k]) for k in fields} for t in table], fields)
+    diff_rows = differences(table, hparams, matrices)
+    diff_fields = ["comparison", "dataset", "diff", "ci_low", "ci_high", "shown"]
+    write_csv(os.path.join(out, "differences.csv"), [{k: _fmt(d[k]) for k in diff_fields} for d in diff_rows],
+              diff_fields)
     spread = "mean ± sample standard deviation over seeds " + ", ".join(map(str, seeds)) if len(seeds) > 1 \
         else f"seed {seeds[0]}"
+    intervals = (" In brackets: the 95 % bootstrap interval over clips (percentile, pooled over seeds, "
+                 f"{RESAMPLES} resamples of the per-clip predictions.csv files)." if matrices else "")
     text = "\n".join([
         "# Toy-world results",
         "",
         f"Zero-shot top-1 accuracy (%) on the toy target sets; {spread}. DS and ADS students are "
         "trained per target set; the DU student is shared. Curated pairs: DU = unpaired clip x caption "
-        "pairs, DS = training pairs kept, ADS = unpaired clip x DS caption pairs.",
+        "pairs, DS = training pairs kept, ADS = unpaired clip x DS caption pairs." + intervals,
         "",
         markdown_table(table, hparams, seeds),
         "",
-        "Measured differences (mean over seeds):",
+        "Measured differences (mean over seeds" + ("; in brackets the paired 95 % bootstrap interval over the same "
+                                                   "clips; an interval containing 0 is not shown)" if matrices
+                                                   else ")") + ":",
         "",
-        *verdicts(table, hparams),
+        *verdicts(table, hparams, matrices),
         "",
         f"Machine: {machine}. Settings: world {hparams['world_size']} (seed {hparams['world_seed']}), teacher "
         f"{hparams['teacher_epochs']} epochs, students {hparams['student_steps']} steps, curation_prob "

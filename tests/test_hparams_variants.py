@@ -38,8 +38,8 @@ _TOY_MODEL = {"audio_width", "out_emb", "text_model", "txt_emb_dim", "d_proj", "
 # The toy training schedule: few CPU-sized epochs on the tiny toy world, with SpecAugment and our
 # curated/replay mixing (ours; the paper's YAMLs have the paper code's, see FAITHFUL).
 _TOY_TRAINING = {
-    "spec_augment", "curation_mixing", "data_annot_folder", "valid_pct", "num_workers", "train_duration", "eval_duration",
-    "freeze_text_base", "number_of_epochs", "batch_size", "base_lr", "final_lr", "warmup_steps",
+    "spec_augment", "curation_mixing", "data_annot_folder", "valid_pct", "num_workers", "train_duration",
+    "eval_duration", "freeze_text_base", "number_of_epochs", "batch_size", "base_lr", "final_lr", "warmup_steps",
 }
 
 # variant: (base, keys that differ from the base today)

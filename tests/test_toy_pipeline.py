@@ -159,3 +159,71 @@ def test_stage_digest_covers_the_command_and_the_dependencies_but_not_resume_fla
     assert child.compute_digest(["x.py", "--lr=2"]) != base
     world.digest = world.compute_digest(["b"])
     assert child.compute_digest(["x.py", "--lr=1"]) != base
+
+
+def _write_predictions(path, correct):
+    """A predictions.csv whose clip ``c<i>`` is right iff ``correct[i]``."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("ID,wav_path,fold,true,predicted,score,top5\n")
+        for i, ok in enumerate(correct):
+            f.write(f"c{i},/x/c{i}.wav,1,dog,{'dog' if ok else 'cat'},0.5,dog\n")
+
+
+def test_bootstrap_intervals_are_the_percentiles_of_clip_resamples(tmp_path):
+    """Accuracy and paired-difference intervals equal a direct computation over the same clip resamples."""
+    import numpy as np
+
+    from pipeline.intervals import clip_resamples
+    from pipeline.results import correctness, differences, summarise, verdicts
+
+    rng = np.random.default_rng(5)
+    teacher = rng.random((2, 60)) < 0.4
+    student = teacher | (rng.random((2, 60)) < 0.5)  # right wherever the teacher is, and more
+    rows = []
+    for model, correct in (("teacher", teacher), ("DU", student)):
+        for s, seed in enumerate((1, 2)):
+            path = str(tmp_path / model / str(seed) / "predictions.csv")
+            _write_predictions(path, correct[s])
+            rows.append({"seed": seed, "model": model, "dataset": "esc50", "top1": float(correct[s].mean()),
+                         "top5": 1.0, "curated_pairs": None, "pair_precision": None, "predictions": path})
+    hparams = {"students": ["du"], "target_sets": ["esc50"]}
+    matrices = correctness(rows)
+    table = summarise(rows, hparams, matrices)
+
+    # Columns are the clips sorted by ID: c0, c1, c10, ...; resampling draws columns.
+    order = sorted(range(60), key=lambda i: f"c{i}")
+    draws = clip_resamples(60)
+    for cell, correct in zip(table, (teacher, student)):
+        per_clip = correct[:, order].mean(axis=0)
+        low, high = np.percentile(per_clip[draws].mean(axis=1), [2.5, 97.5])
+        assert (cell["top1_ci_low"], cell["top1_ci_high"]) == pytest.approx((low, high))
+        assert cell["top1_ci_low"] <= cell["top1_mean"] <= cell["top1_ci_high"]
+    diff = (student[:, order].mean(axis=0) - teacher[:, order].mean(axis=0))[draws].mean(axis=1)
+    [entry] = differences(table, hparams, matrices)
+    assert (entry["ci_low"], entry["ci_high"]) == pytest.approx(tuple(100 * np.percentile(diff, [2.5, 97.5])))
+    assert entry["shown"] == 1 and "(helps)" in verdicts(table, hparams, matrices)[0]
+
+    # The same predictions under two names: difference 0, interval [0, 0], not shown.
+    same = [dict(r, model="DU") if r["model"] == "teacher" else None for r in rows]
+    rows2 = [r for r in rows if r["model"] == "teacher"] + [r for r in same if r]
+    m2 = correctness(rows2)
+    t2 = summarise(rows2, hparams, m2)
+    [entry] = differences(t2, hparams, m2)
+    assert entry["diff"] == 0 and entry["shown"] == 0
+    assert "not shown" in verdicts(t2, hparams, m2)[0]
+
+
+def test_intervals_need_every_seeds_predictions(tmp_path):
+    """A cell with a seed lacking predictions.csv gets no interval (and the table says nothing about one)."""
+    from pipeline.results import correctness, markdown_table, summarise
+
+    path = str(tmp_path / "p.csv")
+    _write_predictions(path, [True, False, True, True])
+    rows = [{"seed": s, "model": "teacher", "dataset": "esc50", "top1": 0.75, "top5": 1.0, "curated_pairs": None,
+             "pair_precision": None, "predictions": p} for s, p in ((1, path), (2, None))]
+    hparams = {"students": [], "target_sets": ["esc50"]}
+    matrices = correctness(rows)
+    assert matrices == {}
+    table = summarise(rows, hparams, matrices)
+    assert table[0]["top1_ci_low"] is None and "[" not in markdown_table(table, hparams, [1, 2])
