@@ -14,6 +14,7 @@ Authors
  * clap-curation-recipes contributors
 """
 
+import functools
 import html
 import json
 import logging
@@ -33,6 +34,15 @@ from dataset.manifest import (
 logger = logging.getLogger(__name__)
 
 CORPORA = ("clotho", "audiocaps", "macs", "fsd50k")
+#: The paper code's index files (its YAMLs' ``csv_paths``), read when ``data_annot_folder`` holds them.
+PAPER_INDEX_FILES = {
+    "clotho": "insper_clotho_index.tsv",
+    "audiocaps": "insper_audiocaps_train_index.tsv",
+    "macs": "insper_macs_index_notag.tsv",
+    "fsd50k": "insper_fsd50k_dev_index_notag.tsv",
+}
+#: ``caption_cleaning``: the paper code's caption clean-up of the corpora, or captions as written.
+CAPTION_CLEANING = ("paper", "none")
 INSPER_FIELDS = ["ID", "wav_path", "caption", "source", "source_id"]
 TRAIN_CSV = "train_raw.csv"
 VALID_CSV = "valid.csv"
@@ -552,6 +562,142 @@ def read_user_csv(path):
 _READERS = {"clotho": read_clotho, "audiocaps": read_audiocaps, "macs": read_macs, "fsd50k": read_fsd50k}
 
 
+# --------------------------------------------------- the paper code's layout
+def paper_index_files(data_annot_folder):
+    """``{corpus: path}`` of the paper code's index files present in ``data_annot_folder`` (empty: none).
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> open(os.path.join(d, "insper_clotho_index.tsv"), "w").close()
+    >>> paper_index_files(d) == {"clotho": os.path.join(d, "insper_clotho_index.tsv")}
+    True
+    """
+    if data_annot_folder in (None, "") or not os.path.isdir(data_annot_folder):
+        return {}
+    root = os.path.abspath(os.fspath(data_annot_folder))
+    return {corpus: os.path.join(root, name) for corpus, name in PAPER_INDEX_FILES.items()
+            if os.path.isfile(os.path.join(root, name))}
+
+
+def read_paper_index(path, corpus):
+    """Reads one of the paper code's index files: tab-separated, no header, ``<audio path><TAB><caption(s)>``.
+
+    As the paper code reads them (``dataset/prepare_curation.py``): the audio
+    path is relative to the file's folder (one leading ``/`` dropped); a
+    Clotho or MACS row holds all the clip's captions, one a line inside a
+    quoted field, and gives one row per caption; an AudioCaps or FSD50K row is
+    one caption. Fields are CSV-quoted (``"``). Rows whose audio file is
+    absent are skipped and counted; empty captions are dropped. Captions are
+    returned as written (see :func:`clean_captions` for the paper's clean-up).
+
+    Arguments
+    ---------
+    path : str
+        The index file (``insper_clotho_index.tsv``, ...).
+    corpus : str
+        ``clotho``, ``audiocaps``, ``macs`` or ``fsd50k``.
+
+    Returns
+    -------
+    rows : list of dict
+        ``ID, wav_path, caption, source=corpus, source_id`` (FSD50K: the file
+        stem when it is a Freesound id; else empty).
+    n_missing : int
+        Captions whose audio file was not found.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> d = tempfile.mkdtemp(); os.makedirs(os.path.join(d, "clotho"))
+    >>> open(os.path.join(d, "clotho", "rain.wav"), "wb").close()
+    >>> with open(os.path.join(d, "insper_clotho_index.tsv"), "w") as f:
+    ...     _ = f.write('/clotho/rain.wav\\t"rain, falling\\nrain_drops"\\nclotho/gone.wav\\tx\\n')
+    >>> rows, n_missing = read_paper_index(os.path.join(d, "insper_clotho_index.tsv"), "clotho")
+    >>> [r["caption"] for r in rows], n_missing
+    (['rain, falling', 'rain_drops'], 1)
+    """
+    import csv
+
+    folder = os.path.dirname(os.path.abspath(path))
+    rows, n_missing, exists = [], 0, {}
+    with open(path, encoding="utf-8", newline="") as f:
+        for record in csv.reader(f, delimiter="\t"):
+            if not record or not record[0].strip():
+                continue
+            name = record[0][1:] if record[0].startswith("/") else record[0]
+            text = record[1] if len(record) > 1 else ""
+            if corpus in ("clotho", "macs"):
+                captions = [c.strip() for c in text.strip().split("\n")]
+            else:
+                captions = [text.strip()]
+            captions = [c for c in captions if c]
+            wav_path = os.path.normpath(os.path.join(folder, name))
+            if wav_path not in exists:
+                exists[wav_path] = os.path.isfile(wav_path)
+            if not exists[wav_path]:
+                n_missing += len(captions)
+                continue
+            stem = os.path.splitext(os.path.basename(wav_path))[0]
+            source_id = stem if corpus == "fsd50k" and stem.isdigit() else ""
+            for caption in captions:
+                rows.append(_row(corpus, len(rows), wav_path, caption, source_id))
+    return rows, n_missing
+
+
+_PAPER_LINK = re.compile(r"<a.*</a>")
+
+
+def clean_caption(text, corpus):
+    """The paper code's clean-up of a corpus caption (``dataset/prepare_curation.py``).
+
+    Commas are removed and underscores become spaces; FSD50K descriptions also
+    lose their links (``<a ...>...</a>``, up to the last ``</a>`` of a line),
+    ``$``, ``*`` and carriage returns, and their lines are joined.
+
+    Example
+    -------
+    >>> clean_caption(" a dog_bark, then rain ", "clotho")
+    'a dog bark then rain'
+    >>> clean_caption('Rain* on a <a href="x">tin</a> roof, $5', "fsd50k")
+    'Rain on a roof 5'
+    """
+    if corpus != "fsd50k":
+        return text.replace(",", "").replace("_", " ").strip()
+    pieces = _PAPER_LINK.split(text.strip())
+    pieces = [p.strip().replace("\n", " ").replace("\r", "").replace(",", "").replace("$", "").replace("*", "")
+              .replace("_", " ") for p in pieces]
+    return " ".join(pieces).strip()
+
+
+def clean_captions(rows, corpus):
+    """Applies :func:`clean_caption` to a corpus' rows, as the paper's code prepares its corpora.
+
+    Rows whose caption becomes empty are dropped; for Clotho and MACS, whose
+    index rows hold all of a clip's captions, a clip keeps each cleaned
+    caption once (the paper's code takes their set).
+
+    Example
+    -------
+    >>> rows = [{"wav_path": "a.wav", "caption": "rain, hard"}, {"wav_path": "a.wav", "caption": "rain hard"},
+    ...         {"wav_path": "a.wav", "caption": ","}]
+    >>> [r["caption"] for r in clean_captions(rows, "clotho")], len(clean_captions(rows, "audiocaps"))
+    (['rain hard'], 2)
+    """
+    out, seen = [], set()
+    for row in rows:
+        caption = clean_caption(row["caption"], corpus)
+        if not caption:
+            continue
+        if corpus in ("clotho", "macs"):
+            if (row["wav_path"], caption) in seen:
+                continue
+            seen.add((row["wav_path"], caption))
+        out.append(dict(row, caption=caption))
+    return out
+
+
 # ------------------------------------------------------------------- preparer
 def _check_fractions(valid_pct, subset_pct):
     try:
@@ -695,6 +841,7 @@ def prepare_insper(
     subset_pct=1.0,
     seed=1234,
     check_audio=True,
+    caption_cleaning="none",
 ):
     """Writes the teacher's caption manifests ``train_raw.csv`` and ``valid.csv``.
 
@@ -715,8 +862,10 @@ def prepare_insper(
     ---------
     data_annot_folder : str or None
         Root holding any of ``clotho/``, ``audiocaps/``, ``macs/``, ``fsd50k/``
-        (names compared case-insensitively). May be None when corpus folders
-        or user CSVs are given.
+        (names compared case-insensitively), or the paper code's index files
+        (:data:`PAPER_INDEX_FILES`, read by :func:`read_paper_index`; when
+        any is there, the corpora come from them, not from subfolders). May be
+        None when corpus folders or user CSVs are given.
     save_folder : str
         Where the manifests and ``prepare_insper.json`` are written.
     clotho_folder, audiocaps_folder, macs_folder, fsd50k_folder : str, optional
@@ -731,6 +880,10 @@ def prepare_insper(
         Seed of the shuffle.
     check_audio : bool
         Probe every audio file's header and drop unreadable or empty ones.
+    caption_cleaning : str
+        ``"paper"``: the paper code's clean-up of the corpora's captions
+        (:func:`clean_captions`); ``"none"``: captions as written. User CSVs
+        are never changed.
 
     Returns
     -------
@@ -763,12 +916,23 @@ def prepare_insper(
     ['ID', 'caption', 'source', 'source_id', 'wav_path']
     """
     valid_pct, subset_pct = _check_fractions(valid_pct, subset_pct)
-    folders = _resolve_folders(
-        data_annot_folder,
-        {"clotho": clotho_folder, "audiocaps": audiocaps_folder, "macs": macs_folder, "fsd50k": fsd50k_folder},
-    )
+    if caption_cleaning not in CAPTION_CLEANING:
+        raise ValueError(f"caption_cleaning must be one of {CAPTION_CLEANING}, got {caption_cleaning!r}.")
+    explicit = {"clotho": clotho_folder, "audiocaps": audiocaps_folder, "macs": macs_folder, "fsd50k": fsd50k_folder}
+    index_files = paper_index_files(data_annot_folder)
+    if index_files:
+        # The paper code's layout: its index files name the audio below data_annot_folder (whose subfolders
+        # hold audio, not the published metadata); a corpus folder given explicitly still wins.
+        folders = _resolve_folders(None, explicit)
+        index_files = {c: p for c, p in index_files.items() if folders[c] is None}
+        absent = [PAPER_INDEX_FILES[c] for c in CORPORA if c not in index_files and folders[c] is None]
+        logger.info("insper: the paper code's index files in %s: %s%s", data_annot_folder,
+                    ", ".join(os.path.basename(p) for p in index_files.values()),
+                    f" (absent: {', '.join(absent)})" if absent else "")
+    else:
+        folders = _resolve_folders(data_annot_folder, explicit)
     csv_paths = _as_path_list(user_csvs)
-    if not any(folders.values()) and not csv_paths:
+    if not any(folders.values()) and not csv_paths and not index_files:
         raise ValueError(
             f"No caption corpus found: looked for the folders {', '.join(c + '/' for c in CORPORA)} "
             f"under data_annot_folder={data_annot_folder!r}, for the keys "
@@ -788,10 +952,14 @@ def prepare_insper(
         "subset_pct": subset_pct,
         "seed": int(seed),
         "check_audio": bool(check_audio),
+        "index_files": index_files,
+        "caption_cleaning": caption_cleaning,
     }
     sources = []  # (name, folder or csv path, reader call)
     for corpus in CORPORA:
-        if folders[corpus] is None:
+        if corpus in index_files:
+            sources.append((corpus, index_files[corpus], functools.partial(read_paper_index, corpus=corpus)))
+        elif folders[corpus] is None:
             logger.info("insper: no %s/ folder and no %s_folder given; %s skipped.", corpus, corpus, corpus)
         else:
             sources.append((corpus, folders[corpus], _READERS[corpus]))
@@ -801,6 +969,8 @@ def prepare_insper(
     corpus_rows, corpus_stats = [], {}
     for name, location, reader in sources:
         rows, n_missing = reader(location)
+        if caption_cleaning == "paper" and name in CORPORA:
+            rows = clean_captions(rows, name)
         corpus_rows.append((name, rows))
         corpus_stats[name] = {
             "folder": location,

@@ -30,7 +30,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, top_k_accuracy_sco
 from speechbrain.utils.distributed import run_on_main
 from tqdm import tqdm
 
-from dataset.labels import prompt_label
+from dataset.labels import labels_in_file_order, prompt_label
 from dataset.manifest import atomic_write, write_csv
 from dataset.pipelines import labelled_dataset
 from dataset.prepare_zeroshot import prepare_zeroshot, read_prepared
@@ -561,7 +561,8 @@ def zeroshot_validation_from_hparams(hparams):
     Prepares ``zs_dataset`` (``esc50``, ``us8k``, ``tut17``) from
     ``data_zs_folder`` into the output folder, keeping the folds ``zs_folds``
     (null: all; selecting checkpoints on the folds one reports is optimistic,
-    so hold one out for selection).
+    so hold one out for selection). The classes are in the dataset's order, or
+    in that of ``zs_label_encoder_path`` (the paper code's ``label_encoder_*.txt``).
     """
     if not hparams.get("use_zs_loader"):
         return None
@@ -575,6 +576,7 @@ def zeroshot_validation_from_hparams(hparams):
     }
     run_on_main(prepare_zeroshot, kwargs=kwargs)
     csv_path, labels, stats = read_prepared(hparams["output_folder"], hparams["zs_dataset"])
+    labels = labels_in_file_order(labels, hparams.get("zs_label_encoder_path"), "zs_label_encoder_path")
     logger.info("Zero-shot validation on %s (%d clips, folds %s): checkpoints are kept by its accuracy.",
                 hparams["zs_dataset"], stats.get("kept", -1), hparams.get("zs_folds") or "all")
     dataset = labelled_dataset(csv_path, hparams["sample_rate"], hparams["eval_duration"], hparams["eval_crop"])

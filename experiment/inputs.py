@@ -106,10 +106,13 @@ CHOICES = {
     "softclap_targets": SOFTCLAP_TARGETS,
     # replace: the paper code's mixing; insert: ours (training.mixer)
     "curation_mixing": ("replace", "insert"),
+    "caption_cleaning": ("paper", "none"),  # dataset.prepare_insper.CAPTION_CLEANING
 }
 
 _CAPTION_CSV = "a caption CSV with a header ID,wav_path,caption (or wav_path,caption) and one row per pair"
 _PATH_LIST = "a text file with one audio path per line"
+_LABEL_FILE = ("a label file: the paper code's label_encoder_*.txt ('label' => index lines, SpeechBrain's "
+               "CategoricalEncoder) or one label per line")
 #: Keys naming an input file, checked when given on the command line in a YAML where the key is an input
 #: (its default is null or !PLACEHOLDER; where it is a !ref, the run writes it).
 INPUT_FILES = {
@@ -120,6 +123,9 @@ INPUT_FILES = {
     "target_csv_path": _CAPTION_CSV,
     "audio_pathfile": _PATH_LIST,
     "aud_ds_path": _PATH_LIST,
+    "txt_ds_path": _CAPTION_CSV,
+    "label_encoder_path": _LABEL_FILE,
+    "zs_label_encoder_path": _LABEL_FILE,
 }
 #: Keys naming an embedding folder (read by the curation joins), with the command that writes it.
 EMBEDDING_FOLDERS = {
@@ -256,7 +262,7 @@ def _file_problem(key, path):
         return f"file not found ({os.path.abspath(path)}); {key} names {INPUT_FILES[key]}"
     if not os.path.isfile(path):
         return f"{path} is a folder; {key} names {INPUT_FILES[key]}"
-    check = has_lines if INPUT_FILES[key] == _PATH_LIST else has_rows
+    check = has_lines if INPUT_FILES[key] in (_PATH_LIST, _LABEL_FILE) else has_rows
     if not check(path):
         return f"no rows in {path}: it must be {INPUT_FILES[key]}"
     return None

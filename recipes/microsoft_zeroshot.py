@@ -33,6 +33,7 @@ import torch
 import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
+from dataset.labels import labels_in_file_order
 from dataset.pipelines import labelled_dataset
 from dataset.prepare_zeroshot import canonical_dataset, prepare_zeroshot, read_prepared
 from evaluation.zeroshot import ZeroShotEvaluator, as_templates, summary_line, unwrap
@@ -90,8 +91,13 @@ class ZeroShotBrain(sb.Brain):
 
 
 def dataio_prep(hparams):
-    """The dataset of the prepared manifest (deterministic crop), its class list and the preparation counts."""
+    """The dataset of the prepared manifest (deterministic crop), its class list and the preparation counts.
+
+    The class list is the dataset's, in its order, or that of ``--label_encoder_path`` (the paper code's
+    ``label_encoder_*.txt``) when given.
+    """
     csv_path, labels, stats = read_prepared(hparams["output_folder"], hparams["dataset"])
+    labels = labels_in_file_order(labels, hparams.get("label_encoder_path"), "label_encoder_path")
     dataset = labelled_dataset(csv_path, hparams["sample_rate"], hparams["eval_duration"], hparams["eval_crop"])
     return dataset, labels, stats
 

@@ -11,7 +11,10 @@ set keeps the original audio. The kept captions' embeddings are saved in
 
 If ``emb_dir`` already holds the caption embeddings of the same CSV made by the
 same teacher (the embedding step with ``--text_pathfile`` equal to
-``--target_csv_path``), they are reused instead of recomputed.
+``--target_csv_path``), they are reused instead of recomputed;
+``--target_emb_path`` gives them as the paper code's file (one ``.npy`` row
+per row of ``--target_csv_path``). ``--label_encoder_path`` takes the labels
+from a label file (the paper code's ``label_encoder_*.txt``).
 
 To run this recipe:
     python recipes/retrieve_ds_t2t.py hparams/curation/esc_insper_t2t_retr.yaml \
@@ -37,7 +40,8 @@ from curation.embed import (
     update_info, write_caption_table,
 )
 from curation.join import PairStats
-from dataset.labels import dataset_labels
+from curation.paper_files import first_rows, load_paper_rows
+from dataset.labels import dataset_labels, labels_in_file_order
 from dataset.manifest import read_caption_csv, write_csv
 from experiment.arguments import inference_precision, setup
 from experiment.lock import hold_folder_lock
@@ -80,7 +84,9 @@ def main(argv=None):
         raise SystemExit(f"--emb_dtype must be one of {sorted(STORAGE_DTYPES)}, got {hparams['emb_dtype']!r}.")
     progress = not run_opts.get("noprogressbar", False)
 
-    labels = dataset_labels(hparams["zs_dataset"], hparams.get("zs_data_folder"))
+    # The paper's code takes the labels from its label_encoder_*.txt alone (--label_encoder_path).
+    labels = labels_in_file_order(dataset_labels(hparams["zs_dataset"], hparams.get("zs_data_folder")),
+                                  hparams.get("label_encoder_path"), "label_encoder_path", require_all=False)
     prompts = ds_prompts(labels, hparams["prompt_prefix"])
     rows = read_caption_csv(hparams["target_csv_path"])
     table = caption_table(rows)
@@ -88,6 +94,11 @@ def main(argv=None):
         raise SystemExit(f"--target_csv_path={hparams['target_csv_path']} has no captions.")
     logger.info("DS for %s: %d labels, %d distinct captions of %d pairs.",
                 hparams["zs_dataset"], len(labels), len(table), len(rows))
+    # The paper code's caption embeddings (one row per row of target_csv_path) instead of embedding the captions.
+    paper_rows = None
+    if hparams.get("target_emb_path"):
+        paper_rows = load_paper_rows(hparams["target_emb_path"], len(rows), "target_emb_path", "target_csv_path",
+                                     "CSV row")
 
     model, device, _ = load_eval_model(hparams, run_opts, purpose="Curation")
     fingerprint = model_fingerprint(model)
@@ -95,7 +106,12 @@ def main(argv=None):
     storage = STORAGE_DTYPES[hparams["emb_dtype"]]
     prompt_emb = encode_texts(model, hparams["tokenizer"], prompts, max_length=hparams["text_max_length"],
                               device=device, precision=precision).astype(storage)
-    caption_emb = caption_embeddings(model, hparams, table, emb_dir, device, fingerprint, progress, precision)
+    if paper_rows is None:
+        caption_emb = caption_embeddings(model, hparams, table, emb_dir, device, fingerprint, progress, precision)
+    else:
+        caption_emb = np.ascontiguousarray(paper_rows[first_rows(rows, table)]).astype(storage)
+        logger.warning("Caption embeddings from %s (the paper code's file, which records no model): make sure the "
+                       "teacher that embedded them is the one given here.", hparams["target_emb_path"])
 
     kept, label_of, sim = select_ds_captions(caption_emb, prompt_emb, hparams["sim_threshold"],
                                              block=hparams["caption_bs"])
@@ -162,7 +178,8 @@ def main(argv=None):
     }
     write_summary(os.path.join(emb_dir, f"{name}_summary.json"), summary)
     update_info(emb_dir, name, {
-        "model": fingerprint, "rows": int(kept.size), "dtype": hparams["emb_dtype"],
+        # Unknown when the captions came from the paper code's file: ADS then cannot check the teacher.
+        "model": fingerprint if paper_rows is None else None, "rows": int(kept.size), "dtype": hparams["emb_dtype"],
         "threshold": hparams["sim_threshold"], "labels": labels,
         "target_csv_path": os.path.abspath(hparams["target_csv_path"]), "precision": precision,
     })

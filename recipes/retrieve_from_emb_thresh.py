@@ -8,6 +8,9 @@ joins them with the DS captions of a target set (``ds_<set>_emb.npy``, written
 by ``retrieve_ds_t2t.py`` into the same ``emb_dir``). The join is exact and
 blocked (:mod:`curation.join`); the output is the ``--curation_csv`` of
 student training, ``ID,wav_path,caption,similarity``, plus a summary JSON.
+The paper code's embedding files are read too (``--aud_emb_path`` with
+``--aud_ds_path``, ``--txt_emb_path`` with ``--txt_ds_path``, or its default
+file names in ``--emb_dir``; :mod:`curation.paper_files`).
 
 To run this recipe:
     python recipes/retrieve_from_emb_thresh.py hparams/curation/audioset_insper_duv2_retr.yaml \
@@ -32,6 +35,7 @@ from curation.builders import (
 )
 from curation.embed import load_audio_set, load_caption_set, read_path_list, read_skipped
 from curation.join import resolve_join_precision
+from curation.paper_files import load_paper_audio_set, load_paper_caption_set, paper_embedding_files
 from experiment.arguments import select_device, setup
 from experiment.lock import hold_folder_lock
 from experiment.safety import run_cli
@@ -79,8 +83,23 @@ def main(argv=None):
         experiment_directory=hparams["log_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
     emb_dir = hparams["emb_dir"]
-    audio_emb, audio_paths, audio_info = load_audio_set(emb_dir)
-    caption_emb, table, caption_info = load_caption_set(emb_dir, hparams["caption_set"])
+    # Ours (emb_dir's audio_emb.npy, <caption_set>_emb.npy) or the paper code's .npy files (named, or found in
+    # emb_dir under its default names): rows labelled by the lines of aud_ds_path / the rows of txt_ds_path.
+    paper_audio, paper_captions = paper_embedding_files(
+        emb_dir, hparams["caption_set"], hparams.get("aud_emb_path"), hparams.get("aud_ds_path"),
+        hparams.get("txt_emb_path"), hparams.get("txt_ds_path"),
+    )
+    if paper_audio:
+        audio_emb, audio_paths, audio_info = load_paper_audio_set(*paper_audio)
+    else:
+        audio_emb, audio_paths, audio_info = load_audio_set(emb_dir)
+    if paper_captions:
+        caption_emb, table, caption_info = load_paper_caption_set(*paper_captions)
+    else:
+        caption_emb, table, caption_info = load_caption_set(emb_dir, hparams["caption_set"])
+    if paper_audio or paper_captions:
+        logger.warning("The paper code's embedding files record no model: make sure the clips and the captions "
+                       "were embedded by the same teacher.")
     if audio_emb.shape[1] != caption_emb.shape[1]:
         raise SystemExit(
             f"Audio embeddings have {audio_emb.shape[1]} dimensions, captions {caption_emb.shape[1]}: not one model."
@@ -90,7 +109,8 @@ def main(argv=None):
             f"{emb_dir}: the audio embeddings and the '{hparams['caption_set']}' captions were made by different "
             f"models ({audio_info['model']} vs {caption_info['model']}); embed both with the same teacher checkpoint."
         )
-    query_rows = select_clips(hparams.get("aud_ds_path"), emb_dir, audio_paths)
+    # With the paper's audio file, aud_ds_path is its row list (every clip); with ours, a selection.
+    query_rows = None if paper_audio else select_clips(hparams.get("aud_ds_path"), emb_dir, audio_paths)
 
     caption_in_eval, eval_source = None, None
     if hparams.get("eval_meta_path"):
