@@ -40,6 +40,8 @@ _TOY_MODEL = {"audio_width", "out_emb", "text_model", "txt_emb_dim", "d_proj", "
 _TOY_TRAINING = {
     "spec_augment", "data_annot_folder", "valid_pct", "num_workers", "train_duration", "eval_duration",
     "freeze_text_base", "number_of_epochs", "batch_size", "base_lr", "final_lr", "warmup_steps",
+    # our AdamW + per-step cosine (the paper's YAMLs: Adam + the paper code's per-epoch ReduceLROnPlateau)
+    "lr_schedule", "optimizer",
 }
 
 # variant: (base, keys that differ from the base today)
@@ -426,7 +428,16 @@ _PAPER_TRAINING = [f"hparams/{d}/{r}.yaml" for d in ("insper", "us8k", "tut17")
                    for r in ("microsoft_clap_train", "softclap_train")]
 _TOY_TRAINING_YAMLS = ["hparams/toy/microsoft_clap_train.yaml", "hparams/toy/softclap_train.yaml"]
 #: key: (the paper code's value, ours): the faithful defaults landed so far (issue 12).
-FAITHFUL = {"spec_augment": (False, True), "softclap_targets": ("paper", "normalized")}
+FAITHFUL = {
+    "spec_augment": (False, True), "softclap_targets": ("paper", "normalized"),
+    # Adam + ReduceLROnPlateau(factor 0.1, patience 10, dont_halve_until_epoch 10) from batch_size * 1e-3 / 1024
+    # down to batch_size * 1e-8 / 1024, no warm-up; ours: AdamW + warm-up and cosine from 1e-3 to 1e-5.
+    "optimizer": ("adam", "adamw"), "lr_schedule": ("plateau", "cosine"),
+    "lr_plateau_factor": (0.1, 0.1), "lr_plateau_patience": (10, 10), "lr_plateau_dont_halve_until_epoch": (10, 10),
+    "base_lr": (Tagged("!ref", "<batch_size> * 0.001 / 1024"), 0.001),
+    "final_lr": (Tagged("!ref", "<batch_size> * 0.00000001 / 1024"), 0.00001),
+    "warmup_steps": (0, 10),
+}
 
 
 @pytest.mark.parametrize("path", _PAPER_TRAINING + _TOY_TRAINING_YAMLS)
