@@ -96,6 +96,8 @@ RANGES = {
     # optimisation
     **dict.fromkeys(("base_lr", "teacher_lr", "student_lr", "max_grad_norm", "max_logit_scale"), _POSITIVE),
     **dict.fromkeys(("final_lr", "weight_decay"), _NON_NEGATIVE),
+    "lr_plateau_factor": Range("a factor in (0, 1]", low=0.0, high=1.0, low_open=True),
+    **dict.fromkeys(("lr_plateau_patience", "lr_plateau_dont_halve_until_epoch"), _NON_NEGATIVE_INT),
     # audio
     **dict.fromkeys(("train_duration", "eval_duration", "audio_width", "fmax"), _POSITIVE),
     "fmin": _NON_NEGATIVE,
@@ -107,6 +109,10 @@ CHOICES = {
     # replace: the paper code's mixing; insert: ours (training.mixer)
     "curation_mixing": ("replace", "insert"),
     "caption_cleaning": ("paper", "none"),  # dataset.prepare_insper.CAPTION_CLEANING
+    # the paper code's per-epoch ReduceLROnPlateau, or our per-step cosine (training.schedule)
+    "lr_schedule": ("plateau", "cosine"),
+    # torch.optim.Adam (the paper's code) or AdamW (training.schedule.make_optimizer)
+    "optimizer": ("adam", "adamw"),
 }
 
 _CAPTION_CSV = "a caption CSV with a header ID,wav_path,caption (or wav_path,caption) and one row per pair"
@@ -220,7 +226,8 @@ def _value_problem(key, default, value):
             return "expected one of " + ", ".join(CHOICES[key])
         return None
     rng = RANGES.get(key)
-    if rng is not None and not _tag(default):
+    # A !ref default (base_lr: !ref <batch_size> * 0.001 / 1024) still stands for a number of that range.
+    if rng is not None and _tag(default) in (None, "!ref"):
         if value is None and (default is None or rng.nullable):
             return None
         if not rng.accepts(value):

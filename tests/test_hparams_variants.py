@@ -41,6 +41,8 @@ _TOY_TRAINING = {
     "spec_augment", "curation_mixing", "data_annot_folder", "valid_pct", "num_workers", "train_duration",
     "eval_duration", "freeze_text_base", "number_of_epochs", "batch_size", "base_lr", "final_lr", "warmup_steps",
     "caption_cleaning",
+    # our AdamW + per-step cosine (the paper's YAMLs: Adam + the paper code's per-epoch ReduceLROnPlateau)
+    "lr_schedule", "optimizer",
 }
 
 # variant: (base, keys that differ from the base today)
@@ -432,6 +434,13 @@ FAITHFUL = {
     "softclap_targets": ("paper", "normalized"),
     "curation_mixing": ("replace", "insert"),
     "caption_cleaning": ("paper", "none"),
+    # Adam + ReduceLROnPlateau(factor 0.1, patience 10, dont_halve_until_epoch 10) from batch_size * 1e-3 / 1024
+    # down to batch_size * 1e-8 / 1024, no warm-up; ours: AdamW + warm-up and cosine from 1e-3 to 1e-5.
+    "optimizer": ("adam", "adamw"), "lr_schedule": ("plateau", "cosine"),
+    "lr_plateau_factor": (0.1, 0.1), "lr_plateau_patience": (10, 10), "lr_plateau_dont_halve_until_epoch": (10, 10),
+    "base_lr": (Tagged("!ref", "<batch_size> * 0.001 / 1024"), 0.001),
+    "final_lr": (Tagged("!ref", "<batch_size> * 0.00000001 / 1024"), 0.00001),
+    "warmup_steps": (0, 10),
 }
 
 

@@ -4,7 +4,8 @@
   steps, zero-shot validation, checkpoints);
 - :mod:`training.mixer`: :class:`CurationMixer`, which chooses curated or
   replay batches step by step, resumably;
-- :mod:`training.schedule`: the stateless cosine learning-rate schedule;
+- :mod:`training.schedule`: the optimizer (Adam or AdamW) and the learning-rate
+  schedules (the paper code's per-epoch ReduceLROnPlateau, our per-step cosine);
 - :mod:`training.run`: the recipes' data preparation and the canonical
   SpeechBrain sequence (parse, prepare, build the Brain, fit, evaluate).
 """

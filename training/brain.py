@@ -13,7 +13,7 @@ from speechbrain.utils.distributed import if_main_process
 
 from experiment.checkpoints import COMPLETION_MARKER, CompletionMarker, RNGState, remove_incomplete_checkpoints
 from models.text_encoder import tokenize
-from training.schedule import cosine_lr, set_lr
+from training.schedule import cosine_lr, plateau_from_hparams, set_lr
 
 __all__ = ["CLAPBrain"]
 
@@ -68,7 +68,9 @@ class CLAPBrain(sb.Brain):
         return torch.stack([super(CLAPBrain, self).fit_batch(b) for b in batches]).mean()
 
     def on_fit_batch_start(self, batch, should_step):
-        """Sets the learning rate of the coming optimizer step (cosine schedule, stateless)."""
+        """Sets the learning rate of the coming optimizer step (``lr_schedule: cosine``; plateau: per epoch)."""
+        if self.hparams.lr_schedule != "cosine":
+            return
         lr = cosine_lr(
             self.optimizer_step,
             self.total_steps,
@@ -96,11 +98,33 @@ class CLAPBrain(sb.Brain):
         optimizer is registered: so the marker is the last file of every checkpoint.
         """
         super().init_optimizers()
+        if self.hparams.lr_schedule == "plateau":
+            self.lr_scheduler = plateau_from_hparams(vars(self.hparams))
+            if self.checkpointer is not None:
+                self.checkpointer.add_recoverable("lr_scheduler", self.lr_scheduler)
         if self.checkpointer is not None:
             self.checkpointer.add_recoverable("rng", RNGState())
             if getattr(self, "mixer", None) is not None:
                 self.checkpointer.add_recoverable("curation_mixer", self.mixer)
             self.checkpointer.add_recoverable(COMPLETION_MARKER, CompletionMarker())
+
+    def end_of_epoch_lr(self, epoch, valid_loss):
+        """The learning rate to log for this epoch; under ``plateau``, also steps the schedule.
+
+        As in the paper's code, the plateau schedule is stepped once per epoch,
+        before the checkpoint is saved, with the validation loss (the main
+        process's, so that every DDP rank sets the same rate), and the rate
+        logged is the one the epoch trained with. Under ``cosine`` it is the
+        rate of the last step.
+        """
+        if self.hparams.lr_schedule != "plateau":
+            return self.optimizer.param_groups[0]["lr"]
+        if sb.utils.distributed.is_distributed_initialized():
+            shared = [float(valid_loss)]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            valid_loss = shared[0]
+        old_lr, _ = self.lr_scheduler.step(self.optimizer, epoch, valid_loss)
+        return old_lr
 
     def on_stage_start(self, stage, epoch=None):
         """Resets the per-stage counters; tells the data pipeline the epoch (crop seeds)."""
@@ -131,7 +155,7 @@ class CLAPBrain(sb.Brain):
             # Zero-shot top-1 (use_zs_loader): the metric checkpoints are then kept by.
             stats["acc"] = self.zeroshot(self.modules.model, self.device)["top1"] or 0.0
         if stage == sb.Stage.VALID:
-            lr = self.optimizer.param_groups[0]["lr"]
+            lr = self.end_of_epoch_lr(epoch, stats["loss"])
             self.hparams.train_logger.log_stats(
                 stats_meta={"epoch": epoch, "lr": lr},
                 train_stats=getattr(self, "train_stats", None),

@@ -27,6 +27,7 @@ from experiment.lock import hold_folder_lock
 from experiment.weights import load_model
 from models.freeze import freeze_base
 from training.mixer import CurationMixer, planned_steps
+from training.schedule import check_schedule_options
 
 __all__ = ["CORPUS_KEYS", "dataio_prep", "check_options", "prepare_manifests", "freeze_for_training",
            "checkpoint_path", "checkpoint_folder", "run_training"]
@@ -75,6 +76,7 @@ def check_options(hparams):
         raise SystemExit("Give --data_annot_folder (the caption corpora) or --train_csv_path (a caption CSV).")
     if hparams.get("prev_ckpt_dir") and not hparams["resume_interrupt"]:
         raise SystemExit("--prev_ckpt_dir is only used with --resume_interrupt=True.")
+    check_schedule_options(hparams)
 
 
 def prepare_manifests(hparams):
