@@ -1,17 +1,22 @@
-"""Prepares the zero-shot evaluation sets: ESC-50, UrbanSound8K and TUT Acoustic Scenes 2017.
+"""Prepares the zero-shot evaluation sets: ESC-50, UrbanSound8K, TUT Acoustic Scenes 2017, VGGSound and TAU Urban
+Acoustic Scenes 2019.
 
 Each preparer reads the layout users unpack (README, "Data") and
 writes one manifest ``zeroshot_<dataset>.csv`` with the columns
 ``ID,wav_path,class_name,fold,source_id`` (absolute ``wav_path``; the raw
 class name, e.g. ``sea_waves`` or ``cafe/restaurant``; ``source_id`` the
 Freesound id of ESC-50 and UrbanSound8K clips, the recording location of TUT
+clips, the YouTube id of VGGSound clips, the city and location of TAU 2019
 clips). Next to it, ``zeroshot_<dataset>.json`` records the options, the
 class list in the paper's order (ESC-50 by ``target``, UrbanSound8K by
-``classID``, TUT sorted) and the counts; a later call with the same options
+``classID``, TUT sorted; VGGSound and TAU 2019 the fixed lists of
+``dataset/class_lists``, see :mod:`dataset.vggsound` and :mod:`dataset.tau19`)
+and the counts; a later call with the same options
 reuses the manifest unless the metadata's content or a listed audio file's
 size or modification time changed (a digest of them is recorded too).
 Clips listed in the metadata but absent on disk are skipped and counted, as
-are files whose header cannot be read.
+are files whose header cannot be read, and (VGGSound, TAU 2019) clips of a
+class outside the fixed list.
 
 To run it alone::
 
@@ -29,6 +34,7 @@ import re
 
 from tqdm import tqdm
 
+from dataset import tau19, vggsound
 from dataset.audio import AudioReadError, probe_audio
 from dataset.labels import TUT_SETS, dataset_labels
 from dataset.manifest import atomic_write, read_csv, read_json_or_none, sources_digest, write_csv
@@ -44,14 +50,22 @@ DATASET_FOLDS = {
     "esc50": [str(k) for k in range(1, 6)],
     "us8k": [str(k) for k in range(1, 11)],
     "tut17": [str(k) for k in range(1, 5)] + [TUT_EVAL_FOLD],
+    "vggsound": list(vggsound.SPLITS),
+    "tau19": list(tau19.SETUP_FILES),
 }
+# Sets scored over a fixed class list (the paper code's): rows of other classes are left out and counted.
+FIXED_CLASS_LISTS = {"vggsound": vggsound.paper_labels, "tau19": tau19.paper_labels}
 # The file that identifies each dataset's root folder.
 _ROOT_MARKERS = {
     "esc50": (os.path.join("meta", "esc50.csv"),),
     "us8k": (os.path.join("metadata", "UrbanSound8K.csv"),),
     "tut17": tuple(os.path.join(name, "meta.txt") for name in TUT_SETS),
+    "vggsound": (vggsound.VGGSOUND_CSV,) + tuple(
+        os.path.join(base, split) for base in vggsound.CLASS_FOLDER_ROOTS for split in vggsound.SPLITS),
+    "tau19": (tau19.SETUP_FILES["evaluate"],),
 }
-_ALIASES = {"esc": "esc50", "esc-50": "esc50", "tut": "tut17", "tut2017": "tut17", "urbansound8k": "us8k"}
+_ALIASES = {"esc": "esc50", "esc-50": "esc50", "tut": "tut17", "tut2017": "tut17", "urbansound8k": "us8k",
+            "vgg-sound": "vggsound", "tauuas2019": "tau19", "tau2019": "tau19"}
 
 # Bumped when the manifests' content changes for the same options, so that
 # old manifests are not silently reused.
@@ -59,17 +73,19 @@ _FORMAT_VERSION = 1
 
 
 def canonical_dataset(dataset):
-    """The canonical name (``esc50``, ``us8k``, ``tut17``) of a zero-shot set, accepting the YAML folder names.
+    """The canonical name (``esc50``, ``us8k``, ``tut17``, ``vggsound``, ``tau19``) of a zero-shot set, accepting the
+    YAML folder names.
 
     Example
     -------
-    >>> canonical_dataset("esc"), canonical_dataset("US8K"), canonical_dataset("tut")
-    ('esc50', 'us8k', 'tut17')
+    >>> canonical_dataset("esc"), canonical_dataset("US8K"), canonical_dataset("tut"), canonical_dataset("tauuas2019")
+    ('esc50', 'us8k', 'tut17', 'tau19')
     """
     name = str(dataset).strip().lower()
     name = _ALIASES.get(name, name)
     if name not in DATASET_FOLDS:
-        raise ValueError(f"Unknown zero-shot dataset {dataset!r}; expected one of esc50 (esc), us8k, tut17 (tut).")
+        raise ValueError(f"Unknown zero-shot dataset {dataset!r}; expected one of esc50 (esc), us8k, tut17 (tut), "
+                         "vggsound, tau19.")
     return name
 
 
@@ -96,7 +112,8 @@ def parse_folds(folds, dataset):
         ``"[1, 2]"`` (what a ``--folds=`` flag gives); a list of ints or
         strings. TUT 2017 also has the fold ``"evaluation"`` (its evaluation set).
     dataset : str
-        ``esc50`` (folds 1-5), ``us8k`` (1-10) or ``tut17`` (1-4, evaluation).
+        ``esc50`` (folds 1-5), ``us8k`` (1-10), ``tut17`` (1-4, evaluation),
+        ``vggsound`` (train, test) or ``tau19`` (train, evaluate).
 
     Returns
     -------
@@ -171,7 +188,7 @@ def find_dataset_root(data_folder, dataset):
     markers = _ROOT_MARKERS[dataset]
 
     def holds(root):
-        return any(os.path.isfile(os.path.join(root, m)) for m in markers)
+        return any(os.path.exists(os.path.join(root, m)) for m in markers)
 
     if holds(folder):
         return folder
@@ -300,7 +317,7 @@ def read_tut17(root, sets=TUT_SET_NAMES):
 def _check_rows(rows, labels, dataset):
     known = set(labels)
     unknown = sorted({r["class_name"] for r in rows} - known)
-    if unknown:
+    if unknown and dataset not in FIXED_CLASS_LISTS:
         raise ValueError(f"{dataset}: class(es) {unknown} are not in the class list {labels}.")
     seen = set()
     for row in rows:
@@ -326,6 +343,47 @@ def _available(rows, check_audio, dataset):
                 continue
         kept.append(row)
     return kept, missing, unreadable
+
+
+def read_vggsound(root, audio_folder=None):
+    """Rows of VGGSound under ``root``: ``vggsound.csv`` (clips looked up below ``audio_folder``, default ``root``),
+    else the paper code's class-folder copy (see :mod:`dataset.vggsound`)."""
+    if os.path.isfile(os.path.join(root, vggsound.VGGSOUND_CSV)):
+        rows, duplicates = vggsound.rows_from_csv(root, audio_folder or root)
+        if duplicates:
+            logger.info("vggsound: %d repeated row(s) of %s listed once.", duplicates, vggsound.VGGSOUND_CSV)
+        return rows
+    base = vggsound.class_folder_root(root)
+    if base is None:
+        raise FileNotFoundError(
+            f"vggsound: {root} holds neither {vggsound.VGGSOUND_CSV} (the published metadata, clips named "
+            f"<youtube_id>_<start:06d>.wav below it) nor {' or '.join(vggsound.CLASS_FOLDER_ROOTS)}/test/<label>/ "
+            "(the paper code's copy)."
+        )
+    logger.info("vggsound: no %s in %s; reading the class folders of %s.", vggsound.VGGSOUND_CSV, root, base)
+    return vggsound.rows_from_class_folders(base)
+
+
+def _exclude_other_classes(rows, labels, dataset):
+    """Splits rows into (kept, left out) by the fixed class list; logs what was left out."""
+    known = set(labels)
+    kept = [r for r in rows if r["class_name"] in known]
+    if len(kept) == len(rows):
+        return rows, 0
+    other = {}
+    for row in rows:
+        if row["class_name"] not in known:
+            other[row["class_name"]] = other.get(row["class_name"], 0) + 1
+    shown = ", ".join(f"{name!r} ({n})" for name, n in sorted(other.items())[:10])
+    logger.warning("%s: %d clip(s) of %d class(es) outside the paper's class list (%d classes) were left out: %s%s",
+                   dataset, len(rows) - len(kept), len(other), len(labels), shown, ", ..." if len(other) > 10 else "")
+    return kept, len(rows) - len(kept)
+
+
+_MISSING_HINT = {
+    "vggsound": " (clips are looked for below --data_folder as <youtube_id>_<start:06d>.wav|flac|ogg|mp3, "
+                "<youtube_id>_<start>.* or <youtube_id>_<start:06d>_<end:06d>.*)",
+}
 
 
 def _fold_order(fold):
@@ -360,17 +418,26 @@ def _prepare(dataset, data_folder, save_folder, folds, check_audio, sets=None):
         options["sets"] = list(sets)
     # The metadata is read (cheap) before deciding whether to reuse the manifest: it is
     # keyed on the options, on that content and on the size/mtime of every listed audio file.
-    labels = dataset_labels(dataset, root)
+    if dataset in FIXED_CLASS_LISTS:
+        labels = FIXED_CLASS_LISTS[dataset]()
+    else:
+        labels = dataset_labels(dataset, root)
     if dataset == "esc50":
         rows = read_esc50(root)
     elif dataset == "us8k":
         rows = read_us8k(root)
+    elif dataset == "vggsound":
+        rows = read_vggsound(root, os.path.abspath(os.fspath(data_folder)))
+    elif dataset == "tau19":
+        rows = tau19.read_tau19(root)
     else:
         rows = read_tut17(root, sets)
     _check_rows(rows, labels, dataset)
     listed_total = len(rows)
     if fold_list is not None:
         rows = [r for r in rows if r["fold"] in fold_list]
+    selected = len(rows)
+    rows, excluded = _exclude_other_classes(rows, labels, dataset)
     sources = sources_digest({"labels": labels, "listed": listed_total, "rows": rows}, [r["wav_path"] for r in rows])
     previous = read_json_or_none(json_path)
     if previous and previous.get("options") == options and os.path.isfile(csv_path):
@@ -388,23 +455,26 @@ def _prepare(dataset, data_folder, save_folder, folds, check_audio, sets=None):
 
     kept, missing, unreadable = _available(rows, check_audio, dataset)
     if missing:
-        logger.warning("%s: %d listed clip(s) missing on disk were skipped, e.g. %s",
-                       dataset, len(missing), ", ".join(r["wav_path"] for r in missing[:3]))
+        logger.warning("%s: %d listed clip(s) missing on disk were skipped, e.g. %s%s",
+                       dataset, len(missing), ", ".join(r["wav_path"] for r in missing[:3]),
+                       _MISSING_HINT.get(dataset, ""))
     if unreadable:
         logger.warning("%s: %d unreadable or empty audio file(s) were skipped, e.g. %s",
                        dataset, len(unreadable), ", ".join(r["wav_path"] for r in unreadable[:3]))
     if not kept:
-        example = rows[0]["wav_path"] if rows else "(no clip listed in the selected folds)"
+        example = rows[0]["wav_path"] if rows else "(no clip of the class list in the selected folds)"
         raise ValueError(
             f"{dataset}: no readable audio among the {len(rows)} clips listed in folds "
             f"{fold_list or 'all'} under {root} (e.g. {example}). Check --data_folder and the folds."
+            + _MISSING_HINT.get(dataset, "")
         )
     per_fold = {}
     for row in kept:
         per_fold[row["fold"]] = per_fold.get(row["fold"], 0) + 1
     stats = {
         "listed": listed_total,
-        "selected": len(rows),
+        "selected": selected,
+        "excluded": excluded,
         "kept": len(kept),
         "missing": len(missing),
         "unreadable": len(unreadable),
@@ -419,8 +489,9 @@ def _prepare(dataset, data_folder, save_folder, folds, check_audio, sets=None):
         encoding="utf-8",
     )
     logger.info(
-        "%s: %d clips listed, %d in folds %s, %d kept, %d missing, %d unreadable; %d classes -> %s",
-        dataset, listed_total, len(rows), fold_list or "all", len(kept), len(missing), len(unreadable),
+        "%s: %d clips listed, %d in folds %s, %d of other classes, %d kept, %d missing, %d unreadable; "
+        "%d classes -> %s",
+        dataset, listed_total, selected, fold_list or "all", excluded, len(kept), len(missing), len(unreadable),
         len(labels), csv_path,
     )
     return {"csv": csv_path, "labels": labels, "stats": stats, "reused": False}
@@ -557,15 +628,104 @@ def prepare_tut17(data_folder, save_folder, folds=None, sets=TUT_SET_NAMES, chec
     return _prepare("tut17", data_folder, save_folder, folds, check_audio, sets=sets)
 
 
+def prepare_vggsound(data_folder, save_folder, folds=("test",), check_audio=True):
+    """Writes the VGGSound manifest ``zeroshot_vggsound.csv`` over the paper's 308 classes (sorted).
+
+    Reads ``vggsound.csv`` (``youtube_id,start_seconds,label,split``, no
+    header) and finds each clip below ``data_folder`` as
+    ``<youtube_id>_<start:06d>.wav`` (or ``.flac``, ``.ogg``, ``.mp3``; see
+    :mod:`dataset.vggsound` for the other accepted names); without
+    ``vggsound.csv``, the paper code's class-folder copy
+    ``vgg-sound-16k/{train,test}/<label>/``. The paper scores the test split.
+    Clips not downloaded are skipped and counted (``missing``), and so are
+    clips of the one published class the paper's list lacks, ``cupboard
+    opening or closing`` (``excluded``).
+
+    Arguments
+    ---------
+    data_folder : str
+        The folder holding ``vggsound.csv`` (or its parent) with the clips anywhere below it.
+    save_folder : str
+        Where ``zeroshot_vggsound.csv`` and ``zeroshot_vggsound.json`` are written.
+    folds : None, str or list
+        Splits to keep: ``test`` (the paper's), ``train``; None keeps both.
+    check_audio : bool
+        Read every file's header and skip unreadable or empty ones.
+
+    Returns
+    -------
+    dict
+        As :func:`prepare_esc50`; ``stats`` also has ``excluded``.
+
+    Example
+    -------
+    >>> import os, tempfile, numpy as np, soundfile
+    >>> d = tempfile.mkdtemp()
+    >>> with open(os.path.join(d, "vggsound.csv"), "w") as f:
+    ...     _ = f.write('-x_y,30,"bee, wasp, etc. buzzing",test\\nabc,5,cupboard opening or closing,test\\n'
+    ...                 'gone,0,dog barking,test\\nzzz,0,dog barking,train\\n')
+    >>> os.makedirs(os.path.join(d, "audio"))
+    >>> soundfile.write(os.path.join(d, "audio", "-x_y_000030.flac"), np.zeros(1600), 16000)
+    >>> out = prepare_vggsound(d, os.path.join(d, "out"))
+    >>> [(r["ID"], r["class_name"]) for r in read_csv(out["csv"])], len(out["labels"])
+    ([('-x_y_000030', 'bee, wasp, etc. buzzing')], 308)
+    >>> {k: out["stats"][k] for k in ("listed", "selected", "excluded", "kept", "missing")}
+    {'listed': 4, 'selected': 3, 'excluded': 1, 'kept': 1, 'missing': 1}
+    """
+    return _prepare("vggsound", data_folder, save_folder, folds, check_audio)
+
+
+def prepare_tau19(data_folder, save_folder, folds=("evaluate",), check_audio=True):
+    """Writes the TAU Urban Acoustic Scenes 2019 manifest ``zeroshot_tau19.csv`` (10 scenes, sorted).
+
+    Reads the development set's ``evaluation_setup/fold1_train.csv`` (fold
+    ``train``) and ``fold1_evaluate.csv`` (fold ``evaluate``, the paper's
+    test split), audio in ``audio/``; ``source_id`` is the ``identifier``
+    (city and location) of ``meta.csv`` when present.
+
+    Arguments
+    ---------
+    data_folder : str
+        The ``TAU-urban-acoustic-scenes-2019-development`` folder (or its parent).
+    save_folder : str
+        Where ``zeroshot_tau19.csv`` and ``zeroshot_tau19.json`` are written.
+    folds : None, str or list
+        ``evaluate`` (the paper's), ``train``; None keeps both.
+    check_audio : bool
+        Read every file's header and skip unreadable or empty ones.
+
+    Returns
+    -------
+    dict
+        As :func:`prepare_vggsound`.
+
+    Example
+    -------
+    >>> import os, tempfile, numpy as np, soundfile
+    >>> d = tempfile.mkdtemp()
+    >>> dev = os.path.join(d, "TAU-urban-acoustic-scenes-2019-development")
+    >>> os.makedirs(os.path.join(dev, "evaluation_setup")); os.makedirs(os.path.join(dev, "audio"))
+    >>> for fold, name in (("train", "bus-lyon-1-2-a"), ("evaluate", "metro_station-milan-3-4-a")):
+    ...     with open(os.path.join(dev, "evaluation_setup", f"fold1_{fold}.csv"), "w") as f:
+    ...         _ = f.write(f"filename\\tscene_label\\naudio/{name}.wav\\t{name.split('-')[0]}\\n")
+    ...     soundfile.write(os.path.join(dev, "audio", f"{name}.wav"), np.zeros((480, 2)), 48000, subtype="PCM_24")
+    >>> out = prepare_tau19(d, os.path.join(d, "out"))
+    >>> [(r["ID"], r["class_name"], r["fold"]) for r in read_csv(out["csv"])]
+    [('metro_station-milan-3-4-a', 'metro_station', 'evaluate')]
+    """
+    return _prepare("tau19", data_folder, save_folder, folds, check_audio)
+
+
 def prepare_zeroshot(dataset, data_folder, save_folder, folds=None, check_audio=True):
-    """Calls the preparer of ``dataset`` (``esc50``/``esc``, ``us8k``, ``tut17``/``tut``; TUT: both sets).
+    """Calls the preparer of ``dataset`` (``esc50``/``esc``, ``us8k``, ``tut17``/``tut``, ``vggsound``, ``tau19``;
+    TUT: both sets). ``folds`` None keeps every fold (VGGSound: both splits; TAU 2019: train and evaluate).
 
     Example
     -------
     >>> prepare_zeroshot("mnist", "/nowhere", "/tmp")
     Traceback (most recent call last):
     ...
-    ValueError: Unknown zero-shot dataset 'mnist'; expected one of esc50 (esc), us8k, tut17 (tut).
+    ValueError: Unknown zero-shot dataset 'mnist'; expected one of esc50 (esc), us8k, tut17 (tut), vggsound, tau19.
     """
     return _prepare(canonical_dataset(dataset), data_folder, save_folder, folds, check_audio)
 

@@ -45,6 +45,8 @@ CONFUSION_CSV = "confusion_matrix.csv"
 CONFUSION_PNG = "confusion_matrix.png"
 PREDICTIONS_CSV = "predictions.csv"
 PREDICTION_FIELDS = ["ID", "wav_path", "fold", "true", "predicted", "score", "top5"]
+#: Above this many classes the confusion PNG shows class indices instead of names.
+PNG_NAMED_CLASSES = 60
 
 
 # ----------------------------------------------------------------- prompts
@@ -435,7 +437,10 @@ def _plot_title(results):
 def write_confusion_png(path, confusion, labels, title=""):
     """Draws the row-normalised confusion matrix (counts written in small sets) to a PNG, atomically.
 
-    Uses matplotlib's Agg canvas directly, so no display and no global backend change.
+    Uses matplotlib's Agg canvas directly, so no display and no global backend change. Beyond
+    :data:`PNG_NAMED_CLASSES` classes (VGGSound's 308) the axes show class indices, in the order of
+    ``confusion_matrix.csv``, on a figure of bounded size: named, it would be ~90 inches wide and
+    take most of a minute to draw.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -444,20 +449,25 @@ def write_confusion_png(path, confusion, labels, title=""):
     counts = torch.tensor(confusion, dtype=torch.float64)
     rows = counts.sum(dim=1, keepdim=True).clamp(min=1)
     rates = (counts / rows).numpy()
-    side = max(4.0, 0.28 * n + 2.5)
+    named = n <= PNG_NAMED_CLASSES
+    side = max(4.0, 0.28 * n + 2.5) if named else 12.0
     fig = Figure(figsize=(side + 1.0, side))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     image = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    names = [prompt_label(label) for label in labels]
-    fontsize = 8 if n <= 20 else 5
-    ax.set_xticks(range(n))
-    ax.set_yticks(range(n))
-    ax.set_xticklabels(names, rotation=90, fontsize=fontsize)
-    ax.set_yticklabels(names, fontsize=fontsize)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    if named:
+        names = [prompt_label(label) for label in labels]
+        fontsize = 8 if n <= 20 else 5
+        ax.set_xticks(range(n))
+        ax.set_yticks(range(n))
+        ax.set_xticklabels(names, rotation=90, fontsize=fontsize)
+        ax.set_yticklabels(names, fontsize=fontsize)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+    else:
+        ax.set_xlabel("predicted (class index, order of confusion_matrix.csv)")
+        ax.set_ylabel("true (class index)")
     if n <= 20:
         for i in range(n):
             for j in range(n):
@@ -493,6 +503,8 @@ def summary_line(results, folder=None):
     absent = (prepared.get("missing") or 0) + (prepared.get("unreadable") or 0)
     if absent:
         line += f"; {absent} listed clips missing or unreadable at preparation"
+    if prepared.get("excluded"):
+        line += f"; {prepared['excluded']} clips of classes outside the class list left out"
     if folder:
         line += f"; results in {folder}"
     return line
@@ -558,7 +570,7 @@ class ZeroShotValidation:
 def zeroshot_validation_from_hparams(hparams):
     """The :class:`ZeroShotValidation` a training run asks for, or None when ``use_zs_loader`` is off.
 
-    Prepares ``zs_dataset`` (``esc50``, ``us8k``, ``tut17``) from
+    Prepares ``zs_dataset`` (``esc50``, ``us8k``, ``tut17``, ``vggsound``, ``tau19``) from
     ``data_zs_folder`` into the output folder, keeping the folds ``zs_folds``
     (null: all; selecting checkpoints on the folds one reports is optimistic,
     so hold one out for selection). The classes are in the dataset's order, or

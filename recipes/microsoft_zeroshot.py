@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Zero-shot classification with a CLAP model on ESC-50, UrbanSound8K or TUT Acoustic Scenes 2017.
+"""Zero-shot classification with a CLAP model on ESC-50, UrbanSound8K, TUT Acoustic Scenes 2017, VGGSound or TAU
+Urban Acoustic Scenes 2019.
 
 Each clip gets the class whose prompt ("this is a sound of <label>" by
 default) has the highest cosine with the clip's audio embedding. The model is
@@ -10,7 +11,7 @@ checkpoint on top of the file when both are given. Results go to the
 experiment folder: ``zeroshot_results.json``, ``confusion_matrix.csv``,
 ``confusion_matrix.png``, ``predictions.csv``; a one-line summary is printed.
 
-To run this recipe ($DATASET is one of esc, us8k, tut):
+To run this recipe ($DATASET is one of esc, us8k, tut (or tut17), vggsound, tau19):
     python recipes/microsoft_zeroshot.py hparams/$DATASET/microsoft_zeroshot.yaml \
         --data_folder=$DATA_FOLDER --clap_ckpt_path=$CLAP_CKPT_PATH \
         --ssl_checkpoints_dir=$SSL_CHECKPOINTS_DIR --output_base=$OUTPUT_BASE \
@@ -141,7 +142,8 @@ def main(argv=None):
         "eval_crop": hparams["eval_crop"],
         "sample_rate": hparams["sample_rate"],
         "precision": precision,
-        "preparation": {k: prep_stats.get(k) for k in ("listed", "selected", "kept", "missing", "unreadable")},
+        "preparation": {k: prep_stats.get(k)
+                        for k in ("listed", "selected", "excluded", "kept", "missing", "unreadable")},
     }
 
     brain = ZeroShotBrain(modules=hparams["modules"], hparams=hparams, run_opts=run_opts)

@@ -75,6 +75,10 @@ VARIANTS = {
     "hparams/tut/microsoft_zeroshot.yaml": (_ZEROSHOT, {"dataset", "experiment_name"}),
     # The same, at the path the paper's code uses for TUT 2017.
     "hparams/tut17/microsoft_zeroshot.yaml": (_ZEROSHOT, {"dataset", "experiment_name"}),
+    # VGGSound: its test split (the split the paper's code scores).
+    "hparams/vggsound/microsoft_zeroshot.yaml": (_ZEROSHOT, {"dataset", "experiment_name", "folds"}),
+    # TAU Urban Acoustic Scenes 2019: fold1_evaluate (the split the paper's code scores).
+    "hparams/tau19/microsoft_zeroshot.yaml": (_ZEROSHOT, {"dataset", "experiment_name", "folds"}),
     # Toy: the toy model size, no DataLoader workers (same dataset default, chosen with --dataset).
     "hparams/toy/microsoft_zeroshot.yaml": (
         _ZEROSHOT, {"num_workers"} | _TOY_FEATURES | _TOY_MODEL),
