@@ -403,18 +403,37 @@ def strip_html(text):
     return _WHITESPACE.sub(" ", text).strip()
 
 
-def _fsd50k_caption(info, labels):
+def _fsd50k_caption(info, labels, caption_cleaning="none"):
+    if caption_cleaning == "paper":
+        return _fsd50k_paper_text(info, labels)
     caption = strip_html(info.get("description", "")) or strip_html(info.get("title", ""))
     if not caption:
         caption = ", ".join(label.replace("_", " ").strip() for label in labels.split(",") if label.strip())
     return caption
 
 
-def read_fsd50k(folder, splits=("dev",)):
+def _fsd50k_paper_text(info, labels):
+    """The text :func:`clean_caption` turns into the caption under ``caption_cleaning: paper``: the raw description.
+
+    The paper's code cleans the description as written (HTML included); when
+    nothing is left (the paper's code would train on an empty caption), the
+    title, then the labels, are the text instead.
+    """
+    label_text = ", ".join(label.strip() for label in labels.split(",") if label.strip())
+    for text in (info.get("description") or "", info.get("title") or "", label_text):
+        if clean_caption(text, "fsd50k"):
+            return text
+    return ""
+
+
+def read_fsd50k(folder, splits=("dev",), caption_cleaning="none"):
     """Reads FSD50K: one row per clip, captioned by its Freesound description.
 
     The caption is the description without HTML; if empty, the title; if still
     empty, the labels (``Electric_guitar,Music`` → ``Electric guitar, Music``).
+    With ``caption_cleaning="paper"`` it is the description as written (HTML
+    included) for :func:`clean_captions` to clean as the paper's code does
+    (title, then labels, when that leaves nothing).
 
     Arguments
     ---------
@@ -424,6 +443,8 @@ def read_fsd50k(folder, splits=("dev",)):
         ``FSD50K.<split>_audio/<fname>.wav`` (directly or one folder down).
     splits : tuple of str
         ``"dev"`` and/or ``"eval"``.
+    caption_cleaning : str
+        ``"none"`` (captions as above) or ``"paper"`` (the raw text, see above).
 
     Returns
     -------
@@ -473,7 +494,7 @@ def read_fsd50k(folder, splits=("dev",)):
             fname = (record["fname"] or "").strip()
             if not fname:
                 continue
-            caption = _fsd50k_caption(clips_info.get(fname) or {}, record["labels"] or "")
+            caption = _fsd50k_caption(clips_info.get(fname) or {}, record["labels"] or "", caption_cleaning)
             if not caption:
                 continue
             wav_path = _lookup(index, fname + ".wav", prefer=(f"FSD50K.{split}_audio",))
@@ -550,6 +571,93 @@ def read_user_csv(path):
 
 
 _READERS = {"clotho": read_clotho, "audiocaps": read_audiocaps, "macs": read_macs, "fsd50k": read_fsd50k}
+
+
+# ------------------------------------------------------ caption clean-up
+#: ``caption_cleaning``: the paper code's clean-up of the corpora's captions, or captions as written.
+CAPTION_CLEANING = ("paper", "none")
+# The paper code's link pattern: greedy, and "." stops at a line end, so it drops everything
+# from the first "<a" to the last "</a>" of a line, the link text included.
+_PAPER_LINK = re.compile(r"<a.*</a>")
+
+
+def clean_caption(text, corpus):
+    """One caption cleaned as the paper's code prepares its corpora (``dataset/prepare_curation.py``).
+
+    Clotho, AudioCaps, MACS: commas removed, underscores turned into spaces,
+    ends stripped. FSD50K (a Freesound description): split at the links
+    (``<a.*</a>`` per line, greedy), each piece stripped and cleaned of line
+    breaks (``\\n`` → space, ``\\r`` removed), ``,``, ``$``, ``*`` and ``_``
+    (→ space), the pieces joined with a space. Other HTML and entities stay.
+
+    Arguments
+    ---------
+    text : str
+        The caption (for FSD50K the raw description).
+    corpus : str
+        ``clotho``, ``audiocaps``, ``macs`` or ``fsd50k``.
+
+    Returns
+    -------
+    str
+        The cleaned caption (may be empty).
+
+    Example
+    -------
+    >>> clean_caption(" Rain falls, on a tin_roof. ", "clotho")
+    'Rain falls on a tin roof.'
+    >>> clean_caption('Rain on <a href="x">tin</a>, see <a href="y">me</a>.\\r\\nRec_2 <a href="z">x</a> $5*', "fsd50k")
+    'Rain on . Rec 2 5'
+    """
+    if corpus != "fsd50k":
+        return text.replace(",", "").replace("_", " ").strip()
+    pieces = _PAPER_LINK.split(text.strip())
+    pieces = [
+        piece.strip().replace("\n", " ").replace("\r", "").replace(",", "").replace("$", "").replace("*", "")
+        .replace("_", " ")
+        for piece in pieces
+    ]
+    return " ".join(pieces).strip()
+
+
+def clean_captions(rows, corpus):
+    """A corpus' rows with :func:`clean_caption` applied, as the paper's code prepares them.
+
+    Clotho and MACS (whose captions the paper's code reads as one cell per
+    clip and takes the set of) keep each cleaned caption of a clip once, in
+    first-seen order; AudioCaps and FSD50K keep every row. A caption that
+    cleaning empties is dropped (the paper's code would train on ``""``).
+
+    Arguments
+    ---------
+    rows : list of dict
+        Rows of one corpus (``wav_path``, ``caption``, ...), as its reader returns them.
+    corpus : str
+        ``clotho``, ``audiocaps``, ``macs`` or ``fsd50k``.
+
+    Returns
+    -------
+    list of dict
+        New rows (copies), captions cleaned.
+
+    Example
+    -------
+    >>> rows = [{"wav_path": "a.wav", "caption": "a dog_barks, twice"},
+    ...         {"wav_path": "a.wav", "caption": "a dog barks twice"}, {"wav_path": "a.wav", "caption": ","}]
+    >>> [r["caption"] for r in clean_captions(rows, "clotho")], len(clean_captions(rows, "audiocaps"))
+    (['a dog barks twice'], 2)
+    """
+    out, seen = [], set()
+    for row in rows:
+        caption = clean_caption(row["caption"], corpus)
+        if not caption:
+            continue
+        if corpus in ("clotho", "macs"):
+            if (row["wav_path"], caption) in seen:
+                continue
+            seen.add((row["wav_path"], caption))
+        out.append(dict(row, caption=caption))
+    return out
 
 
 # ------------------------------------------------------------------- preparer
@@ -632,6 +740,17 @@ def _as_path_list(user_csvs):
     return paths
 
 
+def _read_cleaned(reader, location, name, caption_cleaning):
+    """``reader(location)``, its captions cleaned as ``caption_cleaning`` says (corpora only, not user CSVs)."""
+    if caption_cleaning == "none" or name not in CORPORA:
+        return reader(location)
+    if reader is read_fsd50k:
+        rows, n_missing = reader(location, caption_cleaning=caption_cleaning)
+    else:
+        rows, n_missing = reader(location)
+    return clean_captions(rows, name), n_missing
+
+
 def _make_ids_unique(rows):
     """Makes IDs CSV- and file-name-safe and unique (``a b`` → ``a_b``; a repeat gets ``_2``, ``_3``…)."""
     seen = set()
@@ -695,6 +814,7 @@ def prepare_insper(
     subset_pct=1.0,
     seed=1234,
     check_audio=True,
+    caption_cleaning="none",
 ):
     """Writes the teacher's caption manifests ``train_raw.csv`` and ``valid.csv``.
 
@@ -731,6 +851,10 @@ def prepare_insper(
         Seed of the shuffle.
     check_audio : bool
         Probe every audio file's header and drop unreadable or empty ones.
+    caption_cleaning : str
+        ``"paper"``: the corpora's captions cleaned as the paper's code does
+        (:func:`clean_captions`; FSD50K from its raw description); ``"none"``:
+        as written. User CSVs are never changed.
 
     Returns
     -------
@@ -763,6 +887,8 @@ def prepare_insper(
     ['ID', 'caption', 'source', 'source_id', 'wav_path']
     """
     valid_pct, subset_pct = _check_fractions(valid_pct, subset_pct)
+    if caption_cleaning not in CAPTION_CLEANING:
+        raise ValueError(f"caption_cleaning must be one of {', '.join(CAPTION_CLEANING)}; got {caption_cleaning!r}.")
     folders = _resolve_folders(
         data_annot_folder,
         {"clotho": clotho_folder, "audiocaps": audiocaps_folder, "macs": macs_folder, "fsd50k": fsd50k_folder},
@@ -788,6 +914,7 @@ def prepare_insper(
         "subset_pct": subset_pct,
         "seed": int(seed),
         "check_audio": bool(check_audio),
+        "caption_cleaning": caption_cleaning,
     }
     sources = []  # (name, folder or csv path, reader call)
     for corpus in CORPORA:
@@ -800,7 +927,7 @@ def prepare_insper(
 
     corpus_rows, corpus_stats = [], {}
     for name, location, reader in sources:
-        rows, n_missing = reader(location)
+        rows, n_missing = _read_cleaned(reader, location, name, caption_cleaning)
         corpus_rows.append((name, rows))
         corpus_stats[name] = {
             "folder": location,

@@ -106,6 +106,7 @@ CHOICES = {
     "softclap_targets": SOFTCLAP_TARGETS,
     # replace: the paper code's mixing; insert: ours (training.mixer)
     "curation_mixing": ("replace", "insert"),
+    "caption_cleaning": ("paper", "none"),  # dataset.prepare_insper.CAPTION_CLEANING
 }
 
 _CAPTION_CSV = "a caption CSV with a header ID,wav_path,caption (or wav_path,caption) and one row per pair"

@@ -102,6 +102,7 @@ def prepare_manifests(hparams):
             "subset_pct": hparams["subset_pct"],
             "seed": hparams["seed"],
             "check_audio": hparams["check_audio"],
+            "caption_cleaning": hparams["caption_cleaning"],
         },
     )
     train, valid = os.path.join(out, "train_raw.csv"), os.path.join(out, "valid.csv")
