@@ -1,22 +1,34 @@
-"""The paper code's caption clean-up (``caption_cleaning``).
+"""The paper code's caption clean-up (``caption_cleaning``) and validation regime (``use_zs_loader``, ``valid_pct: 0``).
 
 Known answers are worked out by hand from the paper's code
-(``dataset/prepare_curation.py``).
+(``dataset/prepare_curation.py`` for the captions, ``microsoft_clap_train.py``
+``on_stage_end`` for the checkpoints of a run without validation).
 """
 
 import json
+import math
 import os
+import re
 
 import numpy as np
 import pytest
 import soundfile
+import torch
 import yaml
 
-from dataset.manifest import read_csv, write_csv
+from conftest import REPO, check_ok, run_script
+from dataset.clips import EpochState
+from dataset.manifest import read_caption_csv, read_csv, write_csv
 from dataset.prepare_insper import CAPTION_CLEANING, clean_caption, clean_captions, prepare_insper
+from experiment.checkpoints import checkpoint_dirs, find_checkpoint
 from experiment.inputs import CHOICES
+from training.run import dataio_prep, prepare_manifests, validation_manifest
 
 SR = 16000
+TRAIN = "recipes/microsoft_clap_train.py"
+INSPER_YAML = "hparams/insper/microsoft_clap_train.yaml"
+PAPER_TRAINING = [f"hparams/{d}/{r}.yaml" for d in ("insper", "us8k", "tut17")
+                  for r in ("microsoft_clap_train", "softclap_train")]
 
 
 def _wav(path, seconds=0.25, freq=300.0):
@@ -175,3 +187,139 @@ def test_caption_cleaning_is_a_checked_choice_of_every_training_yaml(tmp_path):
     with pytest.raises(SystemExit, match=r"--caption_cleaning=light: expected one of paper, none"):
         setup(["hparams/toy/microsoft_clap_train.yaml", f"--output_base={tmp_path}", f"--data_annot_folder={tmp_path}",
                "--caption_cleaning=light"])
+
+
+# ------------------------------------------------------------------ validation regime
+def test_paper_yamls_need_no_zero_shot_set():
+    """``use_zs_loader: False`` as in all six of the paper's training YAMLs: no ``--data_zs_folder`` needed."""
+    for path in PAPER_TRAINING:
+        with open(os.path.join(REPO, path), encoding="utf-8") as f:
+            text = f.read()
+        assert re.search(r"^use_zs_loader: False\b", text, re.M), path
+        assert re.search(r"^data_zs_folder: null\b", text, re.M), path
+
+
+def _pairs_csv(folder, n_clips):
+    """``n_clips`` distinct clips, one caption each (words of the tiny BERT's vocabulary)."""
+    words = ["a dog barks", "rain falls", "a bird sings", "a dog_barks, rain falls"]
+    rows = []
+    for k in range(n_clips):
+        path = os.path.join(folder, "wavs", f"c{k}.wav")
+        _wav(path, seconds=0.5, freq=200.0 + 150 * k)
+        rows.append({"ID": f"c{k}", "wav_path": path, "caption": words[k % len(words)]})
+    csv_path = os.path.join(folder, "pairs.csv")
+    write_csv(csv_path, rows)
+    return csv_path
+
+
+def test_validation_manifest_is_none_when_nothing_is_held_out(tmp_path):
+    path = str(tmp_path / "valid.csv")
+    write_csv(path, [], fieldnames=["ID", "wav_path", "caption"])
+    assert validation_manifest(path, 0.0) is None
+    write_csv(path, [{"ID": "a", "wav_path": "/x.wav", "caption": "c"}])
+    assert validation_manifest(path, 0.0) == path
+
+
+@pytest.mark.parametrize("valid_pct, n_valid_clips", [(0.0, 0), (0.25, 2)])
+def test_valid_pct_zero_trains_on_every_row_of_train_csv_path(tmp_path, valid_pct, n_valid_clips):
+    """A student given only ``--train_csv_path``: with ``valid_pct: 0`` all its rows are trained on, no valid set."""
+    csv_path = _pairs_csv(str(tmp_path), 8)
+    hparams = {
+        "output_folder": str(tmp_path / "run"), "save_folder": str(tmp_path / "run" / "save"),
+        "data_annot_folder": None, "clotho_folder": None, "audiocaps_folder": None, "macs_folder": None,
+        "fsd50k_folder": None, "user_csvs": None, "train_csv_path": csv_path, "valid_pct": valid_pct,
+        "subset_pct": 1.0, "seed": 1234, "check_audio": True, "caption_cleaning": "paper",
+        "sample_rate": SR, "train_duration": 0.5, "eval_duration": 0.5, "eval_crop": "center",
+        "train_epoch_state": EpochState(), "curation_prob": 0.0,
+    }
+    prepare_manifests(hparams)
+    train_set, valid_set, curated_set = dataio_prep(hparams)
+    assert len(train_set) == 8 - n_valid_clips and curated_set is None
+    if valid_pct == 0:
+        assert hparams["valid_manifest"] is None and valid_set is None
+        # The replay CSV itself is never cleaned (the paper's code copies it): the rows as given.
+        def pairs(path):
+            return sorted((r["ID"], r["wav_path"], r["caption"]) for r in read_caption_csv(path))
+
+        assert pairs(os.path.join(hparams["save_folder"], "train_raw.csv")) == pairs(csv_path)
+        assert ("c3", os.path.join(str(tmp_path), "wavs", "c3.wav"), "a dog_barks, rain falls") in pairs(csv_path)
+    else:
+        assert len(valid_set) == n_valid_clips
+
+
+def _tiny_model_flags(bert):
+    return [f"--text_model={bert}", "--txt_emb_dim=32", "--pretrained_text=False", "--audio_width=0.0625",
+            "--out_emb=32", "--d_proj=16", "--sample_rate=16000", "--window_size=512", "--hop_size=160",
+            "--fmax=8000", "--train_duration=0.5", "--eval_duration=0.5", "--num_workers=0", "--noprogressbar"]
+
+
+def _logged_epochs(train_log):
+    """``{epoch: line}`` of train_log.txt."""
+    with open(train_log, encoding="utf-8") as f:
+        return {int(m.group(1)): line for line in f if (m := re.match(r"epoch: (\d+),", line))}
+
+
+def _checkpoints(save):
+    """``[(epoch, meta)]`` of the checkpoints kept in ``save``."""
+    found = []
+    for ckpt in checkpoint_dirs(save):
+        with open(os.path.join(ckpt, "CKPT.yaml"), encoding="utf-8") as f:
+            meta = yaml.safe_load(f)
+        with open(os.path.join(ckpt, "counter.ckpt"), encoding="utf-8") as f:
+            found.append((int(f.read().strip()), meta))
+    return found
+
+
+def test_run_without_validation_keeps_checkpoints_by_the_training_loss(tmp_path, tiny_bert):
+    """``--valid_pct=0``: 100 % of the rows trained on, a checkpoint each epoch with meta ``loss`` = the logged
+    training loss, kept by it (the paper code's student regime)."""
+    csv_path = _pairs_csv(str(tmp_path), 8)
+    epochs, batch = 3, 4
+    proc = run_script([TRAIN, INSPER_YAML, f"--train_csv_path={csv_path}", f"--output_base={tmp_path}",
+                       "--experiment_name=novalid", "--valid_pct=0", f"--number_of_epochs={epochs}",
+                       f"--batch_size={batch}", "--base_lr=0.001"] + _tiny_model_flags(tiny_bert))
+    check_ok(proc)
+    out = tmp_path / "novalid"
+    assert len(read_caption_csv(str(out / "save" / "train_raw.csv"))) == 8
+    assert read_csv(str(out / "valid.csv")) == []
+    logged = _logged_epochs(out / "train_log.txt")
+    assert sorted(logged) == [1, 2, 3]
+    assert not any("valid " in line or "test " in line for line in logged.values()), logged  # no validation
+    train_loss = {e: float(re.search(r"train loss: ([\d.e+-]+)", line).group(1)) for e, line in logged.items()}
+    # One end-of-epoch checkpoint per epoch (SpeechBrain logs each save)...
+    with open(out / "log.txt", encoding="utf-8") as f:
+        assert f.read().count("Saved an end-of-epoch checkpoint") == epochs
+    # ... with the training loss of its epoch as meta (the log rounds it to 3 significant digits).
+    kept = _checkpoints(out / "save")
+    assert kept and all(set(meta) >= {"loss"} and "acc" not in meta for _, meta in kept)
+    for epoch, meta in kept:
+        assert isinstance(meta["loss"], float)
+        assert meta["loss"] == pytest.approx(train_loss[epoch], rel=6e-3), (epoch, meta, train_loss)
+    # Kept: the latest and the best by training loss; selection by loss picks the best epoch.
+    best_epoch = min(train_loss, key=train_loss.get)
+    assert {e for e, _ in kept} == {epochs, best_epoch}
+    chosen = find_checkpoint(str(out / "save"), "loss")
+    assert int(open(os.path.join(chosen, "counter.ckpt")).read()) == best_epoch
+    # Every epoch took floor(8 / 4) = 2 steps: all 8 rows (7 rows, as with one clip held out, give 1).
+    brain = yaml.safe_load(open(os.path.join(find_checkpoint(str(out / "save"), "latest"), "brain.ckpt")))
+    assert brain["optimizer_step"] == epochs * math.floor(8 / batch)
+    weights = torch.load(os.path.join(chosen, "model.ckpt"), weights_only=True)
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+
+
+@pytest.mark.slow
+def test_run_without_validation_with_zero_shot_keeps_checkpoints_by_accuracy(tmp_path, tiny_bert):
+    """``--valid_pct=0 --use_zs_loader=True``: as the paper's code, zero-shot accuracy each epoch, kept by ``acc``."""
+    csv_path = _pairs_csv(str(tmp_path), 8)
+    proc = run_script([TRAIN, INSPER_YAML, f"--train_csv_path={csv_path}", f"--output_base={tmp_path}",
+                       "--experiment_name=zs", "--valid_pct=0", "--number_of_epochs=1", "--batch_size=4",
+                       "--use_zs_loader=True", f"--data_zs_folder={os.path.join(REPO, 'tests', 'fixtures', 'esc50')}"]
+                      + _tiny_model_flags(tiny_bert))
+    check_ok(proc)
+    out = tmp_path / "zs"
+    line = _logged_epochs(out / "train_log.txt")[1]
+    assert "train loss: " in line and "valid acc: " in line and "valid loss" not in line, line
+    (epoch, meta), = _checkpoints(out / "save")
+    assert epoch == 1 and 0.0 <= meta["acc"] <= 1.0 and isinstance(meta["loss"], float)
+    logged_acc = float(re.search(r"valid acc: ([\d.e+-]+)", line).group(1))
+    assert meta["acc"] == pytest.approx(logged_acc, rel=6e-3, abs=1e-9)
