@@ -413,18 +413,37 @@ def strip_html(text):
     return _WHITESPACE.sub(" ", text).strip()
 
 
-def _fsd50k_caption(info, labels):
+def _fsd50k_caption(info, labels, caption_cleaning="none"):
+    if caption_cleaning == "paper":
+        return _fsd50k_paper_text(info, labels)
     caption = strip_html(info.get("description", "")) or strip_html(info.get("title", ""))
     if not caption:
         caption = ", ".join(label.replace("_", " ").strip() for label in labels.split(",") if label.strip())
     return caption
 
 
-def read_fsd50k(folder, splits=("dev",)):
+def _fsd50k_paper_text(info, labels):
+    """The text :func:`clean_caption` turns into the caption under ``caption_cleaning: paper``: the raw description.
+
+    The paper's code cleans the description as written (HTML included); when
+    nothing is left (the paper's code would train on an empty caption), the
+    title, then the labels, are the text instead.
+    """
+    label_text = ", ".join(label.strip() for label in labels.split(",") if label.strip())
+    for text in (info.get("description") or "", info.get("title") or "", label_text):
+        if clean_caption(text, "fsd50k"):
+            return text
+    return ""
+
+
+def read_fsd50k(folder, splits=("dev",), caption_cleaning="none"):
     """Reads FSD50K: one row per clip, captioned by its Freesound description.
 
     The caption is the description without HTML; if empty, the title; if still
     empty, the labels (``Electric_guitar,Music`` → ``Electric guitar, Music``).
+    With ``caption_cleaning="paper"`` it is the description as written (HTML
+    included) for :func:`clean_captions` to clean as the paper's code does
+    (title, then labels, when that leaves nothing).
 
     Arguments
     ---------
@@ -434,6 +453,8 @@ def read_fsd50k(folder, splits=("dev",)):
         ``FSD50K.<split>_audio/<fname>.wav`` (directly or one folder down).
     splits : tuple of str
         ``"dev"`` and/or ``"eval"``.
+    caption_cleaning : str
+        ``"none"`` (captions as above) or ``"paper"`` (the raw text, see above).
 
     Returns
     -------
@@ -483,7 +504,7 @@ def read_fsd50k(folder, splits=("dev",)):
             fname = (record["fname"] or "").strip()
             if not fname:
                 continue
-            caption = _fsd50k_caption(clips_info.get(fname) or {}, record["labels"] or "")
+            caption = _fsd50k_caption(clips_info.get(fname) or {}, record["labels"] or "", caption_cleaning)
             if not caption:
                 continue
             wav_path = _lookup(index, fname + ".wav", prefer=(f"FSD50K.{split}_audio",))
@@ -778,6 +799,17 @@ def _as_path_list(user_csvs):
     return paths
 
 
+def _read_cleaned(reader, location, name, caption_cleaning):
+    """``reader(location)``, its captions cleaned as ``caption_cleaning`` says (corpora only, not user CSVs)."""
+    if caption_cleaning == "none" or name not in CORPORA:
+        return reader(location)
+    if reader is read_fsd50k:
+        rows, n_missing = reader(location, caption_cleaning=caption_cleaning)
+    else:
+        rows, n_missing = reader(location)
+    return clean_captions(rows, name), n_missing
+
+
 def _make_ids_unique(rows):
     """Makes IDs CSV- and file-name-safe and unique (``a b`` → ``a_b``; a repeat gets ``_2``, ``_3``…)."""
     seen = set()
@@ -968,9 +1000,7 @@ def prepare_insper(
 
     corpus_rows, corpus_stats = [], {}
     for name, location, reader in sources:
-        rows, n_missing = reader(location)
-        if caption_cleaning == "paper" and name in CORPORA:
-            rows = clean_captions(rows, name)
+        rows, n_missing = _read_cleaned(reader, location, name, caption_cleaning)
         corpus_rows.append((name, rows))
         corpus_stats[name] = {
             "folder": location,

@@ -112,7 +112,8 @@ class CLAPBrain(sb.Brain):
         """The learning rate to log for this epoch; under ``plateau``, also steps the schedule.
 
         As in the paper's code, the plateau schedule is stepped once per epoch,
-        before the checkpoint is saved, with the validation loss (the main
+        before the checkpoint is saved, with the validation loss (the training
+        loss in a run without validation; the main
         process's, so that every DDP rank sets the same rate), and the rate
         logged is the one the epoch trained with. Under ``cosine`` it is the
         rate of the last step.
@@ -137,7 +138,7 @@ class CLAPBrain(sb.Brain):
                 self.mixer.counts = {"curated": 0, "replay": 0}
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
-        """Logs; at validation end saves a checkpoint and keeps the best by validation loss."""
+        """Logs; at validation end (at training end without validation) saves a checkpoint and keeps the best."""
         stats = {"loss": float(stage_loss)}
         if self.unreadable:
             stats["unreadable_clips"] = self.unreadable
@@ -147,6 +148,8 @@ class CLAPBrain(sb.Brain):
             if getattr(self, "mixer", None) is not None:
                 stats.update({f"{k}_batches": v for k, v in self.mixer.counts.items()})
             self.train_stats = stats
+            if not getattr(self, "validates", True):
+                self._end_epoch_without_validation(stats, epoch)
             return
         if self.recall_rows:
             stats["R@1"] = self.recall_hits / self.recall_rows
@@ -161,10 +164,34 @@ class CLAPBrain(sb.Brain):
                 train_stats=getattr(self, "train_stats", None),
                 valid_stats=stats,
             )
-            meta = {k: float(v) for k, v in stats.items() if k in ("loss", "R@1", "acc")}
-            keep = {"max_keys": ["acc"]} if "acc" in meta else {"min_keys": ["loss"]}
-            self.checkpointer.save_and_keep_only(meta=meta, **keep)
+            self._save_checkpoint(stats)
         elif stage == sb.Stage.TEST:
             self.hparams.train_logger.log_stats(
                 stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats
             )
+
+    def _save_checkpoint(self, stats):
+        """Saves the end-of-epoch checkpoint with ``stats`` as meta; keeps the best by ``acc`` if there, else ``loss``.
+
+        ``loss`` is the validation loss, or the training loss when the run has no validation.
+        """
+        meta = {k: float(v) for k, v in stats.items() if k in ("loss", "R@1", "acc")}
+        keep = {"max_keys": ["acc"]} if "acc" in meta else {"min_keys": ["loss"]}
+        self.checkpointer.save_and_keep_only(meta=meta, **keep)
+
+    def _end_epoch_without_validation(self, stats, epoch):
+        """End of an epoch of a run without validation (``valid_pct: 0``), as the paper's code.
+
+        Logs the epoch and saves its checkpoint with the training loss as
+        ``loss`` (checkpoints kept by it); with ``use_zs_loader`` the zero-shot
+        top-1 is scored here and checkpoints are kept by it (``acc``).
+        """
+        valid_stats = None
+        if getattr(self, "zeroshot", None) is not None:
+            valid_stats = {"acc": self.zeroshot(self.modules.model, self.device)["top1"] or 0.0}
+        # The plateau schedule watches the training loss here, as the paper's code does without validation.
+        lr = self.end_of_epoch_lr(epoch, stats["loss"])
+        self.hparams.train_logger.log_stats(
+            stats_meta={"epoch": epoch, "lr": lr}, train_stats=stats, valid_stats=valid_stats
+        )
+        self._save_checkpoint(dict(stats, **(valid_stats or {})))

@@ -29,7 +29,8 @@ from models.freeze import freeze_base
 from training.mixer import CurationMixer, planned_steps
 from training.schedule import check_schedule_options
 
-__all__ = ["CORPUS_KEYS", "dataio_prep", "check_options", "prepare_manifests", "freeze_for_training",
+__all__ = ["CORPUS_KEYS", "dataio_prep", "check_options", "prepare_manifests", "validation_manifest",
+           "freeze_for_training",
            "checkpoint_path", "checkpoint_folder", "run_training"]
 
 logger = logging.getLogger(__name__)
@@ -39,16 +40,21 @@ CORPUS_KEYS = ("data_annot_folder", "clotho_folder", "audiocaps_folder", "macs_f
 
 
 def dataio_prep(hparams):
-    """Builds the train and valid datasets (and the curated set when ``curation_prob > 0``)."""
+    """Builds the train and valid datasets (and the curated set when ``curation_prob > 0``).
+
+    The valid set is None when there is no validation (``valid_manifest`` None: ``valid_pct: 0``).
+    """
     seed = hparams["seed"]
     train_set = caption_dataset(
         hparams["train_manifest"], hparams["sample_rate"], hparams["train_duration"], train=True,
         seed=seed, epoch_state=hparams["train_epoch_state"],
     )
-    valid_set = caption_dataset(
-        hparams["valid_manifest"], hparams["sample_rate"], hparams["eval_duration"], train=False,
-        eval_crop=hparams["eval_crop"],
-    )
+    valid_set = None
+    if hparams["valid_manifest"] is not None:
+        valid_set = caption_dataset(
+            hparams["valid_manifest"], hparams["sample_rate"], hparams["eval_duration"], train=False,
+            eval_crop=hparams["eval_crop"],
+        )
     curated_set = None
     if hparams["curation_prob"] > 0:
         curated_set = caption_dataset(
@@ -104,17 +110,44 @@ def prepare_manifests(hparams):
             "subset_pct": hparams["subset_pct"],
             "seed": hparams["seed"],
             "check_audio": hparams["check_audio"],
-            "caption_cleaning": hparams.get("caption_cleaning", "none"),
+            "caption_cleaning": hparams["caption_cleaning"],
         },
     )
     train, valid = os.path.join(out, "train_raw.csv"), os.path.join(out, "valid.csv")
     if has_corpus and hparams.get("train_csv_path"):
         train = hparams["train_csv_path"]
-    hparams["train_manifest"], hparams["valid_manifest"] = train, valid
+    hparams["train_manifest"], hparams["valid_manifest"] = train, validation_manifest(valid, hparams["valid_pct"])
     if if_main_process():
         os.makedirs(hparams["save_folder"], exist_ok=True)
         # Curation embeds the teacher's training captions from here.
         shutil.copyfile(train, os.path.join(hparams["save_folder"], "train_raw.csv"))
+
+
+def validation_manifest(valid_csv, valid_pct):
+    """``valid_csv``, or None when it holds no row (``valid_pct: 0``): the run then has no validation stage.
+
+    As the paper's code with ``valid_pct: 0`` (its students' setting: ``--train_csv_path`` writes no
+    validation file): every row is trained on, each epoch ends with a checkpoint whose ``loss`` is
+    the training loss, and checkpoints are kept by it.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> from dataset.manifest import write_csv
+    >>> path = os.path.join(tempfile.mkdtemp(), "valid.csv")
+    >>> write_csv(path, [], fieldnames=["ID", "wav_path", "caption"])
+    >>> validation_manifest(path, 0.0) is None
+    True
+    """
+    if read_caption_csv(valid_csv):
+        return valid_csv
+    if valid_pct > 0:
+        logger.warning("%s holds no row (valid_pct=%s left no clip out): training without validation; "
+                       "checkpoints are kept by the training loss.", valid_csv, valid_pct)
+    else:
+        logger.info("valid_pct=0: no validation set; every row is trained on and checkpoints are kept by the "
+                    "training loss (as the paper's code).")
+    return None
 
 
 def freeze_for_training(model, hparams):
@@ -198,7 +231,11 @@ def run_training(argv, brain_class, brain_kwargs=None):
     loader_kwargs = dict(hparams["train_dataloader_opts"])
     loader_kwargs["generator"] = torch.Generator().manual_seed(hparams["seed"])
     train_loader = brain.make_dataloader(train_set, stage=sb.Stage.TRAIN, **loader_kwargs)
-    valid_loader = brain.make_dataloader(valid_set, stage=sb.Stage.VALID, **hparams["valid_dataloader_opts"])
+    valid_loader = None
+    if valid_set is not None:
+        valid_loader = brain.make_dataloader(valid_set, stage=sb.Stage.VALID, **hparams["valid_dataloader_opts"])
+    # Without validation, each epoch's checkpoint is saved at the end of training (CLAPBrain.on_stage_end).
+    brain.validates = valid_set is not None
     if curated_set is not None:
         brain.mixer = CurationMixer(
             curated_set, hparams["curation_prob"], hparams["batch_size"], hparams["seed"] + 7,
@@ -213,8 +250,9 @@ def run_training(argv, brain_class, brain_kwargs=None):
     if if_main_process():
         print(f"Output folder: {os.path.abspath(hparams['output_folder'])}", flush=True)
     brain.fit(hparams["epoch_counter"], train_loader, valid_loader)
-    best = {"max_key": "acc"} if zeroshot is not None else {"min_key": "loss"}
-    brain.evaluate(valid_set, test_loader_kwargs=hparams["valid_dataloader_opts"], **best)
+    if valid_set is not None:
+        best = {"max_key": "acc"} if zeroshot is not None else {"min_key": "loss"}
+        brain.evaluate(valid_set, test_loader_kwargs=hparams["valid_dataloader_opts"], **best)
     if if_main_process():
         print(f"Done. Checkpoints: {os.path.abspath(ckpt_dir)}", flush=True)
     return brain
