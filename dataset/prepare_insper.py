@@ -949,7 +949,7 @@ def prepare_insper(
     """
     valid_pct, subset_pct = _check_fractions(valid_pct, subset_pct)
     if caption_cleaning not in CAPTION_CLEANING:
-        raise ValueError(f"caption_cleaning must be one of {CAPTION_CLEANING}, got {caption_cleaning!r}.")
+        raise ValueError(f"caption_cleaning must be one of {', '.join(CAPTION_CLEANING)}; got {caption_cleaning!r}.")
     explicit = {"clotho": clotho_folder, "audiocaps": audiocaps_folder, "macs": macs_folder, "fsd50k": fsd50k_folder}
     index_files = paper_index_files(data_annot_folder)
     if index_files:
