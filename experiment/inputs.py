@@ -27,6 +27,7 @@ import math
 import os
 import re
 
+from experiment.checkpoints import SELECTIONS
 from models.loss import SOFTCLAP_TARGETS
 
 __all__ = ["Range", "RANGES", "CHOICES", "INPUT_FILES", "EMBEDDING_FOLDERS", "check_overrides", "positive_int",
@@ -103,6 +104,8 @@ RANGES = {
 #: Keys whose value is one of a few names (any YAML that has the key).
 CHOICES = {
     "softclap_targets": SOFTCLAP_TARGETS,
+    # null: the paper code's use_maxacc_ep / use_minloss_ep decide (experiment.checkpoints.resolve_selection)
+    "ssl_select": SELECTIONS + (None,),
 }
 
 _CAPTION_CSV = "a caption CSV with a header ID,wav_path,caption (or wav_path,caption) and one row per pair"
@@ -208,7 +211,7 @@ def _value_problem(key, default, value):
         return None  # a !ref (or other tag) is resolved by hyperpyyaml
     if key in CHOICES and not _tag(default):
         if value not in CHOICES[key]:
-            return "expected one of " + ", ".join(CHOICES[key])
+            return "expected one of " + ", ".join("null" if c is None else str(c) for c in CHOICES[key])
         return None
     rng = RANGES.get(key)
     if rng is not None and not _tag(default):
