@@ -41,6 +41,9 @@ _TOY_TRAINING = {
     "spec_augment", "data_annot_folder", "valid_pct", "num_workers", "train_duration", "eval_duration",
     "freeze_text_base", "number_of_epochs", "batch_size", "base_lr", "final_lr", "warmup_steps",
 }
+# The toy's checkpoint selection: ours, the lowest validation loss (the paper's YAMLs: the paper code's choice per
+# script, highest acc for zero-shot and curation, the most recent for training).
+_TOY_SELECTION = {"use_maxacc_ep", "use_minloss_ep"}
 
 # variant: (base, keys that differ from the base today)
 VARIANTS = {
@@ -53,7 +56,7 @@ VARIANTS = {
         _MICROSOFT_TRAIN, {"experiment_name", "use_zs_loader", "data_zs_folder", "zs_dataset"}),
     # Toy teacher: toy model size and CPU schedule, data from the toy world (required).
     "hparams/toy/microsoft_clap_train.yaml": (
-        _MICROSOFT_TRAIN, {"experiment_name"} | _TOY_FEATURES | _TOY_MODEL | _TOY_TRAINING),
+        _MICROSOFT_TRAIN, {"experiment_name", "use_minloss_ep"} | _TOY_FEATURES | _TOY_MODEL | _TOY_TRAINING),
     # ---- SoftCLAP training (the base validates zero-shot on ESC-50)
     # Domain: UrbanSound8K.
     "hparams/us8k/softclap_train.yaml": (_SOFTCLAP_TRAIN, {"experiment_name", "zs_dataset"}),
@@ -63,8 +66,8 @@ VARIANTS = {
     # normalised SoftCLAP targets (the toy pipeline's measured default).
     "hparams/toy/softclap_train.yaml": (
         _SOFTCLAP_TRAIN,
-        {"experiment_name", "use_zs_loader", "data_zs_folder", "softclap_targets"} | _TOY_FEATURES | _TOY_MODEL
-        | _TOY_TRAINING),
+        {"experiment_name", "use_zs_loader", "data_zs_folder", "softclap_targets", "use_minloss_ep"} | _TOY_FEATURES
+        | _TOY_MODEL | _TOY_TRAINING),
     # ---- zero-shot classification (the base scores ESC-50)
     # Domain: UrbanSound8K.
     "hparams/us8k/microsoft_zeroshot.yaml": (_ZEROSHOT, {"dataset", "experiment_name"}),
@@ -74,7 +77,7 @@ VARIANTS = {
     "hparams/tut17/microsoft_zeroshot.yaml": (_ZEROSHOT, {"dataset", "experiment_name"}),
     # Toy: the toy model size, no DataLoader workers (same dataset default, chosen with --dataset).
     "hparams/toy/microsoft_zeroshot.yaml": (
-        _ZEROSHOT, {"num_workers"} | _TOY_FEATURES | _TOY_MODEL),
+        _ZEROSHOT, {"num_workers"} | _TOY_FEATURES | _TOY_MODEL | _TOY_SELECTION),
     # ---- DS curation (text-text, the base is for ESC-50)
     # Domain: UrbanSound8K labels, the paper's DS threshold for it.
     "hparams/curation/us8k_insper_t2t_retr.yaml": (_DS, {"zs_dataset", "sim_threshold"}),
@@ -426,7 +429,8 @@ _PAPER_TRAINING = [f"hparams/{d}/{r}.yaml" for d in ("insper", "us8k", "tut17")
                    for r in ("microsoft_clap_train", "softclap_train")]
 _TOY_TRAINING_YAMLS = ["hparams/toy/microsoft_clap_train.yaml", "hparams/toy/softclap_train.yaml"]
 #: key: (the paper code's value, ours): the faithful defaults landed so far (issue 12).
-FAITHFUL = {"spec_augment": (False, True), "softclap_targets": ("paper", "normalized")}
+FAITHFUL = {"spec_augment": (False, True), "softclap_targets": ("paper", "normalized"),
+            "ssl_select": (None, None), "use_maxacc_ep": (False, False), "use_minloss_ep": (False, True)}
 
 
 @pytest.mark.parametrize("path", _PAPER_TRAINING + _TOY_TRAINING_YAMLS)
