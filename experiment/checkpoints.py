@@ -1,8 +1,18 @@
-"""Checkpoints of our runs: which one to load, which are complete, what else they must hold.
+"""Checkpoints of our runs and of the paper's code: which one to load, which are complete, what else they hold.
 
 Selection uses SpeechBrain's own ``Checkpointer.find_checkpoint``
 (``min_key="loss"``, ``max_key="acc"`` or the most recent, with a predicate
-that keeps only complete checkpoints holding ``model.ckpt``).
+that keeps only complete checkpoints holding the model). Which of the three
+a recipe asks for comes from its YAML (:func:`resolve_selection`): our
+``ssl_select`` when set, else the paper code's ``use_maxacc_ep`` /
+``use_minloss_ep``. A key that no checkpoint records stops the run
+(the paper's code then silently loaded nothing).
+
+Two layouts of ``CKPT+`` folders hold a model: ours (``model.ckpt``, the
+recoverable ``model``) and the paper code's (``clap.ckpt``, its recoverable
+``clap``, saved by SpeechBrain 0.5 beside ``epoch_counter``,
+``optimizer``, ``lr_scheduler``, ``datapoint_counter``, ``brain`` and
+``dataloader-TRAIN``); :func:`model_file` names the one a folder has.
 
 SpeechBrain's Checkpointer writes ``CKPT.yaml`` *before* the parameter
 files, so a kill during a save leaves a checkpoint that looks complete but is
@@ -23,8 +33,9 @@ import torch
 from speechbrain.utils.checkpoints import Checkpointer, mark_as_loader, mark_as_saver, register_checkpoint_hooks
 
 __all__ = [
-    "COMPLETION_MARKER", "SELECTIONS", "checkpoint_dirs", "is_complete_checkpoint", "remove_incomplete_checkpoints",
-    "find_checkpoint", "RNGState", "CompletionMarker",
+    "COMPLETION_MARKER", "SELECTIONS", "MODEL_RECOVERABLES", "ORIGINAL_SELECTION_KEYS", "checkpoint_dirs",
+    "model_file", "is_complete_checkpoint", "remove_incomplete_checkpoints", "find_checkpoint",
+    "resolve_selection", "RNGState", "CompletionMarker",
 ]
 
 logger = logging.getLogger(__name__)
@@ -32,6 +43,11 @@ logger = logging.getLogger(__name__)
 COMPLETION_MARKER = "zz_complete"
 #: ``ssl_select`` values: lowest validation loss, highest zero-shot accuracy, most recent.
 SELECTIONS = ("loss", "acc", "latest")
+#: The recoverable holding the model: ours (``model.ckpt``), then the paper code's (``clap.ckpt``).
+MODEL_RECOVERABLES = ("model", "clap")
+#: The paper code's selection keys and the checkpoint each asks for (both False: the most recent).
+ORIGINAL_SELECTION_KEYS = {"use_maxacc_ep": "acc", "use_minloss_ep": "loss"}
+_META_KEYS = {"loss": "min_key", "acc": "max_key"}
 _CKPT_PREFIX = "CKPT+"
 
 
@@ -72,6 +88,31 @@ def checkpoint_dirs(save_dir):
     )
 
 
+def model_file(ckpt_dir):
+    """The model's parameter file of a ``CKPT+`` folder: ``model.ckpt`` (ours) or ``clap.ckpt`` (the paper's code).
+
+    Returns None when the folder has neither.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> ckpt = tempfile.mkdtemp(prefix="CKPT+")
+    >>> _ = open(os.path.join(ckpt, "clap.ckpt"), "wb").write(b"x")
+    >>> os.path.basename(model_file(ckpt))
+    'clap.ckpt'
+    """
+    for name in MODEL_RECOVERABLES:
+        path = os.path.join(ckpt_dir, name + ".ckpt")
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _is_original(ckpt_dir):
+    # The paper code's SpeechBrain 0.5 checkpoint: the model as ``clap``, never our ``model``.
+    return model_file(ckpt_dir) == os.path.join(ckpt_dir, "clap.ckpt")
+
+
 def _truncated(path):
     """True for a parameter file a kill cut short: empty, or a torch zip without its central directory."""
     try:
@@ -89,16 +130,32 @@ def is_complete_checkpoint(ckpt_dir, expected=()):
 
     Our runs write :data:`COMPLETION_MARKER` last, so its file settles it.
     A folder without it is either one a kill interrupted or one written by
-    another tool (or an older run); it counts as complete only if it lacks no
-    file of ``expected`` (the recoverable names of the run that wrote it,
-    when known), has no ``brain.ckpt`` (our Brain writes one before the
-    marker) and none of its files is empty or a truncated torch zip.
+    another tool (the paper's code, an older run); it counts as complete only
+    if it lacks no file of ``expected`` (the recoverable names of the run
+    that wrote it, when known), and none of its files is empty or a truncated
+    torch zip. A ``brain.ckpt`` without the marker beside our ``model.ckpt``
+    is an interrupted save of ours (our Brain writes it before the marker);
+    beside the paper code's ``clap.ckpt`` it is SpeechBrain 0.5's own
+    recoverable (that code writes no marker), so such a folder is judged by
+    its files.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> ckpt = tempfile.mkdtemp(prefix="CKPT+")
+    >>> for name, text in [("CKPT.yaml", "loss: 1.0\\n"), ("clap.ckpt", "x"), ("brain.ckpt", "step: 0\\n")]:
+    ...     _ = open(os.path.join(ckpt, name), "w").write(text)
+    >>> is_complete_checkpoint(ckpt)
+    True
+    >>> os.rename(os.path.join(ckpt, "clap.ckpt"), os.path.join(ckpt, "model.ckpt"))
+    >>> is_complete_checkpoint(ckpt)
+    False
     """
     if not os.path.isfile(os.path.join(ckpt_dir, "CKPT.yaml")):
         return False
     if os.path.exists(os.path.join(ckpt_dir, COMPLETION_MARKER + ".ckpt")):
         return True
-    if os.path.exists(os.path.join(ckpt_dir, "brain.ckpt")):
+    if os.path.exists(os.path.join(ckpt_dir, "brain.ckpt")) and not _is_original(ckpt_dir):
         return False
     if any(not os.path.exists(os.path.join(ckpt_dir, name + ".ckpt")) for name in expected):
         return False
@@ -121,12 +178,23 @@ def remove_incomplete_checkpoints(save_dir, expected=()):
 
 
 def _loadable(ckpt):
-    # A complete checkpoint whose model weights can be read.
-    return isinstance(ckpt.meta, dict) and "model" in ckpt.paramfiles and is_complete_checkpoint(str(ckpt.path))
+    # A complete checkpoint whose model weights can be read (ours or the paper code's).
+    return (isinstance(ckpt.meta, dict) and any(name in ckpt.paramfiles for name in MODEL_RECOVERABLES)
+            and is_complete_checkpoint(str(ckpt.path)))
 
 
-def find_checkpoint(save_dir, select="loss"):
-    """Picks a checkpoint folder of one of our runs with SpeechBrain's ``Checkpointer.find_checkpoint``.
+def _recorded(checkpoints):
+    """What each checkpoint's ``CKPT.yaml`` records, for the error message: ``CKPT+a (loss=1.2, acc=0.3)``."""
+    shown = []
+    for ckpt in checkpoints:
+        meta = {k: v for k, v in ckpt.meta.items() if k not in ("unixtime", "end-of-epoch")}
+        values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in meta.items())
+        shown.append(f"{ckpt.path.name} ({values or 'no metric'})")
+    return "; ".join(shown)
+
+
+def find_checkpoint(save_dir, select="loss", asked_by=None, select_flag="ssl_select"):
+    """Picks a checkpoint folder of one of our runs, or of the paper code's, with SpeechBrain's ``find_checkpoint``.
 
     Arguments
     ---------
@@ -134,13 +202,29 @@ def find_checkpoint(save_dir, select="loss"):
         A ``save`` folder, its experiment folder, or one ``CKPT+`` folder.
     select : str
         ``"loss"`` (lowest validation loss), ``"acc"`` (highest zero-shot
-        accuracy) or ``"latest"``. A key missing from every checkpoint falls
-        back to the latest, with a warning.
+        accuracy) or ``"latest"`` (the most recent, the paper code's
+        ``find_checkpoints()[0]``). Only checkpoints recording the key
+        compete.
+    asked_by : str, optional
+        The flag that asked for ``select`` (e.g. ``"--use_maxacc_ep=True"``),
+        for the error message.
+    select_flag : str
+        Our flag that chooses instead (``ssl_select`` or ``teacher_select``),
+        for the error message.
 
     Returns
     -------
     str
         The chosen ``CKPT+...`` folder.
+
+    Raises
+    ------
+    SystemExit
+        When no checkpoint records the key ``select`` asks for (the paper's
+        code then silently loaded nothing): the message names the folder, the
+        key and what each checkpoint records.
+    FileNotFoundError
+        When ``save_dir`` holds no complete checkpoint with a model.
 
     Example
     -------
@@ -152,6 +236,10 @@ def find_checkpoint(save_dir, select="loss"):
     ...     torch.save({}, os.path.join(save, name, "model.ckpt"))
     >>> os.path.basename(find_checkpoint(save)), os.path.basename(find_checkpoint(save, "latest"))
     ('CKPT+b', 'CKPT+c')
+    >>> find_checkpoint(save, "acc", asked_by="--use_maxacc_ep=True")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    SystemExit: No checkpoint under ... records 'acc', which --use_maxacc_ep=True asks for. ...
     """
     if select not in SELECTIONS:
         raise ValueError(f"Checkpoint selection must be one of {SELECTIONS}, not {select!r}.")
@@ -165,18 +253,80 @@ def find_checkpoint(save_dir, select="loss"):
         return _loadable(ckpt) and (only is None or os.path.abspath(str(ckpt.path)) == only)
 
     checkpointer = Checkpointer(pathlib.Path(folder)) if os.path.isdir(folder) else None
-    keys = {"loss": {"min_key": "loss"}, "acc": {"max_key": "acc"}, "latest": {}}[select]
-    chosen = checkpointer.find_checkpoint(ckpt_predicate=predicate, **keys) if checkpointer else None
-    if chosen is None and select != "latest" and checkpointer is not None:
-        chosen = checkpointer.find_checkpoint(ckpt_predicate=predicate)
-        if chosen is not None:
-            logger.warning("No checkpoint under %s records %r; using the latest one.", save_dir, select)
-    if chosen is None:
+    candidates = checkpointer.find_checkpoints(ckpt_predicate=predicate) if checkpointer else []
+    if not candidates:
         raise FileNotFoundError(
-            f"No checkpoint with model.ckpt under {save_dir!r}: give the 'save' folder of a training run "
-            "(it holds CKPT+... folders)."
+            f"No checkpoint with model.ckpt (or the paper code's clap.ckpt) under {save_dir!r}: give the 'save' "
+            "folder of a training run (it holds CKPT+... folders)."
+        )
+    keys = {_META_KEYS[select]: select} if select in _META_KEYS else {}
+    chosen = checkpointer.find_checkpoint(ckpt_predicate=predicate, **keys)
+    if chosen is None:
+        has = [k for k in _META_KEYS if any(k in c.meta for c in candidates)] + ["latest"]
+        ours = " or ".join(f"--{select_flag}={k}" for k in has)
+        original = {"loss": "--use_minloss_ep=True", "acc": "--use_maxacc_ep=True",
+                    "latest": "both --use_maxacc_ep and --use_minloss_ep False"}
+        raise SystemExit(
+            f"No checkpoint under {save_dir} records {select!r}, which {asked_by or f'--{select_flag}={select}'} "
+            f"asks for. Its checkpoints record: {_recorded(candidates)}. Choose what they have: {ours} "
+            f"(the paper code's keys: {'; '.join(original[k] for k in has)}). "
+            "(The paper's code loads nothing in this case and goes on with the weights it had.)"
         )
     return str(chosen.path)
+
+
+def resolve_selection(hparams, select_key="ssl_select"):
+    """Which checkpoint the keys of ``hparams`` ask for, and the flag that asked.
+
+    Our key (``ssl_select``, or ``teacher_select`` for the SoftCLAP teacher)
+    wins when it is set; when it is empty (null, the default of every YAML)
+    the paper code's keys decide as they do there: ``use_maxacc_ep`` the
+    highest ``acc``, ``use_minloss_ep`` the lowest ``loss``, neither the most
+    recent checkpoint. Both True is rejected (the paper's code silently took
+    ``acc``).
+
+    Arguments
+    ---------
+    hparams : dict
+        Holds (some of) ``select_key``, ``use_maxacc_ep``, ``use_minloss_ep``.
+    select_key : str
+        Our key for this folder.
+
+    Returns
+    -------
+    select : str
+        ``"loss"``, ``"acc"`` or ``"latest"``.
+    asked_by : str
+        The flag(s) that decided, for messages (``"--use_maxacc_ep=True"``).
+
+    Example
+    -------
+    >>> resolve_selection({"ssl_select": None, "use_maxacc_ep": True, "use_minloss_ep": False})
+    ('acc', '--use_maxacc_ep=True')
+    >>> resolve_selection({"ssl_select": "loss", "use_maxacc_ep": True})
+    ('loss', '--ssl_select=loss')
+    >>> resolve_selection({})
+    ('latest', 'neither --use_maxacc_ep nor --use_minloss_ep')
+    """
+    chosen = hparams.get(select_key)
+    if chosen is not None:
+        if chosen not in SELECTIONS:
+            raise SystemExit(f"--{select_key}={chosen}: expected one of {', '.join(SELECTIONS)} "
+                             "(or empty: follow --use_maxacc_ep / --use_minloss_ep).")
+        overridden = [k for k in ORIGINAL_SELECTION_KEYS if hparams.get(k) and ORIGINAL_SELECTION_KEYS[k] != chosen]
+        if overridden:
+            logger.info("--%s=%s takes precedence over %s.", select_key, chosen,
+                        ", ".join(f"--{k}=True" for k in overridden))
+        return chosen, f"--{select_key}={chosen}"
+    asked = [k for k in ORIGINAL_SELECTION_KEYS if hparams.get(k)]
+    if len(asked) > 1:
+        raise SystemExit(
+            "--use_maxacc_ep=True and --use_minloss_ep=True ask for two different checkpoints (highest acc, lowest "
+            "loss): set one of them to False, or choose with --" + select_key + "=loss|acc|latest."
+        )
+    if asked:
+        return ORIGINAL_SELECTION_KEYS[asked[0]], f"--{asked[0]}=True"
+    return "latest", "neither --use_maxacc_ep nor --use_minloss_ep"
 
 
 # ---------------------------------------------------------- recoverables

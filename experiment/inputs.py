@@ -27,6 +27,7 @@ import math
 import os
 import re
 
+from experiment.checkpoints import SELECTIONS
 from models.loss import SOFTCLAP_TARGETS
 
 __all__ = ["Range", "RANGES", "CHOICES", "INPUT_FILES", "EMBEDDING_FOLDERS", "check_overrides", "positive_int",
@@ -113,6 +114,8 @@ CHOICES = {
     "lr_schedule": ("plateau", "cosine"),
     # torch.optim.Adam (the paper's code) or AdamW (training.schedule.make_optimizer)
     "optimizer": ("adam", "adamw"),
+    # null: the paper code's use_maxacc_ep / use_minloss_ep decide (experiment.checkpoints.resolve_selection)
+    "ssl_select": SELECTIONS + (None,),
 }
 
 _CAPTION_CSV = "a caption CSV with a header ID,wav_path,caption (or wav_path,caption) and one row per pair"
@@ -223,7 +226,7 @@ def _value_problem(key, default, value):
         return None  # a !ref (or other tag) is resolved by hyperpyyaml
     if key in CHOICES and not _tag(default):
         if value not in CHOICES[key]:
-            return "expected one of " + ", ".join(CHOICES[key])
+            return "expected one of " + ", ".join("null" if c is None else str(c) for c in CHOICES[key])
         return None
     rng = RANGES.get(key)
     # A !ref default (base_lr: !ref <batch_size> * 0.001 / 1024) still stands for a number of that range.

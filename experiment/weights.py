@@ -9,7 +9,16 @@ increasing precedence (:func:`load_weights`):
 
 ``pann_ckpt_path`` (PANNs CNN14: the audio tower) → ``clap_ckpt_path`` (the
 MS CLAP file: the whole model) → ``ssl_checkpoints_dir`` (the ``save``
-folder of one of our runs, its checkpoint chosen by ``ssl_select``).
+folder of one of our runs, or of a run of the paper's code, its checkpoint
+chosen by ``ssl_select`` or the paper code's ``use_maxacc_ep`` /
+``use_minloss_ep``: :func:`experiment.checkpoints.resolve_selection`).
+
+A run of the paper's code saved the model as the SpeechBrain recoverable
+``clap`` (``CKPT+.../clap.ckpt``, a bare state dict of its
+``models/microsoft_clap.py`` CLAP, whose key names are the MS CLAP file's);
+it is loaded as that file is (:func:`models.checkpoints.load_clap_checkpoint`).
+Its ``hyperparams.yaml`` names the architecture with that code's keys
+(:data:`ORIGINAL_ARCHITECTURE_KEYS`), which :func:`read_architecture` reads.
 """
 
 import logging
@@ -18,7 +27,7 @@ import os
 import yaml
 
 from experiment.arguments import select_device
-from experiment.checkpoints import find_checkpoint
+from experiment.checkpoints import find_checkpoint, model_file, resolve_selection
 from models.checkpoints import (
     CheckpointMismatchError, UnreadableCheckpointError, load_clap_checkpoint, load_model_checkpoint,
     load_pann_checkpoint,
@@ -26,8 +35,8 @@ from models.checkpoints import (
 from models.factory import ARCHITECTURE_KEYS, MODEL_KEYS, architecture, create_model
 
 __all__ = [
-    "RUN_CHECKPOINT_HINT", "load_run_checkpoint", "load_weights", "load_model", "read_architecture",
-    "find_run_hparams", "build_model", "load_eval_model",
+    "RUN_CHECKPOINT_HINT", "ORIGINAL_CHECKPOINT_HINT", "ORIGINAL_ARCHITECTURE_KEYS", "load_run_checkpoint",
+    "load_weights", "load_model", "read_architecture", "find_run_hparams", "build_model", "load_eval_model",
 ]
 
 logger = logging.getLogger(__name__)
@@ -38,9 +47,23 @@ RUN_CHECKPOINT_HINT = (
     "match the run that wrote the checkpoint (its hyperparams.yaml): " + ", ".join(f"--{k}" for k in MODEL_KEYS)
 )
 
+#: The same, for the ``clap.ckpt`` of a run of the paper's code.
+ORIGINAL_CHECKPOINT_HINT = (
+    "expected the paper code's recoverable 'clap' (its models/microsoft_clap.py CLAP, MS CLAP key names) of the "
+    "architecture the YAML and its flags build; these flags set it and must match the run's hyperparams.yaml "
+    "(sample_rate, aud_emb_dim -> out_emb, shared_emb_dim -> d_proj, ...): " + ", ".join(f"--{k}" for k in MODEL_KEYS)
+)
 
-def load_run_checkpoint(model, save_dir, select="loss"):
-    """Loads ``model.ckpt`` of the selected checkpoint of one of our runs into ``model``.
+#: The paper code's names of architecture keys (top level of its YAMLs) → ours.
+ORIGINAL_ARCHITECTURE_KEYS = {"aud_emb_classes_num": "classes_num", "aud_emb_dim": "out_emb",
+                              "shared_emb_dim": "d_proj"}
+#: Arguments of the paper code's ``models.microsoft_clap.CLAP`` → our keys (the rest are named alike).
+_ORIGINAL_CLAP_ARGUMENTS = {"transformer_embed_dim": "txt_emb_dim"}
+_ORIGINAL_CLAP_TAG = "new:models.microsoft_clap.CLAP"
+
+
+def load_run_checkpoint(model, save_dir, select="loss", asked_by=None, select_flag="ssl_select"):
+    """Loads the model of the selected checkpoint of a run (ours or the paper code's) into ``model``.
 
     Arguments
     ---------
@@ -50,15 +73,21 @@ def load_run_checkpoint(model, save_dir, select="loss"):
         The run's ``save`` folder, its experiment folder or one ``CKPT+`` folder.
     select : str
         ``"loss"``, ``"acc"`` or ``"latest"`` (:func:`experiment.checkpoints.find_checkpoint`).
+    asked_by, select_flag : str, optional
+        The flags that chose ``select``, for the error message.
 
     Returns
     -------
     str
         The checkpoint folder loaded.
     """
-    ckpt = find_checkpoint(save_dir, select)
-    load_model_checkpoint(model, os.path.join(ckpt, "model.ckpt"), RUN_CHECKPOINT_HINT)
-    logger.info("Loaded model weights from %s", ckpt)
+    ckpt = find_checkpoint(save_dir, select, asked_by=asked_by, select_flag=select_flag)
+    path = model_file(ckpt)
+    if os.path.basename(path) == "clap.ckpt":
+        load_clap_checkpoint(model, path, expected=ORIGINAL_CHECKPOINT_HINT)
+    else:
+        load_model_checkpoint(model, path, RUN_CHECKPOINT_HINT)
+    logger.info("Loaded model weights from %s (%s)", path, asked_by or f"select={select}")
     return ckpt
 
 
@@ -83,11 +112,13 @@ def load_weights(model, hparams, flag_names=None):
         The model to fill.
     hparams : dict
         Holds (some of) ``pann_ckpt_path``, ``clap_ckpt_path``,
-        ``ssl_checkpoints_dir`` and ``ssl_select``.
+        ``ssl_checkpoints_dir`` and the selection keys ``ssl_select``,
+        ``use_maxacc_ep``, ``use_minloss_ep``
+        (:func:`experiment.checkpoints.resolve_selection`; none: the most recent).
     flag_names : dict, optional
         The command-line flag that gave each of those keys, where it has
-        another name (e.g. ``{"ssl_checkpoints_dir": "teacher_checkpoints_dir"}``),
-        for the error messages.
+        another name (e.g. ``{"ssl_checkpoints_dir": "teacher_checkpoints_dir",
+        "ssl_select": "teacher_select"}``), for the error messages.
 
     Returns
     -------
@@ -106,9 +137,11 @@ def load_weights(model, hparams, flag_names=None):
         _named_by(flag("clap_ckpt_path"), load_clap_checkpoint, model, hparams["clap_ckpt_path"])
         sources.append(f"MS CLAP {hparams['clap_ckpt_path']}")
     if hparams.get("ssl_checkpoints_dir"):
+        select, asked_by = resolve_selection({**hparams, flag("ssl_select"): hparams.get("ssl_select")},
+                                             flag("ssl_select"))
         ckpt = _named_by(flag("ssl_checkpoints_dir"), load_run_checkpoint, model, hparams["ssl_checkpoints_dir"],
-                         hparams.get("ssl_select") or "loss")
-        sources.append(f"checkpoint {ckpt}")
+                         select, asked_by, flag("ssl_select"))
+        sources.append(f"checkpoint {ckpt} ({asked_by})")
     if not sources:
         return None
     source = ", then ".join(sources)
@@ -206,14 +239,34 @@ class _TagIgnoringLoader(yaml.SafeLoader):
 
 
 _TAGGED = object()
-_TagIgnoringLoader.add_multi_constructor("!", lambda loader, suffix, node: _TAGGED)
+
+
+class _OriginalClap(dict):
+    """The arguments of the paper code's ``clap: !new:models.microsoft_clap.CLAP`` entry."""
+
+
+def _construct_tagged(loader, suffix, node):
+    if suffix == _ORIGINAL_CLAP_TAG and isinstance(node, yaml.MappingNode):
+        return _OriginalClap(loader.construct_mapping(node, deep=True))
+    return _TAGGED
+
+
+_TagIgnoringLoader.add_multi_constructor("!", _construct_tagged)
+
+
+def _plain(value):
+    return value is not _TAGGED and value is not None and not isinstance(value, (dict, list))
 
 
 def read_architecture(yaml_path):
     """The :data:`models.factory.ARCHITECTURE_KEYS` a (hyper)parameter file sets to plain values.
 
     Works on a run's ``hyperparams.yaml`` (references already resolved) and on
-    the recipes' YAML files; nothing in the file is instantiated.
+    the recipes' YAML files; nothing in the file is instantiated. The
+    ``hyperparams.yaml`` of a run of the paper's code names them otherwise:
+    its ``clap: !new:models.microsoft_clap.CLAP`` arguments
+    (``transformer_embed_dim`` is our ``txt_emb_dim``) and its top-level
+    :data:`ORIGINAL_ARCHITECTURE_KEYS` are read too.
 
     Arguments
     ---------
@@ -233,11 +286,20 @@ def read_architecture(yaml_path):
     >>> _ = open(p, "w").write("sample_rate: 16000\\nd_proj: !ref <x>\\nmodel: !new:models.clap.CLAP {}\\n")
     >>> read_architecture(p)
     {'sample_rate': 16000}
+    >>> _ = open(p, "w").write("shared_emb_dim: 512\\nclap: !new:models.microsoft_clap.CLAP\\n"
+    ...                        "    text_model: bert-base-uncased\\n    transformer_embed_dim: 768\\n")
+    >>> sorted(read_architecture(p).items())
+    [('d_proj', 512), ('text_model', 'bert-base-uncased'), ('txt_emb_dim', 768)]
     """
     with open(yaml_path, encoding="utf-8") as f:
         values = yaml.load(f, Loader=_TagIgnoringLoader) or {}
-    return {k: values[k] for k in ARCHITECTURE_KEYS
-            if k in values and values[k] is not _TAGGED and values[k] is not None}
+    found = {ours: values[theirs] for theirs, ours in ORIGINAL_ARCHITECTURE_KEYS.items()
+             if _plain(values.get(theirs))}
+    found.update({k: values[k] for k in ARCHITECTURE_KEYS if _plain(values.get(k))})
+    for clap in (v for v in values.values() if isinstance(v, _OriginalClap)):
+        found.update({_ORIGINAL_CLAP_ARGUMENTS.get(k, k): v for k, v in clap.items()
+                      if _ORIGINAL_CLAP_ARGUMENTS.get(k, k) in ARCHITECTURE_KEYS and _plain(v)})
+    return {k: found[k] for k in ARCHITECTURE_KEYS if k in found}
 
 
 def find_run_hparams(save_dir):

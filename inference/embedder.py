@@ -133,15 +133,17 @@ class ClapEmbedder:
         clap_ckpt_path : str, optional
             An MS CLAP file ``{'model': state_dict}`` (``CLAP_weights_2022.pth``).
         ssl_checkpoints_dir : str, optional
-            The ``save`` folder of one of our runs (or its experiment folder),
-            loaded on top of ``clap_ckpt_path`` when both are given.
+            The ``save`` folder of one of our runs or of a run of the paper's
+            code (its recoverable ``clap``), or its experiment folder, loaded
+            on top of ``clap_ckpt_path`` when both are given.
         ssl_select : str
             Checkpoint of ``ssl_checkpoints_dir``: ``"loss"`` (lowest
-            validation loss), ``"acc"`` (highest zero-shot accuracy) or ``"latest"``.
+            validation loss), ``"acc"`` (highest zero-shot accuracy) or ``"latest"``;
+            a metric no checkpoint records raises SystemExit naming what they record.
         model_hparams : str, optional
             A YAML file whose :data:`models.factory.ARCHITECTURE_KEYS` describe the model.
             Default: the run's ``hyperparams.yaml`` when ``ssl_checkpoints_dir``
-            is given, else MS CLAP 2022.
+            is given (the paper code's key names are read too), else MS CLAP 2022.
         device : str
             ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         precision : str

@@ -283,8 +283,11 @@ def load_pann_checkpoint(cnn14: nn.Module, path) -> nn.Module:
     return _load(cnn14, state, missing, unexpected, mismatched, path, PANN_EXPECTED)
 
 
-def load_clap_checkpoint(clap: nn.Module, path) -> nn.Module:
+def load_clap_checkpoint(clap: nn.Module, path, expected: str = CLAP_EXPECTED) -> nn.Module:
     """Load an MS CLAP file (e.g. ``CLAP_weights_2022.pth``) into ``clap``.
+
+    Also reads the ``clap.ckpt`` a run of the paper's code saved (a bare
+    state dict of its CLAP, with the same key names).
 
     Tolerated differences (each logged): ``caption_encoder.base.embeddings.
     position_ids`` in the file but not in the model (older transformers
@@ -298,6 +301,8 @@ def load_clap_checkpoint(clap: nn.Module, path) -> nn.Module:
         Model with matching configuration.
     path : str or os.PathLike
         Checkpoint file.
+    expected : str
+        What kind of file was expected (added to errors).
 
     Returns
     -------
@@ -309,7 +314,7 @@ def load_clap_checkpoint(clap: nn.Module, path) -> nn.Module:
     CheckpointMismatchError
         On any other missing, unexpected or mis-shaped key.
     """
-    state = read_state_dict(path, CLAP_EXPECTED)
+    state = read_state_dict(path, expected)
     model_keys = set(clap.state_dict())
     ignored_file = [
         k
@@ -329,7 +334,7 @@ def load_clap_checkpoint(clap: nn.Module, path) -> nn.Module:
                     ignored_model)
     if ignored_bn:
         logger.info("%s: no %d BatchNorm num_batches_tracked entries; kept the model's.", path, len(ignored_bn))
-    return _load(clap, state, missing, unexpected, mismatched, path, CLAP_EXPECTED)
+    return _load(clap, state, missing, unexpected, mismatched, path, expected)
 
 
 def load_model_checkpoint(model: nn.Module, path, expected: str = "") -> nn.Module:

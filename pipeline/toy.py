@@ -158,7 +158,7 @@ class SeedPlan:
             "embeddings", "curation embeddings (unpaired audio, teacher captions)", deps=[teacher],
             command=lambda: [repo_path("recipes/microsoft_curation_toemb.py"), repo_path(h["toemb_hparams"]),
                              f"--output_folder={self.out}/curation", "--clap_ckpt_path=",
-                             f"--ssl_checkpoints_dir={self.teacher_save}",
+                             f"--ssl_checkpoints_dir={self.teacher_save}", f"--ssl_select={h['teacher_select']}",
                              f"--audio_pathfile={self.world}/unpaired_paths.txt",
                              f"--text_pathfile={self.teacher_save}/train_raw.csv", "--noprogressbar"]
             + self.precision_flags()
@@ -182,7 +182,8 @@ class SeedPlan:
                 command=lambda target=target, short=short: [
                     repo_path("recipes/retrieve_ds_t2t.py"), repo_path(h["ds_hparams"].format(set=short)),
                     f"--target_csv_path={self.teacher_save}/train_raw.csv", "--clap_ckpt_path=",
-                    f"--ssl_checkpoints_dir={self.teacher_save}", f"--emb_dir={self.emb_dir}",
+                    f"--ssl_checkpoints_dir={self.teacher_save}", f"--ssl_select={h['teacher_select']}",
+                    f"--emb_dir={self.emb_dir}",
                     f"--sim_threshold={threshold_flag(h[f'ds_threshold_{target}'])}",
                     f"--zs_data_folder={self.target_folder(target)}", "--noprogressbar"] + list(h["toy_model_flags"])
                 + self.precision_flags(),

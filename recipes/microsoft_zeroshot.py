@@ -5,9 +5,10 @@ Urban Acoustic Scenes 2019.
 Each clip gets the class whose prompt ("this is a sound of <label>" by
 default) has the highest cosine with the clip's audio embedding. The model is
 the MS CLAP 2022 file (``--clap_ckpt_path``), a checkpoint of one of our
-training runs (``--ssl_checkpoints_dir``, its ``save`` folder; ``--ssl_select``
-chooses the best by loss or by zero-shot accuracy, or the latest), or the
-checkpoint on top of the file when both are given. Results go to the
+training runs or of the paper code's (``--ssl_checkpoints_dir``, its ``save``
+folder; the paper's YAMLs take the highest zero-shot accuracy as its code does,
+``use_maxacc_ep``; ``--ssl_select`` chooses the best by loss or by accuracy, or
+the latest), or the checkpoint on top of the file when both are given. Results go to the
 experiment folder: ``zeroshot_results.json``, ``confusion_matrix.csv``,
 ``confusion_matrix.png``, ``predictions.csv``; a one-line summary is printed.
 

@@ -69,12 +69,19 @@ class SoftCLAPBrain(CLAPBrain):
 
 
 def load_teacher(hparams):
-    """Builds the frozen teacher: from ``teacher_checkpoints_dir`` (our save folder) or the MS CLAP file."""
+    """Builds the frozen teacher: from ``teacher_checkpoints_dir`` (a run's save folder) or the MS CLAP file.
+
+    ``teacher_checkpoints_dir`` defaults to ``ssl_checkpoints_dir`` (the paper's YAMLs: the student starts from
+    its teacher); its checkpoint is chosen by ``teacher_select`` (default: ``ssl_select``), else by the paper
+    code's ``use_maxacc_ep`` / ``use_minloss_ep``, which the paper's code applies to both folders.
+    """
     if hparams.get("teacher_checkpoints_dir"):
-        flags = {"ssl_checkpoints_dir": hparams["teacher_checkpoints_dir"], "ssl_select": hparams["teacher_select"]}
+        flags = {"ssl_checkpoints_dir": hparams["teacher_checkpoints_dir"], "ssl_select": hparams["teacher_select"],
+                 "use_maxacc_ep": hparams.get("use_maxacc_ep"), "use_minloss_ep": hparams.get("use_minloss_ep")}
     else:
         flags = {"clap_ckpt_path": hparams.get("clap_ckpt_path")}
-    source = load_weights(hparams["teacher_model"], flags, {"ssl_checkpoints_dir": "teacher_checkpoints_dir"})
+    source = load_weights(hparams["teacher_model"], flags,
+                          {"ssl_checkpoints_dir": "teacher_checkpoints_dir", "ssl_select": "teacher_select"})
     if source is None:
         raise SystemExit(
             "SoftCLAP needs a teacher: give --teacher_checkpoints_dir=<save folder of the teacher run> "

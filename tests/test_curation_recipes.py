@@ -51,6 +51,7 @@ def toemb_command(teacher, pathfile, output_folder):
         f"--output_folder={output_folder}",
         "--clap_ckpt_path=",
         f"--ssl_checkpoints_dir={teacher}/save",
+        "--ssl_select=loss",  # the toy teacher records no zero-shot acc (the paper YAML's use_maxacc_ep)
         f"--audio_pathfile={pathfile}",
         f"--text_pathfile={teacher}/save/train_raw.csv",
     ] + TOY_MODEL + ["--batch_size=16", "--shard_size=16", "--num_workers=0", "--noprogressbar"]
@@ -179,6 +180,7 @@ def ds_run(toy_teacher, emb_dir):
         f"--target_csv_path={toy_teacher}/save/train_raw.csv",
         "--clap_ckpt_path=",
         f"--ssl_checkpoints_dir={toy_teacher}/save",
+        "--use_maxacc_ep=False", "--use_minloss_ep=True",  # the paper code's keys: the toy teacher records no acc
         f"--emb_dir={emb_dir}",
         "--sim_threshold=0.7",
     ] + TOY_MODEL)
@@ -285,7 +287,7 @@ def test_ds_overlap_audit_counts_and_drops_evaluation_recordings(toy_teacher, to
     out.mkdir()  # DS alone into a new folder: it must exist (a mistyped --emb_dir stops the run)
     proc = run_script([
         DS, f"{HP}/us8k_insper_t2t_retr.yaml", f"--target_csv_path={target}",
-        f"--ssl_checkpoints_dir={toy_teacher}/save", f"--emb_dir={out}", "--sim_threshold=0.3",
+        f"--ssl_checkpoints_dir={toy_teacher}/save", "--ssl_select=loss", f"--emb_dir={out}", "--sim_threshold=0.3",
         f"--zs_data_folder={toy_world}/UrbanSound8K", "--drop_eval_overlap=True", "--noprogressbar",
     ] + TOY_MODEL)
     check_ok(proc)

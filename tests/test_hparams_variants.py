@@ -44,6 +44,9 @@ _TOY_TRAINING = {
     # our AdamW + per-step cosine (the paper's YAMLs: Adam + the paper code's per-epoch ReduceLROnPlateau)
     "lr_schedule", "optimizer",
 }
+# The toy's checkpoint selection: ours, the lowest validation loss (the paper's YAMLs: the paper code's choice per
+# script, highest acc for zero-shot and curation, the most recent for training).
+_TOY_SELECTION = {"use_maxacc_ep", "use_minloss_ep"}
 
 # variant: (base, keys that differ from the base today)
 VARIANTS = {
@@ -54,7 +57,7 @@ VARIANTS = {
     "hparams/tut17/microsoft_clap_train.yaml": (_MICROSOFT_TRAIN, {"experiment_name", "zs_dataset"}),
     # Toy teacher: toy model size and CPU schedule, data from the toy world (required).
     "hparams/toy/microsoft_clap_train.yaml": (
-        _MICROSOFT_TRAIN, {"experiment_name"} | _TOY_FEATURES | _TOY_MODEL | _TOY_TRAINING),
+        _MICROSOFT_TRAIN, {"experiment_name", "use_minloss_ep"} | _TOY_FEATURES | _TOY_MODEL | _TOY_TRAINING),
     # ---- SoftCLAP training (the base's zero-shot set, with use_zs_loader: ESC-50)
     # Domain: UrbanSound8K.
     "hparams/us8k/softclap_train.yaml": (_SOFTCLAP_TRAIN, {"experiment_name", "zs_dataset"}),
@@ -62,7 +65,8 @@ VARIANTS = {
     "hparams/tut17/softclap_train.yaml": (_SOFTCLAP_TRAIN, {"experiment_name", "zs_dataset"}),
     # Toy student: toy size and schedule, our normalised SoftCLAP targets (the toy pipeline's measured default).
     "hparams/toy/softclap_train.yaml": (
-        _SOFTCLAP_TRAIN, {"experiment_name", "softclap_targets"} | _TOY_FEATURES | _TOY_MODEL | _TOY_TRAINING),
+        _SOFTCLAP_TRAIN, {"experiment_name", "softclap_targets", "use_minloss_ep"} | _TOY_FEATURES | _TOY_MODEL
+        | _TOY_TRAINING),
     # ---- zero-shot classification (the base scores ESC-50)
     # Domain: UrbanSound8K.
     "hparams/us8k/microsoft_zeroshot.yaml": (_ZEROSHOT, {"dataset", "experiment_name"}),
@@ -76,7 +80,7 @@ VARIANTS = {
     "hparams/tau19/microsoft_zeroshot.yaml": (_ZEROSHOT, {"dataset", "experiment_name", "folds"}),
     # Toy: the toy model size, no DataLoader workers (same dataset default, chosen with --dataset).
     "hparams/toy/microsoft_zeroshot.yaml": (
-        _ZEROSHOT, {"num_workers"} | _TOY_FEATURES | _TOY_MODEL),
+        _ZEROSHOT, {"num_workers"} | _TOY_FEATURES | _TOY_MODEL | _TOY_SELECTION),
     # ---- DS curation (text-text, the base is for ESC-50)
     # Domain: UrbanSound8K labels, the paper's DS threshold for it.
     "hparams/curation/us8k_insper_t2t_retr.yaml": (_DS, {"zs_dataset", "sim_threshold"}),
@@ -437,6 +441,8 @@ FAITHFUL = {
     # validation on held-out captions, checkpoints kept by its loss (valid_pct: 0: by the training loss);
     # True adds zero-shot accuracy and keeps checkpoints by it (selects on the test folds unless zs_folds)
     "use_zs_loader": (False, False),
+    # checkpoint selection: the paper code's keys decide (training: the most recent); the toy: lowest loss
+    "ssl_select": (None, None), "use_maxacc_ep": (False, False), "use_minloss_ep": (False, True),
     # Adam + ReduceLROnPlateau(factor 0.1, patience 10, dont_halve_until_epoch 10) from batch_size * 1e-3 / 1024
     # down to batch_size * 1e-8 / 1024, no warm-up; ours: AdamW + warm-up and cosine from 1e-3 to 1e-5.
     "optimizer": ("adam", "adamw"), "lr_schedule": ("plateau", "cosine"),
