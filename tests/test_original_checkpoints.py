@@ -283,7 +283,9 @@ def _yaml_defaults(path):
 
 
 _ZS = ["hparams/esc/microsoft_zeroshot.yaml", "hparams/us8k/microsoft_zeroshot.yaml",
-       "hparams/tut/microsoft_zeroshot.yaml", "hparams/tut17/microsoft_zeroshot.yaml"]
+       "hparams/tut/microsoft_zeroshot.yaml", "hparams/tut17/microsoft_zeroshot.yaml",
+       # not in the paper's code (it has their preparers only): as its other zero-shot YAMLs
+       "hparams/vggsound/microsoft_zeroshot.yaml", "hparams/tau19/microsoft_zeroshot.yaml"]
 _CURATION = ["hparams/curation/microsoft_audioset_insper_toemb.yaml", "hparams/curation/esc_insper_t2t_retr.yaml",
              "hparams/curation/us8k_insper_t2t_retr.yaml", "hparams/curation/tut_insper_t2t_retr.yaml"]
 _TRAINING = [f"hparams/{d}/{n}.yaml" for d in ("insper", "us8k", "tut17")
