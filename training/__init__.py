@@ -6,5 +6,7 @@
   replay batches step by step, resumably;
 - :mod:`training.schedule`: the stateless cosine learning-rate schedule;
 - :mod:`training.run`: the recipes' data preparation and the canonical
-  SpeechBrain sequence (parse, prepare, build the Brain, fit, evaluate).
+  SpeechBrain sequence (parse, prepare, build the Brain, fit, evaluate);
+- :mod:`training.curves`: where statistics go (file log, W&B, TensorBoard)
+  and the per-epoch ``train_curves.png``.
 """

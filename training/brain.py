@@ -41,7 +41,8 @@ class CLAPBrain(sb.Brain):
         valid = batch.audio_ok.to(self.device)
         self.unreadable += int((~valid).sum())
         loss, logits = self.hparams.loss(
-            audio_emb, text_emb, scale, valid=valid, gather=(stage == sb.Stage.TRAIN),
+            audio_emb, text_emb, scale, valid=valid,
+            gather=(stage == sb.Stage.TRAIN and getattr(self.hparams, "global_contrastive", True)),
             **self.soft_target_inputs(predictions, stage),
         )
         if stage != sb.Stage.TRAIN and logits.numel():
@@ -145,7 +146,9 @@ class CLAPBrain(sb.Brain):
             )
             meta = {k: float(v) for k, v in stats.items() if k in ("loss", "R@1", "acc")}
             keep = {"max_keys": ["acc"]} if "acc" in meta else {"min_keys": ["loss"]}
-            self.checkpointer.save_and_keep_only(meta=meta, **keep)
+            if epoch % getattr(self.hparams, "num_epoch_save", 1) == 0:  # the paper code's num_epoch_save
+                self.checkpointer.save_and_keep_only(meta=meta, num_to_keep=getattr(self.hparams, "num_ckpt_keep", 1),
+                                                     **keep)
         elif stage == sb.Stage.TEST:
             self.hparams.train_logger.log_stats(
                 stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats

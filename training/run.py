@@ -19,6 +19,7 @@ import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from dataset.manifest import read_caption_csv
+from dataset.overfit import overfit_manifests
 from dataset.pipelines import caption_dataset
 from dataset.prepare_insper import prepare_insper
 from evaluation.zeroshot import zeroshot_validation_from_hparams
@@ -27,10 +28,11 @@ from experiment.checkpoints import checkpoint_dirs
 from experiment.lock import hold_folder_lock
 from experiment.weights import load_model
 from models.freeze import freeze_base
+from training.curves import make_train_logger
 from training.mixer import CurationMixer
 
 __all__ = ["CORPUS_KEYS", "dataio_prep", "check_options", "prepare_manifests", "freeze_for_training",
-           "checkpoint_path", "checkpoint_folder", "run_training"]
+           "checkpoint_path", "checkpoint_folder", "run_training", "use_overfit_manifests"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +114,15 @@ def prepare_manifests(hparams):
         shutil.copyfile(train, os.path.join(hparams["save_folder"], "train_raw.csv"))
 
 
+def use_overfit_manifests(hparams):
+    """``overfit_size`` (the paper code's debug mode): train on N pairs repeated 1000 times, validate on them."""
+    if hparams.get("overfit_size"):
+        run_on_main(overfit_manifests, args=[hparams["train_manifest"], hparams["output_folder"],
+                                             hparams["overfit_size"], hparams["seed"]])
+        hparams["train_manifest"] = os.path.join(hparams["output_folder"], "overfit_train.csv")
+        hparams["valid_manifest"] = os.path.join(hparams["output_folder"], "overfit_valid.csv")
+
+
 def freeze_for_training(model, hparams):
     """Freezes what the loss never uses (DDP needs every trainable parameter used) and optional towers."""
     for name, param in model.named_parameters():
@@ -174,7 +185,9 @@ def run_training(argv, brain_class, brain_kwargs=None):
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
+    hparams["train_logger"] = make_train_logger(hparams)  # + W&B / TensorBoard on request, train_curves.png
     prepare_manifests(hparams)
+    use_overfit_manifests(hparams)
     train_set, valid_set, curated_set = dataio_prep(hparams)
     zeroshot = zeroshot_validation_from_hparams(hparams)
 
