@@ -427,6 +427,8 @@ _PAPER_TRAINING = [f"hparams/{d}/{r}.yaml" for d in ("insper", "us8k", "tut17")
 _TOY_TRAINING_YAMLS = ["hparams/toy/microsoft_clap_train.yaml", "hparams/toy/softclap_train.yaml"]
 #: key: (the paper code's value, ours): the faithful defaults landed so far (issue 12).
 FAITHFUL = {"spec_augment": (False, True), "softclap_targets": ("paper", "normalized")}
+
+
 # The paper code's training keys taken as real keys (experiment/aliases.py): its values, the toy YAMLs' too.
 FAITHFUL.update({"num_ckpt_keep": (3, 3), "num_epoch_save": (1, 1), "global_contrastive": (True, True),
                  "overfit_size": (None, None), "use_wandb": (False, False)})
