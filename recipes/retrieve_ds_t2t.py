@@ -37,7 +37,6 @@ from curation.embed import (
     update_info, write_caption_table,
 )
 from curation.join import PairStats
-from curation.paper_outputs import write_caption_rows
 from dataset.labels import dataset_labels
 from dataset.manifest import read_caption_csv, write_csv
 from experiment.arguments import inference_precision, setup
@@ -145,6 +144,8 @@ def main(argv=None):
     write_caption_table(os.path.join(emb_dir, f"{name}_captions.csv"), ds_table, extra_fields=["label", "similarity"])
     write_csv(hparams["ds_pairs_csv"], pairs, fieldnames=["ID", "wav_path", "caption", "similarity", "label"] + extra)
     if hparams.get("output_emb_path"):  # the paper code's DS embeddings: one row per row of ds_pairs_csv
+        from curation.paper_outputs import write_caption_rows
+
         write_caption_rows(hparams["output_emb_path"], caption_emb, table, pairs)
 
     stats = PairStats(len(table), len(labels), hparams["sim_threshold"])
