@@ -204,7 +204,8 @@ def test_num_epoch_save_and_num_ckpt_keep_reach_the_checkpointer():
 
     saved = []
     brain = CLAPBrain.__new__(CLAPBrain)
-    brain.hparams = types.SimpleNamespace(num_epoch_save=2, num_ckpt_keep=3,
+    # lr_schedule: read by the learning-rate schedule's end-of-epoch step where it exists (cosine: no step).
+    brain.hparams = types.SimpleNamespace(num_epoch_save=2, num_ckpt_keep=3, lr_schedule="cosine",
                                           train_logger=types.SimpleNamespace(log_stats=lambda *a, **k: None))
     brain.checkpointer = types.SimpleNamespace(save_and_keep_only=lambda **kwargs: saved.append(kwargs))
     brain.optimizer = types.SimpleNamespace(param_groups=[{"lr": 1e-4}])
