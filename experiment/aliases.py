@@ -279,7 +279,8 @@ PAPER_KEYS = {
                              "deterministically (eval_crop)"),
                        Ignored("the paper code's DS step reads no audio")),
     "audio_dataloader_opts": (Alias("batch_size", _loader_opts("batch_size")),),
-    "text_dataloader_opts": (Alias("text_batch_size", _loader_opts("text_batch_size", workers=False)),),
+    "text_dataloader_opts": (Alias("text_batch_size", _loader_opts("text_batch_size", workers=False),
+                                   note="its num_workers is not used: captions are tokenised in the main process"),),
     "audio_dataset": (Ignored(_OBJECT.format(what="the audio list or embeddings dataset",
                                              ours="audio_pathfile (embedding) / emb_dir and aud_ds_path (joins)")),),
     "text_dataset": (Ignored(_OBJECT.format(what="the caption dataset", ours="text_pathfile (embedding) / emb_dir "
