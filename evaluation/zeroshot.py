@@ -595,4 +595,5 @@ def zeroshot_validation_from_hparams(hparams):
     return ZeroShotValidation(
         dataset, labels, hparams["tokenizer"], batch_size=hparams["batch_size"],
         num_workers=hparams["num_workers"], max_length=hparams.get("text_max_length", 100),
+        templates=hparams.get("zs_prompt_templates"),
     )

@@ -7,4 +7,6 @@
   and loaded (from the files the flags name).
 - :mod:`experiment.lock`: one writer per output folder (a second run on a
   folder in use stops at once, naming the run that holds it).
+- :mod:`experiment.aliases`: the paper code's YAML keys, translated to ours,
+  honoured or ignored with a reason, before the overrides are checked.
 """

@@ -23,6 +23,7 @@ import torch
 import speechbrain as sb
 from speechbrain.utils.run_opts import HELP_TEXTS, RunOptions
 
+from experiment.aliases import translate_overrides
 from models.precision import check_precision
 
 __all__ = [
@@ -79,6 +80,16 @@ def overrides_to_yaml(unknown_args):
     return "\n".join(f"{key}: {value}" for key, value in values.items())
 
 
+def _flag_value(name, text):
+    """The truth value of ``--flag=text`` for a SpeechBrain bare flag (``--auto_mix_prec=False``)."""
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off", "null", "none", ""):
+        return False
+    raise SystemExit(f"--{name}={text}: --{name} is a SpeechBrain switch: give --{name} alone, or =True / =False.")
+
+
 def split_arguments(argv):
     """Splits a command line into (parameter file, SpeechBrain run-option arguments, YAML override arguments).
 
@@ -86,6 +97,12 @@ def split_arguments(argv):
     -------
     >>> split_arguments(["h.yaml", "--device", "cpu", "--seed=3", "--noprogressbar", "--lr", "0.1"])
     ('h.yaml', ['--device', 'cpu', '--noprogressbar'], ['--seed=3', '--lr', '0.1'])
+
+    A switch may be written as a YAML key is (the paper code's YAMLs have
+    ``auto_mix_prec: False``): ``=True`` turns it on, ``=False`` leaves it off.
+
+    >>> split_arguments(["h.yaml", "--auto_mix_prec=False", "--noprogressbar=True"])
+    ('h.yaml', ['--noprogressbar'], [])
     """
     arity = _run_option_arity()
     param_file, run_args, overrides = None, [], []
@@ -100,6 +117,12 @@ def split_arguments(argv):
             continue
         name = arg[2:].split("=", 1)[0]
         kind = arity.get(name)
+        if kind == "flag" and "=" in arg:
+            # A bare flag written as a YAML key would be (the paper code's auto_mix_prec: False).
+            if _flag_value(name, arg.split("=", 1)[1]):
+                run_args.append("--" + name)
+            i += 1
+            continue
         target = run_args if kind else overrides
         target.append(arg)
         i += 1
@@ -122,6 +145,10 @@ def split_arguments(argv):
 def parse_arguments(argv=None):
     """Like ``speechbrain.parse_arguments`` but keeps ``=`` inside override values.
 
+    The paper code's YAML keys are translated to ours here
+    (:func:`experiment.aliases.translate_overrides`), so everything after
+    (checks, the saved ``hyperparams.yaml``, the run) sees our keys.
+
     Arguments
     ---------
     argv : list of str, optional
@@ -137,7 +164,7 @@ def parse_arguments(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     param_file, run_args, override_args = split_arguments(argv)
     _, run_opts, _ = sb.parse_arguments([param_file] + run_args)
-    return param_file, run_opts, overrides_to_yaml(override_args)
+    return param_file, run_opts, translate_overrides(param_file, overrides_to_yaml(override_args))
 
 
 def warn_now(message):

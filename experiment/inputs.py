@@ -104,6 +104,13 @@ RANGES = {
     "fmin": _NON_NEGATIVE,
 }
 
+# The paper code's training keys (experiment/aliases.py).
+RANGES.update({
+    "num_ckpt_keep": _POSITIVE_INT,
+    "num_epoch_save": _POSITIVE_INT,
+    "overfit_size": dataclasses.replace(_POSITIVE_INT, text="a positive number of pairs (or null: off)", nullable=True),
+})
+
 #: Keys whose value is one of a few names (any YAML that has the key).
 CHOICES = {
     "softclap_targets": SOFTCLAP_TARGETS,

@@ -33,6 +33,7 @@ import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process
 
 from curation.embed import caption_table, embed_audio_files, embed_captions, model_fingerprint, read_path_list
+from curation.paper_outputs import export_embedding_step
 from dataset.manifest import read_caption_csv
 from experiment.arguments import inference_precision, rank_and_world, setup
 from experiment.lock import hold_folder_lock
@@ -83,6 +84,7 @@ def main(argv=None):
             model_id=fingerprint, precision=precision,
         )
     if if_main_process():
+        export_embedding_step(hparams, emb_dir, model, device, precision)  # --aud_svpth / --txt_svpth (paper's files)
         print(
             f"Done: {audio['rows']} clip embeddings ({audio['skipped']} unreadable clips skipped)"
             + (f", {text['rows']} caption embeddings" if text else "")

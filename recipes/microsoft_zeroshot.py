@@ -43,6 +43,7 @@ from experiment.arguments import inference_precision, setup
 from experiment.lock import hold_folder_lock
 from experiment.weights import load_model
 from experiment.safety import run_cli
+from training.curves import make_train_logger
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ def main(argv=None):
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
+    hparams["train_logger"] = make_train_logger(hparams, curves=False)  # + W&B / TensorBoard on request
     run_on_main(
         prepare_zeroshot,
         kwargs={

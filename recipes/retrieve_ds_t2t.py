@@ -159,6 +159,10 @@ def main(argv=None):
     save_npy(os.path.join(emb_dir, f"{name}_emb.npy"), np.ascontiguousarray(caption_emb[kept]))
     write_caption_table(os.path.join(emb_dir, f"{name}_captions.csv"), ds_table, extra_fields=["label", "similarity"])
     write_csv(hparams["ds_pairs_csv"], pairs, fieldnames=["ID", "wav_path", "caption", "similarity", "label"] + extra)
+    if hparams.get("output_emb_path"):  # the paper code's DS embeddings: one row per row of ds_pairs_csv
+        from curation.paper_outputs import write_caption_rows
+
+        write_caption_rows(hparams["output_emb_path"], caption_emb, table, pairs)
 
     stats = PairStats(len(table), len(labels), hparams["sim_threshold"])
     stats.update(kept, label_of, sim)

@@ -453,6 +453,11 @@ FAITHFUL = {
 }
 
 
+# The paper code's training keys taken as real keys (experiment/aliases.py): its values, the toy YAMLs' too.
+FAITHFUL.update({"num_ckpt_keep": (3, 3), "num_epoch_save": (1, 1), "global_contrastive": (True, True),
+                 "overfit_size": (None, None), "use_wandb": (False, False)})
+
+
 @pytest.mark.parametrize("path", _PAPER_TRAINING + _TOY_TRAINING_YAMLS)
 def test_paper_yamls_default_to_the_papers_method_and_toy_to_ours(path):
     data = load_hparams_data(path)

@@ -7,5 +7,7 @@
 - :mod:`training.schedule`: the optimizer (Adam or AdamW) and the learning-rate
   schedules (the paper code's per-epoch ReduceLROnPlateau, our per-step cosine);
 - :mod:`training.run`: the recipes' data preparation and the canonical
-  SpeechBrain sequence (parse, prepare, build the Brain, fit, evaluate).
+  SpeechBrain sequence (parse, prepare, build the Brain, fit, evaluate);
+- :mod:`training.curves`: where statistics go (file log, W&B, TensorBoard)
+  and the per-epoch ``train_curves.png``.
 """

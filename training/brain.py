@@ -41,7 +41,8 @@ class CLAPBrain(sb.Brain):
         valid = batch.audio_ok.to(self.device)
         self.unreadable += int((~valid).sum())
         loss, logits = self.hparams.loss(
-            audio_emb, text_emb, scale, valid=valid, gather=(stage == sb.Stage.TRAIN),
+            audio_emb, text_emb, scale, valid=valid,
+            gather=(stage == sb.Stage.TRAIN and getattr(self.hparams, "global_contrastive", True)),
             **self.soft_target_inputs(predictions, stage),
         )
         if stage != sb.Stage.TRAIN and logits.numel():
@@ -164,20 +165,22 @@ class CLAPBrain(sb.Brain):
                 train_stats=getattr(self, "train_stats", None),
                 valid_stats=stats,
             )
-            self._save_checkpoint(stats)
+            self._save_checkpoint(stats, epoch)
         elif stage == sb.Stage.TEST:
             self.hparams.train_logger.log_stats(
                 stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats
             )
 
-    def _save_checkpoint(self, stats):
+    def _save_checkpoint(self, stats, epoch):
         """Saves the end-of-epoch checkpoint with ``stats`` as meta; keeps the best by ``acc`` if there, else ``loss``.
 
         ``loss`` is the validation loss, or the training loss when the run has no validation.
         """
         meta = {k: float(v) for k, v in stats.items() if k in ("loss", "R@1", "acc")}
         keep = {"max_keys": ["acc"]} if "acc" in meta else {"min_keys": ["loss"]}
-        self.checkpointer.save_and_keep_only(meta=meta, **keep)
+        if epoch % getattr(self.hparams, "num_epoch_save", 1) == 0:  # the paper code's num_epoch_save
+            self.checkpointer.save_and_keep_only(meta=meta, num_to_keep=getattr(self.hparams, "num_ckpt_keep", 1),
+                                                 **keep)
 
     def _end_epoch_without_validation(self, stats, epoch):
         """End of an epoch of a run without validation (``valid_pct: 0``), as the paper's code.
@@ -194,4 +197,4 @@ class CLAPBrain(sb.Brain):
         self.hparams.train_logger.log_stats(
             stats_meta={"epoch": epoch, "lr": lr}, train_stats=stats, valid_stats=valid_stats
         )
-        self._save_checkpoint(dict(stats, **(valid_stats or {})))
+        self._save_checkpoint(dict(stats, **(valid_stats or {})), epoch)

@@ -18,6 +18,7 @@ import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from dataset.manifest import read_caption_csv
+from dataset.overfit import overfit_manifests
 from dataset.pipelines import caption_dataset
 from dataset.prepare_insper import prepare_insper
 from evaluation.zeroshot import zeroshot_validation_from_hparams
@@ -26,12 +27,12 @@ from experiment.checkpoints import checkpoint_dirs
 from experiment.lock import hold_folder_lock
 from experiment.weights import load_model
 from models.freeze import freeze_base
+from training.curves import make_train_logger
 from training.mixer import CurationMixer, planned_steps
 from training.schedule import check_schedule_options
 
 __all__ = ["CORPUS_KEYS", "dataio_prep", "check_options", "prepare_manifests", "validation_manifest",
-           "freeze_for_training",
-           "checkpoint_path", "checkpoint_folder", "run_training"]
+           "freeze_for_training", "checkpoint_path", "checkpoint_folder", "run_training", "use_overfit_manifests"]
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +151,15 @@ def validation_manifest(valid_csv, valid_pct):
     return None
 
 
+def use_overfit_manifests(hparams):
+    """``overfit_size`` (the paper code's debug mode): train on N pairs repeated 1000 times, validate on them."""
+    if hparams.get("overfit_size"):
+        run_on_main(overfit_manifests, args=[hparams["train_manifest"], hparams["output_folder"],
+                                             hparams["overfit_size"], hparams["seed"]])
+        hparams["train_manifest"] = os.path.join(hparams["output_folder"], "overfit_train.csv")
+        hparams["valid_manifest"] = os.path.join(hparams["output_folder"], "overfit_valid.csv")
+
+
 def freeze_for_training(model, hparams):
     """Freezes what the loss never uses (DDP needs every trainable parameter used) and optional towers."""
     for name, param in model.named_parameters():
@@ -212,7 +222,9 @@ def run_training(argv, brain_class, brain_kwargs=None):
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
+    hparams["train_logger"] = make_train_logger(hparams)  # + W&B / TensorBoard on request, train_curves.png
     prepare_manifests(hparams)
+    use_overfit_manifests(hparams)
     train_set, valid_set, curated_set = dataio_prep(hparams)
     zeroshot = zeroshot_validation_from_hparams(hparams)
 
