@@ -277,7 +277,8 @@ def test_run_without_validation_keeps_checkpoints_by_the_training_loss(tmp_path,
     epochs, batch = 3, 4
     proc = run_script([TRAIN, INSPER_YAML, f"--train_csv_path={csv_path}", f"--output_base={tmp_path}",
                        "--experiment_name=novalid", "--valid_pct=0", "--num_ckpt_keep=1",
-                       f"--number_of_epochs={epochs}", f"--batch_size={batch}", "--base_lr=0.001"] + _tiny_model_flags(tiny_bert))
+                       f"--number_of_epochs={epochs}", f"--batch_size={batch}", "--base_lr=0.001"]
+                      + _tiny_model_flags(tiny_bert))
     check_ok(proc)
     out = tmp_path / "novalid"
     assert len(read_caption_csv(str(out / "save" / "train_raw.csv"))) == 8
