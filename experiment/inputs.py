@@ -27,7 +27,7 @@ import math
 import os
 import re
 
-from models.loss import SOFTCLAP_TARGETS
+from models.loss import LOGIT_CLAMPS, SOFTCLAP_TARGETS
 
 __all__ = ["Range", "RANGES", "CHOICES", "INPUT_FILES", "EMBEDDING_FOLDERS", "check_overrides", "positive_int",
            "has_rows", "has_lines"]
@@ -106,6 +106,8 @@ CHOICES = {
     "softclap_targets": SOFTCLAP_TARGETS,
     # replace: the paper code's mixing; insert: ours (training.mixer)
     "curation_mixing": ("replace", "insert"),
+    # logits: the paper code's clamp of each scaled cosine; scale: ours, of the temperature (models.loss)
+    "logit_clamp": LOGIT_CLAMPS,
 }
 
 _CAPTION_CSV = "a caption CSV with a header ID,wav_path,caption (or wav_path,caption) and one row per pair"

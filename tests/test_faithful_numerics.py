@@ -1,14 +1,19 @@
 """The paper code's numerics as the paper YAMLs' defaults, ours as named options (issue 12, item 1).
 
 - The log-mel front end in float32 under fp16 / bf16 autocast (``models/microsoft_clap.py``).
+- ``logit_clamp: logits``: ``clamp(exp(logit_scale) * cos, max=100)`` element-wise
+  (``microsoft_clap_train.py``), ours ``scale``: ``clamp(exp(logit_scale), max=100) * cos``.
 """
 
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from models.cnn14 import Cnn14
+from models.loss import ClapLoss, SoftClapLoss
+from test_hparams_variants import load_hparams_data
 
 
 # ------------------------------------------------------------------ row 11: the front end under autocast
@@ -52,3 +57,64 @@ def test_loud_and_silent_clips_stay_finite_under_fp16():
     torch.testing.assert_close(feats, reference, atol=1e-4, rtol=0)
     assert float(quiet.min()) == float(quiet.max()) == -100.0
     assert bool(torch.isfinite(embedding).all())
+
+
+# ------------------------------------------------------------------ row 15: where the logits are clamped
+def _embeddings():
+    """a = e1, e2; t chosen so that cos = a @ t.T = [[0.70, 0.66], [0.64, 0.68]] (unit rows, float64)."""
+    a = torch.eye(2, 4, dtype=torch.float64)
+    t = torch.tensor([[0.70, 0.64, math.sqrt(1 - 0.70**2 - 0.64**2), 0.0],
+                      [0.66, 0.68, 0.0, math.sqrt(1 - 0.66**2 - 0.68**2)]], dtype=torch.float64)
+    return a, t
+
+
+def _loss_and_grad(loss_fn, log_scale):
+    a, t = _embeddings()
+    logit_scale = torch.tensor(log_scale, dtype=torch.float64, requires_grad=True)  # the model's parameter
+    loss, logits = loss_fn(a, t, logit_scale.exp())
+    loss.backward()
+    return float(loss.detach()), float(logit_scale.grad), logits.detach()
+
+
+def test_logit_clamp_known_answer_above_100():
+    """exp(logit_scale) = 150: the paper code's clamp of each logit vs ours of the scale, value and gradient."""
+    lp1, lp4 = math.log1p(math.exp(-1)), math.log1p(math.exp(-4))
+    sig1, sig4 = 1 / (1 + math.e), 1 / (1 + math.exp(4))
+
+    # logits: min(150 cos, 100) = [[100, 99], [96, 100]]. Rows (a->t): CE of [100, 99] and [96, 100];
+    # columns (t->a): [100, 96] and [99, 100]; the loss is the mean of the two directions' means.
+    loss, grad, logits = _loss_and_grad(ClapLoss(100.0, logit_clamp="logits"), math.log(150.0))
+    torch.testing.assert_close(logits, torch.tensor([[100.0, 99.0], [96.0, 100.0]], dtype=torch.float64))
+    assert loss == pytest.approx((lp1 + lp4) / 2, rel=1e-12)
+    # Only the unclamped logits 99 = 150 * 0.66 and 96 = 150 * 0.64 pass gradient: dL/dz = (σ(-1) or σ(-4)) / 2
+    # (a quarter from each direction), dz/ds = cos, ds/dlogit_scale = s = 150.
+    assert grad == pytest.approx(150.0 * (0.5 * sig1 * 0.66 + 0.5 * sig4 * 0.64), rel=1e-12)
+
+    # scale: min(150, 100) cos = [[70, 66], [64, 68]]: rows [70, 66], [64, 68]; columns [70, 64], [66, 68].
+    loss, grad, logits = _loss_and_grad(ClapLoss(100.0, logit_clamp="scale"), math.log(150.0))
+    torch.testing.assert_close(logits, torch.tensor([[70.0, 66.0], [64.0, 68.0]], dtype=torch.float64))
+    lp6, lp2 = math.log1p(math.exp(-6)), math.log1p(math.exp(-2))
+    assert loss == pytest.approx(0.5 * (lp4 + (lp6 + lp2) / 2), rel=1e-12)
+    assert grad == 0.0  # the scale is frozen at 100
+
+
+def test_logit_clamp_modes_agree_below_100_and_softclap_takes_the_key():
+    paper = _loss_and_grad(ClapLoss(100.0, logit_clamp="logits"), math.log(50.0))
+    ours = _loss_and_grad(ClapLoss(100.0, logit_clamp="scale"), math.log(50.0))
+    assert paper[0] == pytest.approx(ours[0], rel=1e-12) and paper[1] == pytest.approx(ours[1], rel=1e-12)
+    assert paper[1] != 0.0
+    a, t = _embeddings()
+    scale = torch.tensor(150.0, dtype=torch.float64)
+    for targets in ("paper", "normalized"):
+        soft = SoftClapLoss(beta=0.3, targets=targets, logit_clamp="logits")
+        _, logits = soft(a, t, scale, teacher_audio=a, teacher_text=F.normalize(t, dim=-1))
+        assert float(logits.max()) == 100.0 and float(logits[0, 1]) == pytest.approx(99.0)
+    with pytest.raises(ValueError, match="logits, scale"):
+        ClapLoss(logit_clamp="cos")
+
+
+def test_every_training_yaml_passes_logit_clamp_to_its_loss():
+    for family in ("insper", "us8k", "tut17", "toy"):
+        for recipe in ("microsoft_clap_train", "softclap_train"):
+            loss = load_hparams_data(f"hparams/{family}/{recipe}.yaml")["loss"]
+            assert loss.value["logit_clamp"].value == "<logit_clamp>", (family, recipe)

@@ -38,8 +38,9 @@ _TOY_MODEL = {"audio_width", "out_emb", "text_model", "txt_emb_dim", "d_proj", "
 # The toy training schedule: few CPU-sized epochs on the tiny toy world, with SpecAugment and our
 # curated/replay mixing (ours; the paper's YAMLs have the paper code's, see FAITHFUL).
 _TOY_TRAINING = {
-    "spec_augment", "curation_mixing", "data_annot_folder", "valid_pct", "num_workers", "train_duration", "eval_duration",
-    "freeze_text_base", "number_of_epochs", "batch_size", "base_lr", "final_lr", "warmup_steps",
+    "spec_augment", "curation_mixing", "data_annot_folder", "valid_pct", "num_workers", "train_duration",
+    "eval_duration", "freeze_text_base", "number_of_epochs", "batch_size", "base_lr", "final_lr", "warmup_steps",
+    "logit_clamp",
 }
 
 # variant: (base, keys that differ from the base today)
@@ -427,7 +428,9 @@ _PAPER_TRAINING = [f"hparams/{d}/{r}.yaml" for d in ("insper", "us8k", "tut17")
 _TOY_TRAINING_YAMLS = ["hparams/toy/microsoft_clap_train.yaml", "hparams/toy/softclap_train.yaml"]
 #: key: (the paper code's value, ours): the faithful defaults landed so far (issue 12).
 FAITHFUL = {"spec_augment": (False, True), "softclap_targets": ("paper", "normalized"),
-            "curation_mixing": ("replace", "insert")}
+            "curation_mixing": ("replace", "insert"),
+            "logit_clamp": ("logits", "scale"),
+            }
 
 
 @pytest.mark.parametrize("path", _PAPER_TRAINING + _TOY_TRAINING_YAMLS)
