@@ -27,6 +27,7 @@ import math
 import os
 import re
 
+from dataset.clips import EVAL_CROPS
 from models.loss import LOGIT_CLAMPS, SOFTCLAP_TARGETS
 
 __all__ = ["Range", "RANGES", "CHOICES", "INPUT_FILES", "EMBEDDING_FOLDERS", "check_overrides", "positive_int",
@@ -106,6 +107,9 @@ CHOICES = {
     "softclap_targets": SOFTCLAP_TARGETS,
     # replace: the paper code's mixing; insert: ours (training.mixer)
     "curation_mixing": ("replace", "insert"),
+    # deterministic crops of a long clip (dataset.clips); paper: the paper code's curation-embedding crop
+    "eval_crop": EVAL_CROPS,
+    "curation_eval_crop": EVAL_CROPS,  # the toy pipeline's eval_crop of the embedding step
     # logits: the paper code's clamp of each scaled cosine; scale: ours, of the temperature (models.loss)
     "logit_clamp": LOGIT_CLAMPS,
 }

@@ -160,7 +160,9 @@ class SeedPlan:
                              f"--output_folder={self.out}/curation", "--clap_ckpt_path=",
                              f"--ssl_checkpoints_dir={self.teacher_save}",
                              f"--audio_pathfile={self.world}/unpaired_paths.txt",
-                             f"--text_pathfile={self.teacher_save}/train_raw.csv", "--noprogressbar"]
+                             f"--text_pathfile={self.teacher_save}/train_raw.csv", "--noprogressbar",
+                             # Always given: the YAML's default is the paper code's crop.
+                             f"--eval_crop={h['curation_eval_crop']}"]
             + self.precision_flags()
             + list(h["toy_model_flags"]),
             outputs=lambda stdout: existing_outputs({"audio_emb": os.path.join(self.emb_dir, "audio_emb.npy"),

@@ -1,19 +1,110 @@
 """The paper code's numerics as the paper YAMLs' defaults, ours as named options (issue 12, item 1).
 
+- ``eval_crop: paper``: the curation embedding's crop of a long clip, ``random.seed(123)`` then
+  ``random.randrange(N - window)`` in the resampled whole file (``dataset/curation_dataset.py``).
 - The log-mel front end in float32 under fp16 / bf16 autocast (``models/microsoft_clap.py``).
 - ``logit_clamp: logits``: ``clamp(exp(logit_scale) * cos, max=100)`` element-wise
   (``microsoft_clap_train.py``), ours ``scale``: ``clamp(exp(logit_scale), max=100) * cos``.
 """
 
 import math
+import os
+import random
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 import torch.nn.functional as F
+import torchaudio
 
+from conftest import REPO
+from dataset.audio import load_audio, paper_crop_offset, resampled_length
+from dataset.clips import AudioClips
 from models.cnn14 import Cnn14
 from models.loss import ClapLoss, SoftClapLoss
 from test_hparams_variants import load_hparams_data
+
+
+# ------------------------------------------------------------------ row 4: the curation crop
+def _original_offset(length, window):
+    """What the paper code computes (global ``random``, seeded before every file); the global state is restored."""
+    state = random.getstate()
+    try:
+        random.seed(123)
+        return random.randrange(length - window)
+    finally:
+        random.setstate(state)
+
+
+@pytest.mark.parametrize("length, window", [(441000, 220500), (480000, 220500), (220501, 220500), (40000, 16000)])
+def test_paper_crop_offset_is_the_seeded_randrange(length, window):
+    assert paper_crop_offset(length, window) == _original_offset(length, window) == \
+        random.Random(123).randrange(length - window)
+
+
+def test_paper_crop_offset_known_answer_and_short_clips():
+    # A 10 s AudioSet clip at 44.1 kHz, 5 s window: 0.311 s to 5.311 s (ours: center, 2.5 s to 7.5 s).
+    assert paper_crop_offset(441000, 220500) == 13726
+    with pytest.raises(ValueError, match="longer than the window"):
+        paper_crop_offset(220500, 220500)
+
+
+def _write_noise(path, sr, seconds, seed=0):
+    data = np.random.default_rng(seed).standard_normal((int(round(seconds * sr)), 2)).astype(np.float32) * 0.1
+    sf.write(path, data, sr, subtype="FLOAT")
+    return torch.from_numpy(data.T.copy()).mean(dim=0)
+
+
+# (file rate, model rate, file seconds, window seconds): down- and upsampling, same rate, a 10 s
+# AudioSet-like clip, and a clip shorter than the window (tiled whole, crop irrelevant).
+CASES = [(48000, 16000, 2.3, 1.0), (16000, 44100, 3.0, 1.0), (44100, 44100, 2.5, 1.0), (32000, 16000, 10.0, 5.0),
+         (22050, 44100, 10.0, 5.0), (44100, 16000, 0.7, 1.0)]
+
+
+@pytest.mark.parametrize("file_sr, model_sr, seconds, window", CASES)
+def test_paper_crop_is_that_slice_of_the_resampled_whole_file(tmp_path, file_sr, model_sr, seconds, window):
+    """Our reader reads only the frames the window needs, yet returns the paper code's samples."""
+    path = str(tmp_path / "clip.wav")
+    mono = _write_noise(path, file_sr, seconds)
+    # The paper code: resample the whole file (torchaudio.transforms.Resample), then crop or tile.
+    full = torchaudio.transforms.Resample(file_sr, model_sr)(mono) if file_sr != model_sr else mono
+    num = int(window * model_sr)
+    assert full.shape[0] == resampled_length(mono.shape[0], file_sr, model_sr)
+    if full.shape[0] > num:
+        start = _original_offset(full.shape[0], num)
+        expected = full[start : start + num]
+    else:
+        expected = full.repeat(math.ceil(num / full.shape[0]))[:num]
+    got = load_audio(path, model_sr, window, crop="paper")
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    # The dataset the embedding step uses gives the same window.
+    item = AudioClips([path], model_sr, window, crop="paper")[0]
+    torch.testing.assert_close(item["wav"][0], expected, atol=1e-6, rtol=0)
+    if full.shape[0] > num:  # the option switches: our centre crop is another window
+        assert not torch.allclose(load_audio(path, model_sr, window, crop="center"), expected)
+
+
+def toy_stage_commands(tmp_path):
+    """The commands of the toy pipeline's embedding, DU and ADS stages (fixed thresholds: no embeddings needed)."""
+    from experiment.arguments import load_hparams
+    from pipeline.stages import Stage
+    from pipeline.toy import SeedPlan
+
+    overrides = "\n".join([f"output_folder: {tmp_path}", "du_threshold: 0.5", "ads_threshold_esc50: 0.5",
+                           "ads_threshold_us8k: 0.5", "ads_threshold_tut17: 0.5"])
+    hparams = load_hparams(os.path.join(REPO, "hparams/toy/pipeline.yaml"), overrides)
+    world = Stage("world", "w", marker_dir=str(tmp_path), log_dir=str(tmp_path))
+    plan = SeedPlan(hparams, 1, world, str(tmp_path / "world"))
+    return hparams, {s.name: s.command() for s in plan.stages
+                     if s.name in ("embeddings", "curation_du") or s.name.startswith("curation_ads")}
+
+
+def test_the_paper_embedding_yaml_crops_as_the_paper_code_and_the_toy_pipeline_keeps_center(tmp_path):
+    assert load_hparams_data("hparams/curation/microsoft_audioset_insper_toemb.yaml")["eval_crop"] == "paper"
+    hparams, commands = toy_stage_commands(tmp_path)
+    assert hparams["curation_eval_crop"] == "center"
+    assert "--eval_crop=center" in commands["embeddings"]
 
 
 # ------------------------------------------------------------------ row 11: the front end under autocast
