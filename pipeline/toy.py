@@ -174,7 +174,8 @@ class SeedPlan:
                 "curation_du", "DU curation", deps=[toemb],
                 command=lambda: [repo_path("recipes/retrieve_from_emb_thresh.py"), repo_path(h["du_hparams"]),
                                  f"--emb_dir={self.emb_dir}", "--audio_bs=1024",
-                                 f"--sim_threshold={self.threshold('du', None)}"],
+                                 f"--sim_threshold={self.threshold('du', None)}",
+                                 f"--caption_rows={h['caption_rows']}"],
                 outputs=self.curation_outputs, note=_curation_note,
             )
         for target in h["target_sets"]:
@@ -197,7 +198,8 @@ class SeedPlan:
                     command=lambda target=target, short=short: [
                         repo_path("recipes/retrieve_from_emb_thresh.py"), repo_path(h["ads_hparams"].format(set=short)),
                         f"--emb_dir={self.emb_dir}", f"--aud_ds_path={self.world}/unpaired_paths.txt",
-                        "--audio_bs=1024", f"--sim_threshold={self.threshold('ads', target)}"],
+                        "--audio_bs=1024", f"--sim_threshold={self.threshold('ads', target)}",
+                        f"--caption_rows={h['caption_rows']}"],
                     outputs=self.curation_outputs, note=_curation_note,
                     skip=lambda target=target: None if self.pairs(("ds", target)) else "no DS captions to match",
                 )

@@ -2,6 +2,8 @@
 
 - ``eval_crop: paper``: the curation embedding's crop of a long clip, ``random.seed(123)`` then
   ``random.randrange(N - window)`` in the resampled whole file (``dataset/curation_dataset.py``).
+- ``caption_rows: per_row``: one DU / ADS pair per caption-CSV row carrying the caption
+  (``retrieve_from_emb_thresh.py`` embeds one text row per CSV row).
 - The log-mel front end in float32 under fp16 / bf16 autocast (``models/microsoft_clap.py``).
 - ``logit_clamp: logits``: ``clamp(exp(logit_scale) * cos, max=100)`` element-wise
   (``microsoft_clap_train.py``), ours ``scale``: ``clamp(exp(logit_scale), max=100) * cos``.
@@ -18,9 +20,12 @@ import torch
 import torch.nn.functional as F
 import torchaudio
 
-from conftest import REPO
+from conftest import REPO, check_ok, run_script
+from curation.builders import caption_repeats, write_curated_pairs
+from curation.embed import caption_table, write_caption_table, write_path_list
 from dataset.audio import load_audio, paper_crop_offset, resampled_length
 from dataset.clips import AudioClips
+from dataset.manifest import read_caption_csv
 from models.cnn14 import Cnn14
 from models.loss import ClapLoss, SoftClapLoss
 from test_hparams_variants import load_hparams_data
@@ -105,6 +110,87 @@ def test_the_paper_embedding_yaml_crops_as_the_paper_code_and_the_toy_pipeline_k
     hparams, commands = toy_stage_commands(tmp_path)
     assert hparams["curation_eval_crop"] == "center"
     assert "--eval_crop=center" in commands["embeddings"]
+
+
+# ------------------------------------------------------------------ row 7: pair multiplicity
+def _corpus():
+    """A caption corpus where "a dog barks" is carried by 3 rows (one with extra spaces), "rain falls" by 1."""
+    rows = [{"ID": "r1", "wav_path": "/c/1.wav", "caption": "a dog barks"},
+            {"ID": "r2", "wav_path": "/c/2.wav", "caption": "rain falls"},
+            {"ID": "r3", "wav_path": "/c/3.wav", "caption": " a dog barks"},
+            {"ID": "r4", "wav_path": "/c/4.wav", "caption": "a dog barks"}]
+    return rows, {"a dog barks": [1.0, 0.0], "rain falls": [0.0, 1.0]}
+
+
+def _original_pairs(rows, text_vec, audio, paths, threshold):
+    """The paper code's DU: one text embedding per CSV row, every (clip, row) at or above the threshold."""
+    text = np.array([text_vec[r["caption"].strip()] for r in rows])
+    sim = audio @ text.T
+    return sorted((paths[i], rows[j]["caption"].strip()) for i, j in zip(*np.nonzero(sim >= threshold)))
+
+
+def test_per_row_pairs_are_the_paper_codes_and_distinct_are_ours(tmp_path):
+    rows, text_vec = _corpus()
+    table = caption_table(rows)
+    assert [(t["caption"], t["n_rows"]) for t in table] == [("a dog barks", 3), ("rain falls", 1)]
+    text = np.array([text_vec[t["caption"]] for t in table], dtype=np.float16)
+    # Clip 0 is a dog, clip 1 both (cosine 0.707 with each), clip 2 rain only.
+    audio = np.array([[1.0, 0.0], [0.7071, 0.7071], [0.0, 1.0]], dtype=np.float16)
+    paths = ["/u/Ya.wav", "/u/Yb.wav", "/u/Yc.wav"]
+    out = str(tmp_path / "per_row.csv")
+    summary = write_curated_pairs(out, audio, text, paths, table, 0.7, progress=False,
+                                  repeats=caption_repeats(table, "per_row"))
+    got = read_caption_csv(out)  # raises on a duplicate ID
+    assert sorted((r["wav_path"], r["caption"]) for r in got) == _original_pairs(rows, text_vec, audio.astype(
+        np.float64), paths, 0.7)
+    assert len(got) == 3 + 3 + 1 + 1 and summary["pairs"] == 8 and summary["distinct_pairs"] == 4
+    assert [r["ID"] for r in got if r["wav_path"] == "/u/Ya.wav"] == ["Ya__r1", "Ya__r1__2", "Ya__r1__3"]
+    assert len({r["ID"] for r in got}) == len(got)
+    distinct = str(tmp_path / "distinct.csv")
+    summary = write_curated_pairs(distinct, audio, text, paths, table, 0.7, progress=False,
+                                  repeats=caption_repeats(table, "distinct"))
+    assert [r["ID"] for r in read_caption_csv(distinct)] == ["Ya__r1", "Yb__r1", "Yb__r2", "Yc__r2"]
+    assert summary["pairs"] == summary["distinct_pairs"] == 4
+
+
+def test_per_row_needs_the_row_counts():
+    with pytest.raises(ValueError, match="caption_rows=distinct"):
+        caption_repeats([{"caption": "a", "n_rows": 0}], "per_row")
+    with pytest.raises(ValueError, match="per_row, distinct"):
+        caption_repeats([], "all")
+
+
+def test_du_command_writes_per_row_pairs_by_default(tmp_path):
+    """The paper's DU command on a hand-made embedding folder: per_row by default, distinct with the flag."""
+    rows, text_vec = _corpus()
+    table = caption_table(rows)
+    emb = tmp_path / "emb"
+    emb.mkdir()
+    np.save(emb / "audio_emb.npy", np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float16))
+    write_path_list(str(emb / "audio_paths.txt"), ["/u/Ya.wav", "/u/Yb.wav"])
+    np.save(emb / "text_emb.npy", np.array([text_vec[t["caption"]] for t in table], dtype=np.float16))
+    write_caption_table(str(emb / "text_captions.csv"), table)
+    command = ["recipes/retrieve_from_emb_thresh.py", "hparams/curation/audioset_insper_duv2_retr.yaml",
+               f"--emb_dir={emb}", "--sim_threshold=0.75"]
+    check_ok(run_script(command))
+    per_row = read_caption_csv(str(emb / "du_pairs_thr0.75.csv"))
+    assert [(r["ID"], r["caption"]) for r in per_row] == [
+        ("Ya__r1", "a dog barks"), ("Ya__r1__2", "a dog barks"), ("Ya__r1__3", "a dog barks"), ("Yb__r2", "rain falls")]
+    check_ok(run_script(command + [f"--output_folder={tmp_path / 'distinct'}", "--caption_rows=distinct"]))
+    assert [r["ID"] for r in read_caption_csv(str(tmp_path / "distinct" / "du_pairs_thr0.75.csv"))] == [
+        "Ya__r1", "Yb__r2"]
+
+
+def test_the_paper_du_and_ads_yamls_repeat_pairs_per_row_and_the_toy_pipeline_keeps_distinct(tmp_path):
+    for name in ("audioset_insper_duv2_retr", "esc_insper_audioset_dudsv3_retr", "us8k_insper_audioset_dudsv3_retr",
+                 "tut_insper_audioset_dudsv3_retr"):
+        assert load_hparams_data(f"hparams/curation/{name}.yaml")["caption_rows"] == "per_row", name
+    hparams, commands = toy_stage_commands(tmp_path)
+    assert hparams["caption_rows"] == "distinct"
+    assert sorted(commands) == ["curation_ads_esc50", "curation_ads_tut17", "curation_ads_us8k", "curation_du",
+                                "embeddings"]
+    for name, command in commands.items():
+        assert ("--caption_rows=distinct" in command) == (name != "embeddings"), name
 
 
 # ------------------------------------------------------------------ row 11: the front end under autocast
