@@ -9,6 +9,12 @@ Output CSVs are ``ID,wav_path,caption,similarity`` (the ``--curation_csv`` of
 student training), streamed block by block into a temporary file that is
 renamed at the end, so a crash leaves no partial CSV.
 
+Pair multiplicity (``caption_rows``): captions are embedded once per distinct
+text, but the paper code embedded one text row per caption-CSV row, so a
+caption carried by k rows gave every matching clip k identical pairs (k times
+its weight in the student's data). ``"per_row"`` writes those k rows (IDs made
+unique), ``"distinct"`` one (:func:`caption_repeats`).
+
 Overlap audit: ESC-50 ``src_file``, UrbanSound8K ``fsID`` and the
 ``source_id`` of Clotho / FSD50K rows are Freesound ids, so a training
 recording can be an evaluation recording. :func:`eval_freesound_ids` reads the
@@ -33,12 +39,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "CURATION_FIELDS",
+    "CAPTION_ROWS",
     "DS_PROMPT_PREFIX",
     "ds_prompts",
     "eval_freesound_ids",
     "row_ids",
     "caption_ids_in",
     "pair_ids",
+    "caption_repeats",
     "write_curated_pairs",
     "select_ds_captions",
     "best_match_profile",
@@ -47,6 +55,9 @@ __all__ = [
 ]
 
 CURATION_FIELDS = ["ID", "wav_path", "caption", "similarity"]
+#: ``caption_rows`` values: one pair per caption-CSV row carrying the caption (the paper code's), or
+#: one per distinct caption (ours).
+CAPTION_ROWS = ("per_row", "distinct")
 DS_PROMPT_PREFIX = "this is a sound of "
 
 
@@ -148,6 +159,48 @@ def pair_ids(audio_paths):
     return [f"{i}_{s}" for i, s in enumerate(stems)]
 
 
+def caption_repeats(table, caption_rows):
+    """Rows written per (clip, caption) match: the caption's ``n_rows`` (``per_row``) or None (``distinct``: one).
+
+    Arguments
+    ---------
+    table : list of dict
+        A caption table (:func:`curation.embed.caption_table`: ``n_rows`` = rows of the
+        caption CSV that carry the text).
+    caption_rows : str
+        ``"per_row"`` or ``"distinct"`` (:data:`CAPTION_ROWS`).
+
+    Returns
+    -------
+    numpy.ndarray of int64 or None
+
+    Example
+    -------
+    >>> table = [{"n_rows": 3}, {"n_rows": 1}]
+    >>> caption_repeats(table, "per_row").tolist(), caption_repeats(table, "distinct")
+    ([3, 1], None)
+    """
+    if caption_rows not in CAPTION_ROWS:
+        raise ValueError(f"caption_rows must be one of {', '.join(CAPTION_ROWS)}, got {caption_rows!r}.")
+    if caption_rows == "distinct":
+        return None
+    counts = np.array([int(entry.get("n_rows") or 0) for entry in table], dtype=np.int64)
+    if counts.size and counts.min() < 1:
+        raise ValueError(
+            "caption_rows=per_row needs each caption's row count (n_rows) in the caption table, and "
+            f"{int((counts < 1).sum())} caption(s) have none: rerun the embedding step (and DS) to rewrite the table, "
+            "or pass --caption_rows=distinct."
+        )
+    return counts
+
+
+def _repeat_rows(q, k, sim, repeats):
+    """Each match ``(q, k)`` ``repeats[k]`` times, with the copy number (0, 1, ...) of each row."""
+    r = repeats[k]
+    copy = np.arange(int(r.sum()), dtype=np.int64) - np.repeat(np.cumsum(r) - r, r)
+    return np.repeat(q, r), np.repeat(k, r), np.repeat(sim, r), copy
+
+
 def write_curated_pairs(
     path,
     audio_emb,
@@ -165,6 +218,7 @@ def write_curated_pairs(
     desc="pairs",
     precision="fp32",
     device="cpu",
+    repeats=None,
 ):
     """Joins clips with captions above ``threshold`` and streams the pairs to a curation CSV.
 
@@ -199,12 +253,16 @@ def write_curated_pairs(
         ``fp16``): the pairs are the same (:mod:`curation.join`), only the speed differs.
     device : str
         Where the block products run.
+    repeats : numpy.ndarray of int, optional
+        Rows to write per match of each caption (:func:`caption_repeats`;
+        None: one). Copy ``c >= 1`` of a pair gets the ID ``<ID>__<c + 1>``;
+        ``top_k`` counts distinct captions.
 
     Returns
     -------
     dict
-        The summary (:class:`curation.join.PairStats` of the written pairs,
-        plus ``eval_overlap_pairs`` and ``eval_overlap_dropped``).
+        The summary (:class:`curation.join.PairStats` of the written rows,
+        plus ``distinct_pairs``, ``eval_overlap_pairs`` and ``eval_overlap_dropped``).
 
     Example
     -------
@@ -216,15 +274,23 @@ def write_curated_pairs(
     ...                         progress=False)
     >>> s["pairs"], [(r["ID"], r["caption"]) for r in read_caption_csv(p)]
     (1, [('Yb__c0', 'rain, dripping')])
+    >>> s = write_curated_pairs(p, a, t, ["/x/Ya.wav", "/x/Yb.wav"], [{"ID": "c0", "caption": "rain, dripping"}], 0.7,
+    ...                         progress=False, repeats=np.array([2]))
+    >>> s["pairs"], s["distinct_pairs"], [r["ID"] for r in read_caption_csv(p)]
+    (2, 1, ['Yb__c0', 'Yb__c0__2'])
     """
     stats = PairStats(len(audio_paths), len(table), threshold)
     prefixes = pair_ids(audio_paths)
     captions = [entry["caption"] for entry in table]
     caption_keys = [entry["ID"] for entry in table]
-    overlap = dropped = 0
+    if repeats is not None:
+        repeats = np.asarray(repeats, dtype=np.int64)
+        if repeats.shape != (len(table),) or (repeats.size and repeats.min() < 1):
+            raise ValueError(f"repeats must hold one count >= 1 per caption ({len(table)}).")
+    overlap = dropped = distinct = 0
 
     def write(f):
-        nonlocal overlap, dropped
+        nonlocal overlap, dropped, distinct
         writer = csv.writer(f)
         writer.writerow(CURATION_FIELDS)
         blocks = iter_threshold_join(
@@ -235,19 +301,29 @@ def write_curated_pairs(
             q, k, sim = block.query, block.key, block.sim
             if caption_in_eval is not None and q.size:
                 flagged = caption_in_eval[k]
-                overlap += int(flagged.sum())
+                # Counted in rows of the CSV (with repeats, as the pairs are).
+                flagged_rows = int(repeats[k][flagged].sum()) if repeats is not None else int(flagged.sum())
+                overlap += flagged_rows
                 if drop_eval_overlap:
-                    dropped += int(flagged.sum())
+                    dropped += flagged_rows
                     q, k, sim = q[~flagged], k[~flagged], sim[~flagged]
+            distinct += int(q.size)
+            copy = None
+            if repeats is not None and q.size:
+                q, k, sim, copy = _repeat_rows(q, k, sim, repeats)
             stats.update(q, k, sim)
+            ids = (f"{prefixes[i]}__{caption_keys[j]}" for i, j in zip(q.tolist(), k.tolist()))
+            if copy is not None:
+                ids = (pid if c == 0 else f"{pid}__{c + 1}" for pid, c in zip(ids, copy.tolist()))
             writer.writerows(
-                (f"{prefixes[i]}__{caption_keys[j]}", audio_paths[i], captions[j], f"{s:.6f}")
-                for i, j, s in zip(q.tolist(), k.tolist(), sim.tolist())
+                (pid, audio_paths[i], captions[j], f"{s:.6f}")
+                for pid, i, j, s in zip(ids, q.tolist(), k.tolist(), sim.tolist())
             )
 
     atomic_write(path, write, "w", encoding="utf-8", newline="")
     summary = stats.as_dict()
-    summary.update(eval_overlap_pairs=overlap if caption_in_eval is not None else None, eval_overlap_dropped=dropped)
+    summary.update(distinct_pairs=distinct, eval_overlap_pairs=overlap if caption_in_eval is not None else None,
+                   eval_overlap_dropped=dropped)
     return summary
 
 

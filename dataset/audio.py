@@ -10,6 +10,7 @@ import functools
 import logging
 import math
 import os
+import random
 
 import numpy as np
 import soundfile
@@ -21,7 +22,11 @@ logger = logging.getLogger(__name__)
 # What libsndfile (>= 1.1 for mp3) decodes; used to index corpora on disk.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
-CROP_MODES = ("random", "start", "center")
+CROP_MODES = ("random", "start", "center", "paper")
+
+#: The seed the paper code's curation embedding gives Python's ``random`` before every file
+#: (``dataset/curation_dataset.py``, ``load_curation_audio``).
+PAPER_CROP_SEED = 123
 
 
 class AudioReadError(RuntimeError):
@@ -168,8 +173,9 @@ def fit_length(wav, num_samples, crop="random", generator=None):
         Length of the result.
     crop : str
         Where to crop a longer clip: ``"random"`` (uniform offset, for
-        training), ``"start"`` or ``"center"`` (deterministic, for evaluation
-        and embedding extraction).
+        training), ``"start"``, ``"center"`` or ``"paper"`` (deterministic,
+        for evaluation and embedding extraction; ``"paper"`` is the paper
+        code's curation crop, :func:`paper_crop_offset`).
     generator : torch.Generator, optional
         Source of the random offset; the global torch RNG if None, so that
         ``torch.manual_seed`` reproduces the crop.
@@ -186,6 +192,8 @@ def fit_length(wav, num_samples, crop="random", generator=None):
     >>> fit_length(torch.arange(10.0), 4, crop="center").tolist()
     [3.0, 4.0, 5.0, 6.0]
     >>> fit_length(torch.arange(10.0), 4, crop="start").tolist()
+    [0.0, 1.0, 2.0, 3.0]
+    >>> fit_length(torch.arange(10.0), 4, crop="paper").tolist()  # random.Random(123).randrange(6) == 0
     [0.0, 1.0, 2.0, 3.0]
     """
     if crop not in CROP_MODES:
@@ -206,18 +214,104 @@ def fit_length(wav, num_samples, crop="random", generator=None):
 
 
 def crop_offset(max_offset, crop, generator=None):
-    """Start of a crop in ``[0, max_offset]``: 0, the middle, or uniform at random.
+    """Start of a crop in ``[0, max_offset]``: 0, the middle, the paper code's, or uniform at random.
+
+    ``max_offset`` is the clip's length minus the crop's (>= 1 for ``"paper"``,
+    whose offset is ``random.Random(123).randrange(max_offset)``, in
+    ``[0, max_offset - 1]``: see :func:`paper_crop_offset`).
 
     Example
     -------
-    >>> crop_offset(10, "start"), crop_offset(10, "center")
-    (0, 5)
+    >>> crop_offset(10, "start"), crop_offset(10, "center"), crop_offset(220500, "paper")
+    (0, 5, 13726)
     """
     if crop == "start":
         return 0
     if crop == "center":
         return max_offset // 2
+    if crop == "paper":
+        return random.Random(PAPER_CROP_SEED).randrange(max_offset)
     return int(torch.randint(0, max_offset + 1, (1,), generator=generator).item())
+
+
+def paper_crop_offset(length, num_samples):
+    """The paper code's crop of a long clip when it embeds audio for curation.
+
+    The original (``dataset/curation_dataset.py``, ``load_curation_audio``)
+    calls ``random.seed(123)`` before every file, resamples the whole file
+    and, when it is longer than the window, starts the window at
+    ``random.randrange(length - num_samples)``: the offset depends on the
+    resampled length only, so it is deterministic (a 10 s clip at 44.1 kHz
+    with a 5 s window starts at sample 13726, 0.311 s). A private
+    ``random.Random`` gives the same number without touching the global RNG.
+
+    Arguments
+    ---------
+    length : int
+        Samples of the whole clip after resampling to the model's rate.
+    num_samples : int
+        Samples of the window (``length > num_samples``: shorter clips are tiled, never cropped).
+
+    Returns
+    -------
+    int
+        The window's first sample, in ``[0, length - num_samples - 1]``.
+
+    Example
+    -------
+    >>> paper_crop_offset(441000, 220500)
+    13726
+    """
+    if length <= num_samples:
+        raise ValueError(f"Only a clip longer than the window is cropped ({length} <= {num_samples} samples).")
+    return crop_offset(length - num_samples, "paper")
+
+
+def resampled_length(frames, orig_sr, new_sr):
+    """Samples of a ``frames``-long signal resampled from ``orig_sr`` to ``new_sr`` (torchaudio's ``ceil``).
+
+    Example
+    -------
+    >>> resampled_length(160000, 16000, 44100), resampled_length(3, 44100, 44100)
+    (441000, 3)
+    """
+    orig_sr, new_sr = int(orig_sr), int(new_sr)
+    if orig_sr == new_sr:
+        return int(frames)
+    gcd = math.gcd(orig_sr, new_sr)
+    orig, new = orig_sr // gcd, new_sr // gcd
+    return int(math.ceil(new * frames / orig))  # the expression of torchaudio's _apply_sinc_resample_kernel
+
+
+def _paper_segment(total, orig_sr, new_sr, num_samples):
+    """Source frames to read for the paper crop, and where the window starts in their resampled signal.
+
+    The paper code resamples the whole file and then slices it. Reading only
+    a segment gives the same samples if the segment starts on a block of the
+    resampling kernel (``orig_sr / gcd`` source frames, whose outputs are
+    ``new_sr / gcd`` samples: the filter's phases repeat with that period)
+    and reaches the filter's half-width beyond the window on both sides (or
+    the file's ends, where both are zero-padded alike).
+
+    Returns
+    -------
+    (start, frames, local_offset) or None
+        None when the clip is not longer than the window (it is tiled whole).
+    """
+    length = resampled_length(total, orig_sr, new_sr)
+    if length <= num_samples:
+        return None
+    offset = paper_crop_offset(length, num_samples)
+    if int(orig_sr) == int(new_sr):
+        return offset, num_samples, 0
+    gcd = math.gcd(int(orig_sr), int(new_sr))
+    orig, new = int(orig_sr) // gcd, int(new_sr) // gcd
+    margin = -(-_resampler(int(orig_sr), int(new_sr)).width // orig) + 1  # blocks covering the filter's half-width
+    first = max(0, offset // new - margin)
+    last = (offset + num_samples - 1) // new + 1 + margin  # exclusive
+    start = first * orig
+    stop = min(total, last * orig)
+    return start, stop - start, offset - first * new
 
 
 def load_audio(path, sample_rate, duration=None, crop="random", generator=None):
@@ -232,7 +326,10 @@ def load_audio(path, sample_rate, duration=None, crop="random", generator=None):
     duration : float, optional
         Seconds; None keeps the whole clip.
     crop : str
-        ``"random"``, ``"start"`` or ``"center"``, see :func:`fit_length`.
+        ``"random"``, ``"start"``, ``"center"`` or ``"paper"``, see
+        :func:`fit_length`. ``"paper"`` places the window as the paper code
+        did in the resampled whole file (:func:`paper_crop_offset`); the
+        other crops are placed in source frames.
     generator : torch.Generator, optional
         For the random crop.
 
@@ -256,21 +353,31 @@ def load_audio(path, sample_rate, duration=None, crop="random", generator=None):
     >>> load_audio(p, 16000, duration=0.5, crop="start").shape
     torch.Size([8000])
     """
-    start, frames = 0, -1
+    start, frames, local = 0, -1, None
     if duration is not None:
         total, orig_sr, _ = probe_audio(path)
-        # Long clips (AudioSet 10 s, Clotho 30 s): read and resample only the
-        # crop, not the whole file. The crop is chosen in source frames.
-        needed = int(math.ceil(duration * orig_sr)) + 1
-        if total > needed:
-            start, frames = crop_offset(total - needed, crop, generator), needed
-            crop = "start"
+        if crop == "paper":
+            # The paper code's window, placed in the resampled whole file; only the frames
+            # that produce it (plus the filter's reach) are read and resampled.
+            segment = _paper_segment(total, orig_sr, sample_rate, round(duration * sample_rate))
+            if segment is not None:
+                start, frames, local = segment
+                crop = "start"
+        else:
+            # Long clips (AudioSet 10 s, Clotho 30 s): read and resample only the
+            # crop, not the whole file. The crop is chosen in source frames.
+            needed = int(math.ceil(duration * orig_sr)) + 1
+            if total > needed:
+                start, frames = crop_offset(total - needed, crop, generator), needed
+                crop = "start"
     wav, orig_sr = read_audio_mono(path, start, frames)
     # A single NaN would spread through the resampling filter and the whole
     # batch's loss; clean it before any processing.
     if not np.isfinite(wav).all():
         wav = np.nan_to_num(wav, nan=0.0, posinf=0.0, neginf=0.0)
     wav = resample(torch.from_numpy(wav), orig_sr, sample_rate)
+    if local:
+        wav = wav[local:]
     if duration is not None:
         wav = fit_length(wav, round(duration * sample_rate), crop=crop, generator=generator)
     return wav.contiguous()

@@ -10,8 +10,10 @@ embeddings, the retrieval evaluation, the inference API and the index
   (repeated) and cut; a longer one is cropped.
 - **Crop**: ``"random"`` for training, drawn from a private generator seeded
   by (seed, epoch, clip ID) so that resuming an interrupted epoch (or
-  changing ``num_workers``) gives the same crops; ``"center"`` or
-  ``"start"`` elsewhere (deterministic: the same numbers on every run).
+  changing ``num_workers``) gives the same crops; ``"center"``,
+  ``"start"`` or ``"paper"`` (the paper code's seeded curation crop,
+  :func:`dataset.audio.paper_crop_offset`) elsewhere (deterministic: the
+  same numbers on every run).
 - **Chunking** (long files at evaluation): every window of the clip, spread
   from its start to its end (:func:`audio_chunks`), for chunk-and-average.
 - **Masking**: a file that cannot be read gives silence and ``ok=False``
@@ -29,8 +31,8 @@ from dataset.audio import CROP_MODES, AudioReadError, fit_length, load_audio
 
 __all__ = ["EVAL_CROPS", "item_seed", "EpochState", "audio_chunks", "AudioClips", "collate_audio"]
 
-#: Deterministic crops, for evaluation and embedding extraction.
-EVAL_CROPS = ("center", "start")
+#: Deterministic crops, for evaluation and embedding extraction ("paper": the paper code's curation crop).
+EVAL_CROPS = ("center", "start", "paper")
 
 
 def item_seed(*parts):
@@ -95,7 +97,7 @@ class AudioClips(torch.utils.data.Dataset):
     duration : float
         Seconds the model sees at once.
     crop : str
-        ``"random"`` (training), ``"center"`` or ``"start"``.
+        ``"random"`` (training), ``"center"``, ``"start"`` or ``"paper"``.
     chunking : bool
         Every window of the clip (:func:`audio_chunks`) instead of one crop.
     max_chunks : int, optional

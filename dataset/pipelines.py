@@ -73,7 +73,7 @@ def caption_dataset(
     epoch_state : EpochState, optional
         Epoch used in the crop seed (training only).
     eval_crop : str
-        ``"center"`` or ``"start"``.
+        ``"center"``, ``"start"`` or ``"paper"`` (:data:`dataset.clips.EVAL_CROPS`).
 
     Returns
     -------
@@ -117,7 +117,7 @@ def labelled_dataset(csv_path, sample_rate, duration, eval_crop="center"):
     duration : float
         Seconds per clip: shorter clips are tiled, longer ones cropped.
     eval_crop : str
-        ``"center"`` or ``"start"``: where a longer clip is cropped (never random).
+        ``"center"``, ``"start"`` or ``"paper"``: where a longer clip is cropped (never at random).
 
     Returns
     -------

@@ -27,8 +27,9 @@ import math
 import os
 import re
 
+from dataset.clips import EVAL_CROPS
 from experiment.checkpoints import SELECTIONS
-from models.loss import SOFTCLAP_TARGETS
+from models.loss import LOGIT_CLAMPS, SOFTCLAP_TARGETS
 
 __all__ = ["Range", "RANGES", "CHOICES", "INPUT_FILES", "EMBEDDING_FOLDERS", "check_overrides", "positive_int",
            "has_rows", "has_lines"]
@@ -123,6 +124,13 @@ CHOICES = {
     "optimizer": ("adam", "adamw"),
     # null: the paper code's use_maxacc_ep / use_minloss_ep decide (experiment.checkpoints.resolve_selection)
     "ssl_select": SELECTIONS + (None,),
+    # deterministic crops of a long clip (dataset.clips); paper: the paper code's curation-embedding crop
+    "eval_crop": EVAL_CROPS,
+    "curation_eval_crop": EVAL_CROPS,  # the toy pipeline's eval_crop of the embedding step
+    # per_row: the paper code's DU/ADS pair multiplicity; distinct: ours (curation.builders.CAPTION_ROWS)
+    "caption_rows": ("per_row", "distinct"),
+    # logits: the paper code's clamp of each scaled cosine; scale: ours, of the temperature (models.loss)
+    "logit_clamp": LOGIT_CLAMPS,
 }
 
 _CAPTION_CSV = "a caption CSV with a header ID,wav_path,caption (or wav_path,caption) and one row per pair"

@@ -248,7 +248,18 @@ class Cnn14(nn.Module):
         _init_layer(self.fc_audioset)
 
     def logmel(self, wav: torch.Tensor) -> torch.Tensor:
-        """Log-mel features before ``bn0``.
+        """Log-mel features before ``bn0``, always computed in (at least) float32.
+
+        Autocast is switched off here, as the paper code (and MS CLAP) do
+        around the STFT and log-mel: under fp16 autocast the mel projection
+        would run in float16, whose largest value is 65504: the power
+        spectrum of a full-scale tone at ``window_size`` 1024 is already
+        ~6e4, a louder clip's becomes ``inf`` (then NaN features), and
+        silence's ``1e-10`` floor rounds to 0 (``-inf`` dB). bf16 has
+        float32's range but 8 bits of mantissa; it is guarded too (nothing
+        is gained by a bf16 mel product: the cost of this module is the FFT,
+        which autocast leaves in float32 anyway), so both precisions see the
+        float32 features, rounded only where the first convolution casts them.
 
         Arguments
         ---------
@@ -258,9 +269,19 @@ class Cnn14(nn.Module):
         Returns
         -------
         torch.Tensor
-            ``[B, 1, frames, mel_bins]`` in dB.
+            ``[B, 1, frames, mel_bins]`` in dB, float32 (float64 for a float64 input).
+
+        Example
+        -------
+        >>> net = Cnn14(16000, 512, 160, 32, 50, 8000, 10, out_emb=16, width=1 / 16)
+        >>> with torch.autocast("cpu", dtype=torch.bfloat16):
+        ...     feats = net.logmel(torch.randn(1, 1600))
+        >>> feats.dtype
+        torch.float32
         """
-        return self.logmel_extractor(self.spectrogram_extractor(wav))
+        with torch.autocast(device_type=wav.device.type, enabled=False):
+            wav = wav.to(torch.promote_types(wav.dtype, torch.float32))
+            return self.logmel_extractor(self.spectrogram_extractor(wav))
 
     def forward(self, wav: torch.Tensor) -> dict:
         """Embed a batch of waveforms.

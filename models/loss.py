@@ -74,13 +74,24 @@ def contrastive_loss(audio_emb, text_emb, logit_scale, targets_a2t=None, targets
     >>> bool(torch.allclose(hard, soft))
     True
     """
-    logits_a2t = logit_scale * audio_emb @ text_emb.t()
+    return contrastive_loss_from_logits(logit_scale * audio_emb @ text_emb.t(), targets_a2t, targets_t2a)
+
+
+def contrastive_loss_from_logits(logits_a2t, targets_a2t=None, targets_t2a=None):
+    """:func:`contrastive_loss` of given audio→text logits ``[N, N]`` (text→audio: their transpose).
+
+    Example
+    -------
+    >>> a = F.normalize(torch.randn(4, 8), dim=-1)
+    >>> bool(torch.equal(contrastive_loss_from_logits(10.0 * a @ a.t()), contrastive_loss(a, a, 10.0)))
+    True
+    """
     logits_t2a = logits_a2t.t()
     if targets_a2t is None and targets_t2a is None:
-        labels = torch.arange(audio_emb.shape[0], device=audio_emb.device)
+        labels = torch.arange(logits_a2t.shape[0], device=logits_a2t.device)
         return 0.5 * (F.cross_entropy(logits_a2t, labels) + F.cross_entropy(logits_t2a, labels))
-    n = audio_emb.shape[0]
-    eye = torch.eye(n, device=audio_emb.device, dtype=logits_a2t.dtype)
+    n = logits_a2t.shape[0]
+    eye = torch.eye(n, device=logits_a2t.device, dtype=logits_a2t.dtype)
     targets_a2t = eye if targets_a2t is None else targets_a2t
     targets_t2a = eye if targets_t2a is None else targets_t2a
     loss_a2t = -(targets_a2t * F.log_softmax(logits_a2t, dim=-1)).sum(-1).mean()
@@ -171,6 +182,48 @@ def kl_div_pytorch110(log_probs, targets):
 #: ``softclap_targets`` values: the paper code's targets and KL (default of the paper's YAMLs), or ours.
 SOFTCLAP_TARGETS = ("paper", "normalized")
 
+#: ``logit_clamp`` values: what ``max_logit_scale`` bounds. ``"logits"``: each scaled cosine
+#: (the paper code's ``clamp(exp(logit_scale) * cos, max=100)``, default of the paper's YAMLs);
+#: ``"scale"``: the exponentiated temperature (CLIP's, ours).
+LOGIT_CLAMPS = ("logits", "scale")
+
+
+def scaled_logits(audio_emb, text_emb, logit_scale, max_logit_scale=100.0, logit_clamp="scale"):
+    """Audio→text logits ``[N, N]``: the cosines times the temperature, bounded as ``logit_clamp`` says.
+
+    - ``"scale"``: ``min(s, M) · cos``. Above ``M`` the scale is frozen at
+      ``M`` (no gradient reaches ``logit_scale``) and every logit is in ``[-M, M]``.
+    - ``"logits"``: ``min(s · cos, M)`` element-wise, as the paper code. The
+      unclamped logits (the negatives, small cosines) keep the full scale and
+      carry its gradient; only logits above ``M`` are cut (and pass no gradient).
+
+    Both are the same while ``s <= M`` (``s`` starts at 1/0.07 = 14.3).
+
+    Arguments
+    ---------
+    audio_emb, text_emb : torch.Tensor
+        L2-normalised ``[N, D]``.
+    logit_scale : torch.Tensor or float
+        The exponentiated temperature ``s = exp(model.logit_scale)``.
+    max_logit_scale : float
+        ``M`` (100 in CLIP, MS CLAP and the paper code).
+    logit_clamp : str
+        ``"logits"`` or ``"scale"`` (:data:`LOGIT_CLAMPS`).
+
+    Example
+    -------
+    >>> cos = torch.tensor([[0.75, 0.5], [0.25, 0.75]])  # audio_emb @ text_emb.t()
+    >>> scaled_logits(cos, torch.eye(2), torch.tensor(160.0), logit_clamp="logits").tolist()
+    [[100.0, 80.0], [40.0, 100.0]]
+    >>> scaled_logits(cos, torch.eye(2), torch.tensor(160.0), logit_clamp="scale").tolist()
+    [[75.0, 50.0], [25.0, 75.0]]
+    """
+    if logit_clamp == "scale":
+        return torch.clamp(logit_scale, max=max_logit_scale) * audio_emb @ text_emb.t()
+    if logit_clamp == "logits":
+        return torch.clamp(logit_scale * audio_emb @ text_emb.t(), max=max_logit_scale)
+    raise ValueError(f"logit_clamp must be one of {', '.join(LOGIT_CLAMPS)}, got {logit_clamp!r}")
+
 
 class ClapLoss(torch.nn.Module):
     """Contrastive loss over the global (all-rank) batch, with invalid rows removed.
@@ -178,8 +231,11 @@ class ClapLoss(torch.nn.Module):
     Arguments
     ---------
     max_logit_scale : float
-        The exponentiated temperature is clamped at this value (100 in CLIP and
-        MS CLAP), which bounds the logits at ``±max_logit_scale``.
+        The bound (100 in CLIP, MS CLAP and the paper code).
+    logit_clamp : str
+        What it bounds (:func:`scaled_logits`): ``"scale"``, the exponentiated
+        temperature (so the logits are in ``±max_logit_scale``), or
+        ``"logits"``, each scaled cosine from above (the paper code's).
 
     Example
     -------
@@ -191,9 +247,12 @@ class ClapLoss(torch.nn.Module):
     torch.Size([4, 4])
     """
 
-    def __init__(self, max_logit_scale=100.0):
+    def __init__(self, max_logit_scale=100.0, logit_clamp="scale"):
         super().__init__()
+        if logit_clamp not in LOGIT_CLAMPS:
+            raise ValueError(f"logit_clamp must be one of {', '.join(LOGIT_CLAMPS)}, got {logit_clamp!r}")
         self.max_logit_scale = max_logit_scale
+        self.logit_clamp = logit_clamp
 
     def gather(self, audio_emb, text_emb, valid=None, gather=True):
         """Gathers embeddings (and the validity mask) from all ranks and drops invalid rows."""
@@ -214,7 +273,7 @@ class ClapLoss(torch.nn.Module):
         audio_emb, text_emb : torch.Tensor
             This rank's L2-normalised embeddings ``[B, D]``; row ``i`` of each is a pair.
         logit_scale : torch.Tensor
-            The model's exponentiated temperature (clamped here).
+            The model's exponentiated temperature (bounded here, see ``logit_clamp``).
         valid : torch.Tensor, optional
             Bool ``[B]``: rows whose audio could be read; the others are left
             out of the loss on every rank.
@@ -246,9 +305,8 @@ class ClapLoss(torch.nn.Module):
         dtype = torch.promote_types(audio_all.dtype, torch.float32)
         with torch.autocast(device_type=audio_all.device.type, enabled=False):
             audio_all, text_all = audio_all.to(dtype), text_all.to(dtype)
-            scale = torch.clamp(logit_scale.to(dtype), max=self.max_logit_scale)
-            loss = contrastive_loss(audio_all, text_all, scale, targets_a2t, targets_t2a)
-            return loss, scale * audio_all @ text_all.t()
+            logits = scaled_logits(audio_all, text_all, logit_scale.to(dtype), self.max_logit_scale, self.logit_clamp)
+            return contrastive_loss_from_logits(logits, targets_a2t, targets_t2a), logits
 
 
 class SoftClapLoss(ClapLoss):
@@ -273,7 +331,7 @@ class SoftClapLoss(ClapLoss):
     ---------
     beta : float
         Weight of the teacher's within-modality similarities (``softclap_beta``), in [0, 1].
-    max_logit_scale : float
+    max_logit_scale, logit_clamp
         As for :class:`ClapLoss`.
     targets : str
         ``"paper"`` or ``"normalized"`` (:data:`SOFTCLAP_TARGETS`).
@@ -290,8 +348,8 @@ class SoftClapLoss(ClapLoss):
     False
     """
 
-    def __init__(self, beta=0.3, max_logit_scale=100.0, targets="normalized"):
-        super().__init__(max_logit_scale)
+    def __init__(self, beta=0.3, max_logit_scale=100.0, targets="normalized", logit_clamp="scale"):
+        super().__init__(max_logit_scale, logit_clamp)
         beta = float(beta)
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"softclap_beta must be in [0, 1], got {beta}")

@@ -254,7 +254,9 @@ def write_results(plans, hparams, seeds, machine):
         f"{hparams['teacher_epochs']} epochs, students {hparams['student_steps']} steps, curation_prob "
         f"{hparams['curation_prob']} ({hparams.get('curation_mixing', 'insert')} mixing), softclap_beta "
         f"{hparams['softclap_beta']} ({hparams.get('softclap_targets', 'normalized')} targets)"
-        + (f", precision {hparams['precision']}" if hparams.get("precision", "fp32") != "fp32" else "") + ".",
+        + (f", precision {hparams['precision']}" if hparams.get("precision", "fp32") != "fp32" else "")
+        + f", curation crop {hparams.get('curation_eval_crop', 'center')}, caption rows "
+        f"{hparams.get('caption_rows', 'distinct')}.",
         "",
     ])
     atomic_write(os.path.join(out, "results.md"), lambda f: f.write(text), "w", encoding="utf-8")

@@ -160,7 +160,9 @@ class SeedPlan:
                              f"--output_folder={self.out}/curation", "--clap_ckpt_path=",
                              f"--ssl_checkpoints_dir={self.teacher_save}", f"--ssl_select={h['teacher_select']}",
                              f"--audio_pathfile={self.world}/unpaired_paths.txt",
-                             f"--text_pathfile={self.teacher_save}/train_raw.csv", "--noprogressbar"]
+                             f"--text_pathfile={self.teacher_save}/train_raw.csv", "--noprogressbar",
+                             # Always given: the YAML's default is the paper code's crop.
+                             f"--eval_crop={h['curation_eval_crop']}"]
             + self.precision_flags()
             + list(h["toy_model_flags"]),
             outputs=lambda stdout: existing_outputs({"audio_emb": os.path.join(self.emb_dir, "audio_emb.npy"),
@@ -172,7 +174,8 @@ class SeedPlan:
                 "curation_du", "DU curation", deps=[toemb],
                 command=lambda: [repo_path("recipes/retrieve_from_emb_thresh.py"), repo_path(h["du_hparams"]),
                                  f"--emb_dir={self.emb_dir}", "--audio_bs=1024",
-                                 f"--sim_threshold={self.threshold('du', None)}"],
+                                 f"--sim_threshold={self.threshold('du', None)}",
+                                 f"--caption_rows={h['caption_rows']}"],
                 outputs=self.curation_outputs, note=_curation_note,
             )
         for target in h["target_sets"]:
@@ -196,7 +199,8 @@ class SeedPlan:
                     command=lambda target=target, short=short: [
                         repo_path("recipes/retrieve_from_emb_thresh.py"), repo_path(h["ads_hparams"].format(set=short)),
                         f"--emb_dir={self.emb_dir}", f"--aud_ds_path={self.world}/unpaired_paths.txt",
-                        "--audio_bs=1024", f"--sim_threshold={self.threshold('ads', target)}"],
+                        "--audio_bs=1024", f"--sim_threshold={self.threshold('ads', target)}",
+                        f"--caption_rows={h['caption_rows']}"],
                     outputs=self.curation_outputs, note=_curation_note,
                     skip=lambda target=target: None if self.pairs(("ds", target)) else "no DS captions to match",
                 )

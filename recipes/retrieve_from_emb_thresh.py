@@ -11,6 +11,9 @@ student training, ``ID,wav_path,caption,similarity``, plus a summary JSON.
 The paper code's embedding files are read too (``--aud_emb_path`` with
 ``--aud_ds_path``, ``--txt_emb_path`` with ``--txt_ds_path``, or its default
 file names in ``--emb_dir``; :mod:`curation.paper_files`).
+With ``caption_rows: per_row`` (the paper YAMLs' default, as the paper code)
+a caption carried by k rows of the caption CSV gives each matching clip k
+rows; ``distinct`` gives one.
 
 To run this recipe:
     python recipes/retrieve_from_emb_thresh.py hparams/curation/audioset_insper_duv2_retr.yaml \
@@ -31,7 +34,8 @@ import torch
 import speechbrain as sb
 
 from curation.builders import (
-    best_match_profile, caption_ids_in, eval_freesound_ids, format_summary, write_curated_pairs, write_summary,
+    best_match_profile, caption_ids_in, caption_repeats, eval_freesound_ids, format_summary, write_curated_pairs,
+    write_summary,
 )
 from curation.embed import load_audio_set, load_caption_set, read_path_list, read_skipped
 from curation.join import resolve_join_precision
@@ -111,6 +115,10 @@ def main(argv=None):
         )
     # With the paper's audio file, aud_ds_path is its row list (every clip); with ours, a selection.
     query_rows = None if paper_audio else select_clips(hparams.get("aud_ds_path"), emb_dir, audio_paths)
+    try:
+        repeats = caption_repeats(table, hparams["caption_rows"])
+    except ValueError as err:
+        raise SystemExit(f"--caption_rows={hparams['caption_rows']}: {err}") from err
 
     caption_in_eval, eval_source = None, None
     if hparams.get("eval_meta_path"):
@@ -133,9 +141,9 @@ def main(argv=None):
         audio_bs=hparams["audio_bs"], text_bs=hparams["text_bs"], top_k=hparams["top_k"], query_rows=query_rows,
         caption_in_eval=caption_in_eval, drop_eval_overlap=hparams["drop_eval_overlap"],
         progress=not run_opts.get("noprogressbar", False), desc=hparams["curation_name"], precision=precision,
-        device=device,
+        device=device, repeats=repeats,
     )
-    summary.update(join_precision=precision)
+    summary.update(join_precision=precision, caption_rows=hparams["caption_rows"])
     summary.update(
         curation=hparams["curation_name"], emb_dir=os.path.abspath(emb_dir), caption_set=hparams["caption_set"],
         clips_considered=n_clips, top_k=hparams["top_k"], eval_ids_from=eval_source,

@@ -150,10 +150,14 @@ def test_du_pairs_are_the_exact_join(du_csv, emb_dir):
     i, j, sim = brute_force_join(audio, text, threshold)
     with open(os.path.join(emb_dir, "audio_paths.txt"), encoding="utf-8") as f:
         paths = f.read().split("\n")
-    captions = [r["caption"] for r in read_caption_table(os.path.join(emb_dir, "text_captions.csv"))]
-    assert [(r["wav_path"], r["caption"]) for r in rows] == [(paths[a], captions[b]) for a, b in zip(i, j)]
+    table = read_caption_table(os.path.join(emb_dir, "text_captions.csv"))
+    captions = [r["caption"] for r in table]
+    # caption_rows: per_row (the paper YAML's default): a caption of k training rows gives k rows.
+    expected = [(paths[a], captions[b]) for a, b in zip(i, j) for _ in range(table[b]["n_rows"])]
+    assert [(r["wav_path"], r["caption"]) for r in rows] == expected
     summary = json.load(open(os.path.splitext(path)[0] + "_summary.json", encoding="utf-8"))
     assert summary["pairs"] == len(rows) and summary["queries_with_pair"] == len(set(i.tolist()))
+    assert summary["distinct_pairs"] == len(i) and summary["caption_rows"] == "per_row"
     assert summary["keys_used"] == len(set(j.tolist())) and sum(summary["histogram"].values()) == len(rows)
 
 

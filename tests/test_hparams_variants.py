@@ -43,6 +43,7 @@ _TOY_TRAINING = {
     "caption_cleaning",
     # our AdamW + per-step cosine (the paper's YAMLs: Adam + the paper code's per-epoch ReduceLROnPlateau)
     "lr_schedule", "optimizer",
+    "logit_clamp",
 }
 # The toy's checkpoint selection: ours, the lowest validation loss (the paper's YAMLs: the paper code's choice per
 # script, highest acc for zero-shot and curation, the most recent for training).
@@ -436,6 +437,8 @@ FAITHFUL = {
     "spec_augment": (False, True),
     "softclap_targets": ("paper", "normalized"),
     "curation_mixing": ("replace", "insert"),
+    # the paper code's clamp of each scaled cosine at 100; ours: the temperature clamped (models.loss)
+    "logit_clamp": ("logits", "scale"),
     # the corpora's captions cleaned as the paper's code prepares them (dataset.prepare_insper.clean_captions)
     "caption_cleaning": ("paper", "none"),
     # validation on held-out captions, checkpoints kept by its loss (valid_pct: 0: by the training loss);
