@@ -243,7 +243,9 @@ def test_du_joins_the_paper_codes_embedding_files_named_by_flags(tmp_path):
     files = write_paper_embeddings(tmp_path / "paper")
     out = tmp_path / "out"
     os.makedirs(out)
-    pairs, _ = run_join("audioset_insper_duv2_retr.yaml", out, *[f"--{k}={v}" for k, v in files.items()])
+    # One pair per distinct caption (ours); the paper's per-row multiplicity: tests/test_faithful_numerics.py.
+    pairs, _ = run_join("audioset_insper_duv2_retr.yaml", out, *[f"--{k}={v}" for k, v in files.items()],
+                        "--caption_rows=distinct")
     assert pairs == expected_pairs()
 
 
@@ -271,13 +273,14 @@ def test_the_paper_codes_default_file_names_are_found_in_emb_dir(tmp_path):
     emb_dir = tmp_path / "microsoft_clap_official"
     files = write_paper_embeddings(emb_dir)
     pairs, _ = run_join("audioset_insper_duv2_retr.yaml", emb_dir, f"--aud_ds_path={files['aud_ds_path']}",
-                        f"--txt_ds_path={files['txt_ds_path']}")
+                        f"--txt_ds_path={files['txt_ds_path']}", "--caption_rows=distinct")
     assert pairs == expected_pairs()
     # The paper's DS output for ESC-50: its kept rows and their CSV (IDs renumbered 0..k-1 by its writer).
     np.save(emb_dir / "esc_insper_t2t_embeddings.npy", np.array([CAPTION_ROWS[3][3]], np.float16))
     write_pandas_csv(emb_dir / "esc_insper_t2t_ds.csv", ["ID", "wav_path", "caption"],
                      [["0", CAPTION_ROWS[3][1], CAPTION_ROWS[3][2]]])
-    pairs, path = run_join("esc_insper_audioset_dudsv3_retr.yaml", emb_dir, f"--aud_ds_path={files['aud_ds_path']}")
+    pairs, path = run_join("esc_insper_audioset_dudsv3_retr.yaml", emb_dir, f"--aud_ds_path={files['aud_ds_path']}",
+                           "--caption_rows=distinct")
     assert os.path.basename(path) == f"ads_esc50_pairs_thr{THRESHOLD}.csv"
     assert pairs == [("Ya__0",) + expected_pairs()[1][1:], ("Yc__0",) + expected_pairs()[2][1:]]
     # Ours win when both are there.
