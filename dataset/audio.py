@@ -163,7 +163,8 @@ def fit_length(wav, num_samples, crop="random", generator=None):
     """Tiles short clips and crops long ones so that the result has ``num_samples`` samples.
 
     A short clip is repeated rather than zero-padded, so a 0.05 s event fills
-    the window the model sees (as in the original training code).
+    the window the model sees (the paper code tiles at zero-shot and curation,
+    but zero-pads in training: at a random offset, centred in validation).
 
     Arguments
     ---------
