@@ -333,6 +333,7 @@ def test_embedding_step_follows_the_path_list(tiny, tmp_path, capsys, loaded):
     argv = ["hparams/curation/microsoft_audioset_insper_toemb.yaml", f"--output_folder={out}",
             f"--audio_pathfile={pathfile}", f"--clap_ckpt_path={tiny['ckpt']}", "--eval_duration=0.5",
             "--batch_size=2", "--shard_size=2", "--num_workers=0", "--emb_dtype=float32",
+            "--eval_crop=center",  # the crop fresh_rows uses (the YAML's default is the paper code's)
             "--noprogressbar"] + tiny["flags"]
     toemb.main(argv)
     before = np.array(load_audio_set(str(out / "save"))[0])
