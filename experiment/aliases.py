@@ -72,6 +72,11 @@ class Alias:
         return self.key in yaml_keys
 
 
+def _applies_if_needed_key(entry, yaml_keys):
+    """True when the entry's ``needs`` key is None (any YAML) or one of ``yaml_keys``."""
+    return entry.needs is None or entry.needs in yaml_keys
+
+
 @dataclasses.dataclass(frozen=True)
 class Ignored:
     """Accepted with a warning: ``reason`` says why it has no effect and what replaces it.
@@ -81,9 +86,7 @@ class Ignored:
 
     reason: str
     needs: Optional[str] = None
-
-    def applies(self, yaml_keys):
-        return self.needs is None or self.needs in yaml_keys
+    applies = _applies_if_needed_key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,9 +98,7 @@ class Elsewhere:
 
     owner: str
     needs: Optional[str] = None
-
-    def applies(self, yaml_keys):
-        return self.needs is None or self.needs in yaml_keys
+    applies = _applies_if_needed_key
 
 
 # ------------------------------------------------------------- conversions

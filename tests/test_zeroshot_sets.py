@@ -262,6 +262,13 @@ def run_zeroshot(yaml, data_folder, out, tiny, capsys):
     return results, predictions, capsys.readouterr().out
 
 
+def assert_predictions_are(predictions, expected):
+    """Each clip's predicted class and score in predictions.csv are those recomputed here."""
+    for cid, (label, score) in expected.items():
+        assert predictions[cid]["predicted"] == label and float(predictions[cid]["score"]) == pytest.approx(
+            score, abs=1e-4), cid
+
+
 def test_vggsound_zeroshot_command_end_to_end(vggsound_root, tiny, tmp_path, capsys):
     """hparams/vggsound/microsoft_zeroshot.yaml: the test split over the paper's 308 prompts, each clip's prediction
     and score as recomputed here."""
@@ -281,10 +288,8 @@ def test_vggsound_zeroshot_command_end_to_end(vggsound_root, tiny, tmp_path, cap
                      r"left out", stdout, re.M), stdout
     expected = expected_predictions(tiny, str(out / "zs" / "zeroshot_vggsound.csv"), labels)
     assert sorted(predictions) == sorted(expected) == sorted(VGG_TEST_ROWS)
-    for cid, (label, score) in expected.items():
-        assert predictions[cid]["true"] == VGG_TEST_ROWS[cid][0]
-        assert predictions[cid]["predicted"] == label and float(predictions[cid]["score"]) == pytest.approx(
-            score, abs=1e-4), cid
+    assert all(predictions[cid]["true"] == VGG_TEST_ROWS[cid][0] for cid in expected)
+    assert_predictions_are(predictions, expected)
     hits = sum(predictions[c]["predicted"] == predictions[c]["true"] for c in predictions)
     assert results["top1"] == pytest.approx(hits / 3)
     # 308 classes: the confusion PNG keeps a bounded size (class indices on the axes; names in the CSV).
@@ -310,6 +315,4 @@ def test_tau19_zeroshot_command_end_to_end(tau_parent, tiny, tmp_path, capsys):
     assert "Zero-shot tau19:" in stdout and "10 classes" in stdout
     expected = expected_predictions(tiny, str(out / "zs" / "zeroshot_tau19.csv"), labels)
     assert sorted(predictions) == sorted(expected) == sorted(s for s, _, f, w in TAU_CLIPS if f == "evaluate" and w)
-    for cid, (label, score) in expected.items():
-        assert predictions[cid]["predicted"] == label and float(predictions[cid]["score"]) == pytest.approx(
-            score, abs=1e-4), cid
+    assert_predictions_are(predictions, expected)
