@@ -76,7 +76,10 @@ def test_reduced_pipeline_writes_the_table_from_the_run(reduced_run):
     assert len(table) == len(MODELS) * 2
     md = open(os.path.join(out, "results.md"), encoding="utf-8").read()
     teacher_esc = next(r for r in table if r["model"] == "teacher" and r["dataset"] == "esc50")
-    assert f"| teacher | {100 * float(teacher_esc['top1_mean']):.1f} |" in md
+    # One seed: no standard deviation; the bootstrap interval from the run's predictions.csv files.
+    assert (f"| teacher | {100 * float(teacher_esc['top1_mean']):.1f} [{100 * float(teacher_esc['top1_ci_low']):.1f}, "
+            f"{100 * float(teacher_esc['top1_ci_high']):.1f}] |") in md
+    assert os.path.getsize(os.path.join(out, "differences.csv")) > 0
 
 
 @pytest.mark.slow
