@@ -374,7 +374,7 @@ def test_training_with_zeroshot_validation_keeps_checkpoints_by_accuracy(toy_wor
     assert proc.returncode != 0 and "--data_zs_folder" in (proc.stderr + proc.stdout)
 
     proc = run_script(base + ["--experiment_name=zs", f"--data_zs_folder={os.path.join(toy_world, 'ESC-50')}",
-                              "--zs_folds=1", "--number_of_epochs=2"])
+                              "--zs_folds=1", "--number_of_epochs=2", "--num_ckpt_keep=1"])
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = tmp_path / "zs"
     with open(out / "zeroshot_esc50.json", encoding="utf-8") as f:
