@@ -26,6 +26,7 @@ import os
 
 import yaml
 
+from experiment.aliases import PAPER_KEYS, Alias
 from experiment.arguments import select_device
 from experiment.checkpoints import find_checkpoint, model_file, resolve_selection
 from models.checkpoints import (
@@ -54,9 +55,12 @@ ORIGINAL_CHECKPOINT_HINT = (
     "(sample_rate, aud_emb_dim -> out_emb, shared_emb_dim -> d_proj, ...): " + ", ".join(f"--{k}" for k in MODEL_KEYS)
 )
 
-#: The paper code's names of architecture keys (top level of its YAMLs) → ours.
-ORIGINAL_ARCHITECTURE_KEYS = {"aud_emb_classes_num": "classes_num", "aud_emb_dim": "out_emb",
-                              "shared_emb_dim": "d_proj"}
+#: The paper code's names of architecture keys (top level of its YAMLs) → ours: its renamed model keys,
+#: taken from the one table of its keys (:data:`experiment.aliases.PAPER_KEYS`).
+ORIGINAL_ARCHITECTURE_KEYS = {
+    theirs: entry.key for theirs, entries in PAPER_KEYS.items() for entry in entries
+    if isinstance(entry, Alias) and entry.key in MODEL_KEYS
+}
 #: Arguments of the paper code's ``models.microsoft_clap.CLAP`` → our keys (the rest are named alike).
 _ORIGINAL_CLAP_ARGUMENTS = {"transformer_embed_dim": "txt_emb_dim"}
 _ORIGINAL_CLAP_TAG = "new:models.microsoft_clap.CLAP"
