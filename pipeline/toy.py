@@ -135,7 +135,11 @@ class SeedPlan:
         base = self.out if name == "teacher" else os.path.join(self.out, "students")
         return [f"--data_annot_folder={self.world}", f"--output_base={base}", f"--experiment_name={name}",
                 f"--seed={self.seed}", f"--number_of_epochs={epochs}", f"--batch_size={self.h['batch_size']}",
-                f"--base_lr={lr}", "--noprogressbar"] + self.precision_flags()
+                f"--base_lr={lr}", "--noprogressbar"] + self.precision_flags() + self.model_flags()
+
+    def model_flags(self):
+        """The pipeline's ``model_flags`` (the architecture of every model it trains and scores; none by default)."""
+        return list(self.h.get("model_flags") or [])
 
     def precision_flags(self):
         """``--precision`` for each recipe stage; none for fp32 (those commands and digests stay as they were)."""
@@ -164,7 +168,7 @@ class SeedPlan:
                              # Always given: the YAML's default is the paper code's crop.
                              f"--eval_crop={h['curation_eval_crop']}"]
             + self.precision_flags()
-            + list(h["toy_model_flags"]),
+            + list(h["toy_model_flags"]) + self.model_flags(),
             outputs=lambda stdout: existing_outputs({"audio_emb": os.path.join(self.emb_dir, "audio_emb.npy"),
                                               "text_emb": os.path.join(self.emb_dir, "text_emb.npy")}),
         )
@@ -189,7 +193,7 @@ class SeedPlan:
                     f"--emb_dir={self.emb_dir}",
                     f"--sim_threshold={threshold_flag(h[f'ds_threshold_{target}'])}",
                     f"--zs_data_folder={self.target_folder(target)}", "--noprogressbar"] + list(h["toy_model_flags"])
-                + self.precision_flags(),
+                + self.model_flags() + self.precision_flags(),
                 outputs=lambda stdout, target=target: _ds_outputs(self.emb_dir, target), note=_curation_note,
             )
             self.curated[("ds", target)] = ds
@@ -291,7 +295,7 @@ class SeedPlan:
                              f"--dataset={target}", f"--data_folder={self.target_folder(target)}",
                              f"--ssl_checkpoints_dir={save}", f"--ssl_select={select}",
                              f"--output_base={self.out}/zeroshot", f"--experiment_name={model_name}_{target}",
-                             f"--seed={self.seed}", "--noprogressbar"] + self.precision_flags(),
+                             f"--seed={self.seed}", "--noprogressbar"] + self.precision_flags() + self.model_flags(),
             outputs=lambda stdout: _zeroshot_outputs(folder),
             note=lambda out: f"top-1 {out['top1']:.3f}",
             skip=lambda: (model_stage.result or {}).get("skipped") and "its model was not trained",
