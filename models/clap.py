@@ -53,6 +53,9 @@ class AudioEncoder(nn.Module):
         SpecAugment in training mode.
     dropout : float
         Dropout of the projection head.
+    audio_options : dict, optional
+        Extra keyword arguments of the backbone builder (HTSAT: size, fusion,
+        front end; Cnn14 takes none).
 
     Example
     -------
@@ -78,6 +81,7 @@ class AudioEncoder(nn.Module):
         width=1.0,
         spec_augment=True,
         dropout=0.5,
+        audio_options=None,
     ):
         super().__init__()
         self.base = build_audio_backbone(
@@ -92,6 +96,7 @@ class AudioEncoder(nn.Module):
             out_emb=out_emb,
             width=width,
             spec_augment=spec_augment,
+            **(audio_options or {}),
         )
         self.projection = Projection(out_emb, d_proj, p=dropout)
 
@@ -142,6 +147,8 @@ class CLAP(nn.Module):
         SpecAugment in training mode.
     dropout : float
         Dropout of both projection heads.
+    audio_options : dict, optional
+        See :class:`AudioEncoder`.
 
     Example
     -------
@@ -176,6 +183,7 @@ class CLAP(nn.Module):
         pretrained_text=True,
         spec_augment=True,
         dropout=0.5,
+        audio_options=None,
     ):
         super().__init__()
         self.audio_encoder = AudioEncoder(
@@ -192,6 +200,7 @@ class CLAP(nn.Module):
             width=audio_width,
             spec_augment=spec_augment,
             dropout=dropout,
+            audio_options=audio_options,
         )
         self.caption_encoder = build_text_encoder(
             text_model,
