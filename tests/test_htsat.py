@@ -121,7 +121,7 @@ def _import_reference(module, packages, stubs=()):
     import sys
     import types
 
-    before = set(sys.modules)
+    before = dict(sys.modules)
     try:
         for name, attrs in stubs:
             stub = types.ModuleType(name)
@@ -133,8 +133,9 @@ def _import_reference(module, packages, stubs=()):
             sys.modules[name] = pkg
         return importlib.import_module(module)
     finally:
-        for name in set(sys.modules) - before:
+        for name in set(sys.modules) - set(before):
             del sys.modules[name]
+        sys.modules.update(before)  # a stubbed module that was already imported gets its real self back
 
 
 @pytest.fixture(scope="module")
@@ -155,9 +156,8 @@ def laion():
                ("torchvision.ops.misc", {"FrozenBatchNorm2d": torch.nn.BatchNorm2d})])
     # laion_clap/training/data.py downloads tokenizers when imported: run only its two functions' source.
     with open(os.path.join(root, "training", "data.py"), encoding="utf-8") as f:
-        tree = ast.parse(f.read())
-    source = "\n\n".join(ast.get_source_segment(open(os.path.join(root, "training", "data.py")).read(), node)
-                         for node in tree.body
+        text = f.read()
+    source = "\n\n".join(ast.get_source_segment(text, node) for node in ast.parse(text).body
                          if isinstance(node, ast.FunctionDef) and node.name in ("get_mel", "get_audio_features"))
 
     class Resize:  # torchvision.transforms.Resize on a tensor: bilinear, no antialias (see the contract)
@@ -286,10 +286,6 @@ def test_parity_msclap_small(msclap_htsat):
 FUSION_CLIP = 160 * 120  # 121 frames per window, within the small model's 128
 
 
-def _laion_cfg(front):
-    return dict(front)
-
-
 def test_fusion_input_is_laions_mel_fusion_with_our_chunks(laion, monkeypatch):
     import numpy as np
 
@@ -346,3 +342,57 @@ def test_same_long_file_same_embedding():
         assert rel_diff(fused.forward_mel(mel_fusion, longer=False)["embedding"], first) > 1e-3
         window = long_wav[:, : 160 * (unfused.max_frames - 1)]
         assert torch.equal(unfused(window)["embedding"], unfused(window)["embedding"])
+
+
+# ---------------------------------------------------------------- published sizes and front ends
+LAION_FRONT = dict(sample_rate=48000, window_size=1024, hop_size=480, mel_bins=64, fmin=50, fmax=14000)
+MSCLAP_2023_FRONT = dict(sample_rate=44100, window_size=1024, hop_size=320, mel_bins=64, fmin=50, fmax=14000)
+
+
+def test_parity_laion_tiny_full(laion):
+    ref = _laion_model(laion, LAION_FRONT, {"size": "tiny"}, classes=527, seed=5)
+    ours = _ours_from(ref, LAION_FRONT, {"size": "tiny"}, classes=527)
+    wav = _audio(2, 480000, seed=6)  # 10 s at 48 kHz: 1001 frames, stretched to 1024
+    with torch.no_grad():
+        expected, got = ref({"waveform": wav}), ours(wav)
+    assert rel_diff(got["embedding"], expected["embedding"]) < 1e-4
+    assert rel_diff(got["clipwise_output"], expected["clipwise_output"]) < 1e-4
+
+
+def test_parity_msclap_2023_tiny_full(msclap_htsat):
+    # msclap's HTSATWrapper builds HTSAT_Swin_Transformer(config=config): msclap/models/config.py
+    # (32 kHz filterbank, hop 320, tiny), fed 7 s read at 44.1 kHz.
+    torch.manual_seed(7)
+    ref = _randomise(msclap_htsat.HTSAT_Swin_Transformer(config=msclap_htsat.config), 7).eval()
+    from models.htsat import from_reference_state_dict
+
+    ours = HTSAT(**MSCLAP_2023_FRONT, classes_num=527, size="tiny", filterbank_sample_rate=32000).eval()
+    ours.load_state_dict(from_reference_state_dict({f"htsat.{k}": v for k, v in ref.state_dict().items()},
+                                                   prefix="htsat."), strict=True)
+    wav = _audio(2, 7 * 44100, seed=8)  # 965 frames
+    with torch.no_grad():
+        expected, got = ref(wav), ours(wav)
+    assert rel_diff(got["embedding"], expected["latent_output"]) < 1e-4
+    assert rel_diff(got["clipwise_output"], expected["clipwise_output"]) < 1e-4
+
+
+def test_parity_laion_fused_tiny_full(laion):
+    ref = _laion_model(laion, LAION_FRONT, {"size": "tiny"}, classes=527, fusion=True, seed=9)
+    ours = _ours_from(ref, LAION_FRONT, {"size": "tiny"}, classes=527, enable_fusion=True, frontend="htk")
+    wav = _audio(1, 480000 * 2 + 1234, seed=10)  # ~20 s: global view + 3 chunks
+    with torch.no_grad():
+        mel_fusion, longer = ours.fusion_input(ours.logmel(wav))
+        expected = ref({"mel_fusion": mel_fusion.contiguous(), "longer": torch.tensor([longer])})
+        got = ours(wav)
+    assert longer and mel_fusion.shape == (1, 4, 1001, 64)
+    assert rel_diff(got["embedding"], expected["embedding"]) < 1e-4
+
+
+def test_parity_laion_base_full(laion):
+    ref = _laion_model(laion, LAION_FRONT, {"size": "base"}, classes=527, seed=11)
+    ours = _ours_from(ref, LAION_FRONT, {"size": "base"}, classes=527)
+    assert ours.num_features == 1024
+    wav = _audio(1, 480000, seed=12)
+    with torch.no_grad():
+        expected, got = ref({"waveform": wav}), ours(wav)
+    assert rel_diff(got["embedding"], expected["embedding"]) < 1e-4
