@@ -84,6 +84,8 @@ def test_registry_and_factory(tiny_bert):
         build_audio_backbone("HTSAT", out_emb=128, width=0.5, **front, **SMALL)
     with pytest.raises(ValueError, match="audio_options"):
         build_audio_backbone("Cnn14", out_emb=32, width=1 / 16, **front, size="tiny")
+    with pytest.raises(ValueError, match=r"audio_options \['fusion'\] are not options of HTSAT"):
+        build_audio_backbone("HTSAT", out_emb=128, **front, **SMALL, fusion=True)
     model = create_model("HTSAT", **SMALL_FRONT, classes_num=5, out_emb=128, text_model=tiny_bert, txt_emb_dim=32,
                          d_proj=16, audio_options=dict(SMALL)).eval()
     assert type(model.audio_encoder.base).__name__ == "HTSAT"
