@@ -16,6 +16,7 @@ defaults), then parsed by ``speechbrain.parse_arguments`` itself.
 """
 
 import dataclasses
+import json
 import os
 import sys
 
@@ -164,7 +165,34 @@ def parse_arguments(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     param_file, run_args, override_args = split_arguments(argv)
     _, run_opts, _ = sb.parse_arguments([param_file] + run_args)
-    return param_file, run_opts, translate_overrides(param_file, overrides_to_yaml(override_args))
+    return param_file, run_opts, _whole_mappings(translate_overrides(param_file, overrides_to_yaml(override_args)))
+
+
+#: Keys whose ``--key={...}`` flag replaces the YAML's value whole
+#: (read by :func:`models.factory.audio_options_mapping`).
+WHOLE_MAPPING_KEYS = ("audio_options",)
+
+
+def _whole_mappings(overrides):
+    """Override lines of :data:`WHOLE_MAPPING_KEYS` with a mapping value, quoted as one YAML string.
+
+    SpeechBrain merges a mapping override into the YAML's value key by key and
+    refuses keys it lacks (``audio_options: null`` has none), so such a flag
+    is passed as a string and parsed where the model is built.
+
+    Example
+    -------
+    >>> print(_whole_mappings("seed: 1\\naudio_options: {size: base, depths: [2, 2]}"))
+    seed: 1
+    audio_options: "{size: base, depths: [2, 2]}"
+    """
+    lines = []
+    for line in overrides.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key in WHOLE_MAPPING_KEYS and value.strip().startswith("{"):
+            line = f"{key}: {json.dumps(value.strip())}"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def warn_now(message):

@@ -33,7 +33,7 @@ from models.checkpoints import (
     CheckpointMismatchError, UnreadableCheckpointError, load_clap_checkpoint, load_model_checkpoint,
     load_pann_checkpoint,
 )
-from models.factory import ARCHITECTURE_KEYS, MODEL_KEYS, architecture, create_model
+from models.factory import ARCHITECTURE_KEYS, MODEL_KEYS, architecture, audio_options_mapping, create_model
 
 __all__ = [
     "RUN_CHECKPOINT_HINT", "ORIGINAL_CHECKPOINT_HINT", "ORIGINAL_ARCHITECTURE_KEYS", "load_run_checkpoint",
@@ -272,6 +272,11 @@ def _plain_architecture_value(key, value):
     return _plain(value)
 
 
+def _architecture_value(key, value):
+    # A mapping key given on the command line is saved as its YAML string (experiment.arguments._whole_mappings).
+    return audio_options_mapping(value) if key in _MAPPING_KEYS else value
+
+
 def read_architecture(yaml_path):
     """The :data:`models.factory.ARCHITECTURE_KEYS` a (hyper)parameter file sets to plain values.
 
@@ -312,7 +317,8 @@ def read_architecture(yaml_path):
         values = yaml.load(f, Loader=_TagIgnoringLoader) or {}
     found = {ours: values[theirs] for theirs, ours in ORIGINAL_ARCHITECTURE_KEYS.items()
              if _plain(values.get(theirs))}
-    found.update({k: values[k] for k in ARCHITECTURE_KEYS if _plain_architecture_value(k, values.get(k))})
+    found.update({k: _architecture_value(k, values[k]) for k in ARCHITECTURE_KEYS
+                  if _plain_architecture_value(k, values.get(k))})
     for clap in (v for v in values.values() if isinstance(v, _OriginalClap)):
         found.update({_ORIGINAL_CLAP_ARGUMENTS.get(k, k): v for k, v in clap.items()
                       if _ORIGINAL_CLAP_ARGUMENTS.get(k, k) in ARCHITECTURE_KEYS and _plain(v)})

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from models.clap import CLAP, MSCLAP2022
 
-__all__ = ["MODEL_KEYS", "ARCHITECTURE_KEYS", "MS_CLAP_2022", "create_model", "architecture"]
+__all__ = ["MODEL_KEYS", "ARCHITECTURE_KEYS", "MS_CLAP_2022", "audio_options_mapping", "create_model", "architecture"]
 
 #: YAML keys of the model's constructor (``txt_emb_dim`` is CLAP's ``transformer_embed_dim``).
 MODEL_KEYS = (
@@ -30,6 +30,35 @@ MS_CLAP_2022 = {key: MSCLAP2022[key] for key in MODEL_KEYS if key in MSCLAP2022}
 MS_CLAP_2022.update(txt_emb_dim=MSCLAP2022["transformer_embed_dim"], audio_width=1.0, text_pooling="cls",
                     audio_options=None, text_max_length=100, eval_duration=5.0)
 MS_CLAP_2022.update(projection="ms")
+
+
+def audio_options_mapping(value):
+    """``audio_options`` as a dict (or None), whether the YAML gave a mapping or a command line a YAML string.
+
+    A ``--audio_options={...}`` flag reaches the YAML as a string: SpeechBrain merges a mapping override
+    into the YAML's value key by key and refuses keys that value lacks, so the flag is passed whole
+    (:func:`experiment.arguments.parse_arguments`) and read here.
+
+    Example
+    -------
+    >>> audio_options_mapping("{size: base, enable_fusion: true}")
+    {'size': 'base', 'enable_fusion': True}
+    >>> audio_options_mapping(None) is None, audio_options_mapping("null") is None
+    (True, True)
+    >>> audio_options_mapping("size=base")
+    Traceback (most recent call last):
+    ...
+    ValueError: audio_options must be a mapping such as {size: base, enable_fusion: true}, got 'size=base'
+    """
+    if isinstance(value, str):
+        import yaml
+
+        parsed = yaml.safe_load(value)
+        if parsed is not None and not isinstance(parsed, dict):
+            raise ValueError(f"audio_options must be a mapping such as {{size: base, enable_fusion: true}}, "
+                             f"got {value!r}")
+        value = parsed
+    return dict(value) if value else None
 
 
 def create_model(audioenc_name, sample_rate, window_size, hop_size, mel_bins, fmin, fmax, classes_num, out_emb,
@@ -87,7 +116,7 @@ def create_model(audioenc_name, sample_rate, window_size, hop_size, mel_bins, fm
         audioenc_name, sample_rate, window_size, hop_size, mel_bins, fmin, fmax, classes_num, out_emb,
         text_model, txt_emb_dim, d_proj, audio_width=audio_width, text_pooling=text_pooling,
         pretrained_text=pretrained_text, spec_augment=spec_augment, dropout=proj_dropout, projection=projection,
-        audio_options=audio_options,
+        audio_options=audio_options_mapping(audio_options),
     )
 
 
