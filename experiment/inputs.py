@@ -30,6 +30,8 @@ import re
 from dataset.clips import EVAL_CROPS
 from experiment.checkpoints import SELECTIONS
 from models.loss import LOGIT_CLAMPS, SOFTCLAP_TARGETS
+from models.projection import PROJECTIONS
+from models.text_encoder import TEXT_POOLINGS
 
 __all__ = ["Range", "RANGES", "CHOICES", "INPUT_FILES", "EMBEDDING_FOLDERS", "check_overrides", "positive_int",
            "has_rows", "has_lines"]
@@ -131,6 +133,9 @@ CHOICES = {
     "caption_rows": ("per_row", "distinct"),
     # logits: the paper code's clamp of each scaled cosine; scale: ours, of the temperature (models.loss)
     "logit_clamp": LOGIT_CLAMPS,
+    # the text tower's token pooling and both towers' head (models.text_encoder, models.projection)
+    "text_pooling": TEXT_POOLINGS,
+    "projection": PROJECTIONS,
 }
 
 _CAPTION_CSV = "a caption CSV with a header ID,wav_path,caption (or wav_path,caption) and one row per pair"

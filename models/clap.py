@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.freeze import run_base
-from models.projection import Projection
+from models.projection import build_projection
 from models.registry import AUDIO_ENCODERS, build_audio_backbone, build_text_encoder
 
 __all__ = ["AudioEncoder", "CLAP", "MSCLAP2022", "AUDIO_ENCODERS"]
@@ -53,6 +53,8 @@ class AudioEncoder(nn.Module):
         SpecAugment in training mode.
     dropout : float
         Dropout of the projection head.
+    projection : {"ms", "laion"}
+        The projection head (:func:`models.projection.build_projection`).
 
     Example
     -------
@@ -78,6 +80,7 @@ class AudioEncoder(nn.Module):
         width=1.0,
         spec_augment=True,
         dropout=0.5,
+        projection="ms",
     ):
         super().__init__()
         self.base = build_audio_backbone(
@@ -93,7 +96,7 @@ class AudioEncoder(nn.Module):
             width=width,
             spec_augment=spec_augment,
         )
-        self.projection = Projection(out_emb, d_proj, p=dropout)
+        self.projection = build_projection(projection, out_emb, d_proj, p=dropout)
 
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode waveforms.
@@ -134,14 +137,17 @@ class CLAP(nn.Module):
         Shared embedding size.
     audio_width : float
         Cnn14 channel multiplier.
-    text_pooling : {"cls", "mean"}
-        Token pooling of the text tower.
+    text_pooling : {"cls", "mean", "pooler", "last_token"}
+        Token pooling of the text tower (:class:`models.text_encoder.TextEncoder`).
     pretrained_text : bool
         Load the text model's weights when available.
     spec_augment : bool
         SpecAugment in training mode.
     dropout : float
         Dropout of both projection heads.
+    projection : {"ms", "laion"}
+        The projection head of both towers: MS CLAP's (``"ms"``) or
+        LAION-CLAP's MLP (``"laion"``).
 
     Example
     -------
@@ -176,6 +182,7 @@ class CLAP(nn.Module):
         pretrained_text=True,
         spec_augment=True,
         dropout=0.5,
+        projection="ms",
     ):
         super().__init__()
         self.audio_encoder = AudioEncoder(
@@ -192,6 +199,7 @@ class CLAP(nn.Module):
             width=audio_width,
             spec_augment=spec_augment,
             dropout=dropout,
+            projection=projection,
         )
         self.caption_encoder = build_text_encoder(
             text_model,
@@ -200,6 +208,7 @@ class CLAP(nn.Module):
             pooling=text_pooling,
             pretrained=pretrained_text,
             dropout=dropout,
+            projection=projection,
         )
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 

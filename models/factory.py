@@ -18,6 +18,7 @@ __all__ = ["MODEL_KEYS", "ARCHITECTURE_KEYS", "MS_CLAP_2022", "create_model", "a
 MODEL_KEYS = (
     "audioenc_name", "sample_rate", "window_size", "hop_size", "mel_bins", "fmin", "fmax", "classes_num",
     "out_emb", "text_model", "txt_emb_dim", "d_proj", "audio_width", "text_pooling",
+    "projection",
 )
 
 #: Every key that describes a model for inference: the constructor's, the
@@ -28,11 +29,12 @@ ARCHITECTURE_KEYS = MODEL_KEYS + ("text_max_length", "eval_duration")
 MS_CLAP_2022 = {key: MSCLAP2022[key] for key in MODEL_KEYS if key in MSCLAP2022}
 MS_CLAP_2022.update(txt_emb_dim=MSCLAP2022["transformer_embed_dim"], audio_width=1.0, text_pooling="cls",
                     text_max_length=100, eval_duration=5.0)
+MS_CLAP_2022.update(projection="ms")
 
 
 def create_model(audioenc_name, sample_rate, window_size, hop_size, mel_bins, fmin, fmax, classes_num, out_emb,
                  text_model, txt_emb_dim, d_proj, audio_width=1.0, text_pooling="cls", pretrained_text=False,
-                 spec_augment=True, proj_dropout=0.5):
+                 spec_augment=True, proj_dropout=0.5, projection="ms"):
     """A :class:`models.clap.CLAP` from the YAML keys (the recipes' ``model:`` entry).
 
     Arguments
@@ -52,14 +54,16 @@ def create_model(audioenc_name, sample_rate, window_size, hop_size, mel_bins, fm
     audio_width : float
         Channel multiplier of the audio backbone (1.0: the published size).
     text_pooling : str
-        Token pooling of the text tower.
+        Token pooling of the text tower (``cls``, ``mean``, ``pooler``, ``last_token``).
     pretrained_text : bool
         Load the text transformer's own weights (False when a checkpoint
         provides every weight).
     spec_augment : bool
         SpecAugment in training mode.
     proj_dropout : float
-        Dropout of both projection heads.
+        Dropout of both projection heads (MS CLAP's head; LAION's has none).
+    projection : str
+        Projection head of both towers: ``ms`` (MS CLAP) or ``laion`` (LAION-CLAP's MLP).
 
     Returns
     -------
@@ -79,7 +83,7 @@ def create_model(audioenc_name, sample_rate, window_size, hop_size, mel_bins, fm
     return CLAP(
         audioenc_name, sample_rate, window_size, hop_size, mel_bins, fmin, fmax, classes_num, out_emb,
         text_model, txt_emb_dim, d_proj, audio_width=audio_width, text_pooling=text_pooling,
-        pretrained_text=pretrained_text, spec_augment=spec_augment, dropout=proj_dropout,
+        pretrained_text=pretrained_text, spec_augment=spec_augment, dropout=proj_dropout, projection=projection,
     )
 
 
@@ -110,7 +114,7 @@ def architecture(*sources, **overrides):
     ...
     TypeError: Unknown model key(s) ['width']; the architecture keys are ['audioenc_name', 'sample_rate', 'window_size',
     'hop_size', 'mel_bins', 'fmin', 'fmax', 'classes_num', 'out_emb', 'text_model', 'txt_emb_dim', 'd_proj',
-    'audio_width', 'text_pooling', 'text_max_length', 'eval_duration'].
+    'audio_width', 'text_pooling', 'projection', 'text_max_length', 'eval_duration'].
     """
     unknown = sorted(set(overrides) - set(ARCHITECTURE_KEYS))
     if unknown:

@@ -14,7 +14,9 @@ Adding an architecture is one entry here:
   builder returns the transformer, its token pooling and its projection
   (:class:`models.text_encoder.TextEncoder`). Encoder-only models of any
   other type use the default entry (``AutoModel`` + the YAML's
-  ``text_pooling``).
+  ``text_pooling``). How its captions are tokenised (suffix, pad token,
+  token limit) is :data:`models.text_encoder.TEXT_PREPROCESSING`, by the
+  same ``model_type``.
 
 :mod:`models.clap` builds its towers only through :func:`build_audio_backbone`
 and :func:`build_text_encoder`, and :mod:`models.factory` builds every CLAP
@@ -113,7 +115,8 @@ def build_audio_backbone(name, **options):
     return AUDIO_ENCODERS[name](**options)
 
 
-def build_text_encoder(text_model, transformer_embed_dim, d_proj, pooling="cls", pretrained=True, dropout=0.5):
+def build_text_encoder(text_model, transformer_embed_dim, d_proj, pooling="cls", pretrained=True, dropout=0.5,
+                       projection="ms"):
     """The text tower for ``text_model``, chosen by its transformer's ``model_type``.
 
     Arguments
@@ -131,6 +134,8 @@ def build_text_encoder(text_model, transformer_embed_dim, d_proj, pooling="cls",
         Load the transformer's weights when available.
     dropout : float
         Dropout of the projection head.
+    projection : str
+        Projection head (YAML ``projection``: ``ms`` or ``laion``).
 
     Returns
     -------
@@ -139,7 +144,8 @@ def build_text_encoder(text_model, transformer_embed_dim, d_proj, pooling="cls",
     """
     model_type = text_model_type(text_model)
     builder = TEXT_ENCODERS.get(model_type, TEXT_ENCODERS[DEFAULT_TEXT_ENCODER])
-    return builder(text_model, transformer_embed_dim, d_proj, pooling=pooling, pretrained=pretrained, dropout=dropout)
+    return builder(text_model, transformer_embed_dim, d_proj, pooling=pooling, pretrained=pretrained, dropout=dropout,
+                   projection=projection)
 
 
 # ------------------------------------------------------------------ entries
@@ -151,11 +157,32 @@ def _cnn14(sample_rate, window_size, hop_size, mel_bins, fmin, fmax, classes_num
                  spec_augment=spec_augment)
 
 
-@register_text_encoder("bert", DEFAULT_TEXT_ENCODER)
-def _transformer_encoder(text_model, transformer_embed_dim, d_proj, pooling="cls", pretrained=True, dropout=0.5):
-    # BERT (MS CLAP 2022: CLS token of the last hidden state) and, by default,
-    # any encoder-only AutoModel with the pooling the YAML asks for.
+@register_text_encoder("bert", "roberta", DEFAULT_TEXT_ENCODER)
+def _transformer_encoder(text_model, transformer_embed_dim, d_proj, pooling="cls", pretrained=True, dropout=0.5,
+                         projection="ms"):
+    # BERT (MS CLAP 2022: CLS token of the last hidden state, MS head), RoBERTa
+    # (LAION-CLAP: text_pooling pooler, projection laion; captions of at most
+    # 77 tokens) and, by default, any encoder-only AutoModel with the pooling
+    # and head the YAML asks for.
     if isinstance(text_model, os.PathLike):
         text_model = os.fspath(text_model)
     return TextEncoder(text_model, transformer_embed_dim, d_proj, pooling=pooling, pretrained=pretrained,
-                       dropout=dropout)
+                       dropout=dropout, projection=projection)
+
+
+@register_text_encoder("gpt2")
+def _gpt2(text_model, transformer_embed_dim, d_proj, pooling="last_token", pretrained=True, dropout=0.5,
+          projection="ms"):
+    # MS CLAP 2023: GPT-2, the hidden state of the last token (text_pooling
+    # last_token), MS head; captions + ' <|endoftext|>', '!' as pad, 77 tokens
+    # (models.text_encoder.TEXT_PREPROCESSING). GPT-2 is causal: its first
+    # token sees only itself, so "cls" (and "pooler": it has none) is refused.
+    if pooling not in ("last_token", "mean"):
+        raise ValueError(
+            f"text_pooling {pooling!r} does not apply to GPT-2 (a causal model: its first token sees only itself, "
+            "and it has no pooler): set text_pooling: last_token (MS CLAP 2023) or mean"
+        )
+    if isinstance(text_model, os.PathLike):
+        text_model = os.fspath(text_model)
+    return TextEncoder(text_model, transformer_embed_dim, d_proj, pooling=pooling, pretrained=pretrained,
+                       dropout=dropout, projection=projection)
