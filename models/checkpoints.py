@@ -464,7 +464,7 @@ def load_pann_checkpoint(cnn14: nn.Module, path) -> nn.Module:
     return _load(cnn14, state, missing, unexpected, mismatched, path, PANN_EXPECTED)
 
 
-def load_clap_checkpoint(clap: nn.Module, path, expected: str = CLAP_EXPECTED) -> nn.Module:
+def load_clap_checkpoint(clap: nn.Module, path, expected: str = CLAP_EXPECTED, state=None) -> nn.Module:
     """Load an MS CLAP file (e.g. ``CLAP_weights_2022.pth``) into ``clap``.
 
     Also reads the ``clap.ckpt`` a run of the paper's code saved (a bare
@@ -484,6 +484,8 @@ def load_clap_checkpoint(clap: nn.Module, path, expected: str = CLAP_EXPECTED) -
         Checkpoint file.
     expected : str
         What kind of file was expected (added to errors).
+    state : dict, optional
+        The file's state dict, when already read (:func:`read_state_dict`).
 
     Returns
     -------
@@ -495,18 +497,20 @@ def load_clap_checkpoint(clap: nn.Module, path, expected: str = CLAP_EXPECTED) -
     CheckpointMismatchError
         On any other missing, unexpected or mis-shaped key.
     """
-    state = read_state_dict(path, expected)
+    state = dict(state) if state is not None else read_state_dict(path, expected)
     model_keys = set(clap.state_dict())
+    # A text tower that pools with its pooler (LAION's RoBERTa) needs the pooler's weights.
+    pooler_used = getattr(getattr(clap, "caption_encoder", None), "pooling", None) == "pooler"
     ignored_file = [
         k
         for k in state
-        if k not in model_keys and (k == _POSITION_IDS or k.startswith(_POOLER_PREFIX))
+        if k not in model_keys and (k == _POSITION_IDS or (k.startswith(_POOLER_PREFIX) and not pooler_used))
     ]
     for key in ignored_file:
         del state[key]
     missing, unexpected, mismatched = _compare(clap, state)
-    ignored_model = [k for k in missing if k.startswith(_POOLER_PREFIX)]
-    missing = [k for k in missing if not k.startswith(_POOLER_PREFIX)]
+    ignored_model = [k for k in missing if k.startswith(_POOLER_PREFIX) and not pooler_used]
+    missing = [k for k in missing if k not in ignored_model]
     missing, ignored_bn = _tolerate_bn_counters(missing, state)
     if ignored_file:
         logger.info("%s: ignored file keys absent from the model: %s", path, ignored_file)

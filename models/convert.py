@@ -29,6 +29,7 @@ its embedding table, the rest from the published front ends
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 
@@ -36,10 +37,13 @@ import torch
 
 from models.checkpoints import CheckpointMismatchError, read_state_dict
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "FORMATS", "LAION_EXPECTED", "MS2023_EXPECTED", "HF_EXPECTED", "detect_format", "read_any_state_dict",
     "laion_to_ours", "ms2023_to_ours", "hf_to_laion", "convert_state_dict", "infer_architecture",
-    "read_checkpoint", "IGNORED_SUFFIXES",
+    "read_checkpoint", "IGNORED_SUFFIXES", "FORMAT_NAMES", "HF_ABSENT_PREFIXES", "matching_presets",
+    "load_any_clap_checkpoint",
 ]
 
 #: File layouts :func:`detect_format` tells apart. ``clap``: our layout (MS CLAP 2022, our runs' files).
@@ -410,3 +414,95 @@ def read_checkpoint(path, expected=""):
             "MS CLAP 2023, Hugging Face ClapModel)")
     ours = convert_state_dict(fmt, state)
     return fmt, ours, infer_architecture(fmt, ours, path, config)
+
+
+#: Human names of the formats, for messages.
+FORMAT_NAMES = {"clap": "MS CLAP / our layout", "ms_clap_2023": "MS CLAP 2023", "laion": "LAION-CLAP .pt",
+                "hf": "Hugging Face ClapModel folder"}
+#: Backbone modules a transformers ``ClapModel`` does not have (its front end is the feature extractor;
+#: it has no token-semantic head): our model keeps its own (deterministic front end, unused head).
+HF_ABSENT_PREFIXES = tuple("audio_encoder.base." + p for p in (
+    "spectrogram_extractor.", "logmel_extractor.", "mel_extractor.", "frontend.", "tscam_conv.", "head."))
+
+
+def matching_presets(arch):
+    """Names of the presets (:mod:`models.presets`) whose keys equal ``arch`` apart from the text model's location."""
+    from models.presets import PRESETS
+
+    keys = [k for k in arch if k != "text_model"]
+    return [name for name, preset in PRESETS.items() if all(preset.get(k) == arch.get(k) for k in keys)]
+
+
+def _architecture_hint(arch):
+    if not arch:
+        return ""
+    names = matching_presets(arch)
+    shown = ", ".join(f"{k}={arch[k]!r}" for k in ("audioenc_name", "audio_options", "out_emb", "text_model",
+                                                   "txt_emb_dim", "d_proj", "projection", "text_pooling") if k in arch)
+    return (f"; the file implies {shown}" + (f" (--model={names[0]})" if names else "")
+            + "; build the model with those keys (--model=<preset> on a recipe)")
+
+
+def load_any_clap_checkpoint(model, path, expected=None, checkpoint=None):
+    """Loads a CLAP checkpoint of any supported layout (:data:`FORMATS`) into ``model``.
+
+    Our layout (MS CLAP 2022, our files) goes through
+    :func:`models.checkpoints.load_clap_checkpoint`; LAION ``.pt``, MS CLAP 2023
+    and Hugging Face folders are converted first (:func:`convert_state_dict`)
+    and then must fit key for key and shape for shape, except BatchNorm
+    ``num_batches_tracked`` and, for a Hugging Face folder, the modules it
+    does not have (:data:`HF_ABSENT_PREFIXES`).
+
+    Arguments
+    ---------
+    model : models.clap.CLAP
+        Built with the file's architecture (:func:`infer_architecture`).
+    path : str
+        File or Hugging Face folder.
+    expected : str, optional
+        What the caller expected (added to errors).
+    checkpoint : tuple, optional
+        ``(format, state in our layout, architecture)`` from :func:`read_checkpoint`,
+        when the file was already read.
+
+    Returns
+    -------
+    str
+        The format loaded (:data:`FORMATS`).
+
+    Raises
+    ------
+    CheckpointMismatchError
+        Listing missing, unexpected and mis-shaped keys, and the architecture
+        the file implies.
+    """
+    from models.checkpoints import CLAP_EXPECTED, _compare, _load, _tolerate_bn_counters, load_clap_checkpoint
+
+    expected = expected or CLAP_EXPECTED
+    if checkpoint is None:
+        fmt, state, config = read_any_state_dict(path, expected)
+        if fmt is None:
+            raise CheckpointMismatchError(path, unexpected=sorted(state)[:40], expected=(
+                f"{expected}; its keys match no known layout (MS CLAP, LAION-CLAP .pt, MS CLAP 2023, Hugging Face "
+                "ClapModel)"))
+        if fmt == "clap":
+            load_clap_checkpoint(model, path, expected, state=state)
+            return fmt
+        ours = convert_state_dict(fmt, state)
+        arch = infer_architecture(fmt, ours, path, config)
+    else:
+        fmt, ours, arch = checkpoint
+        if fmt == "clap":
+            load_clap_checkpoint(model, path, expected, state=ours)
+            return fmt
+    missing, unexpected, mismatched = _compare(model, ours)
+    missing, _ = _tolerate_bn_counters(missing, ours)
+    kept = [k for k in missing if fmt == "hf" and k.startswith(HF_ABSENT_PREFIXES)]
+    missing = [k for k in missing if k not in kept]
+    if kept:
+        logger.info("%s: a Hugging Face ClapModel has no %d front-end / head entries; kept the model's.", path,
+                    len(kept))
+    _load(model, ours, missing, unexpected, mismatched, path,
+          f"{expected} (read as {FORMAT_NAMES[fmt]})" + (_architecture_hint(arch) if missing or unexpected
+                                                          or mismatched else ""))
+    return fmt
