@@ -270,10 +270,18 @@ def _construct_tagged(loader, suffix, node):
 _TagIgnoringLoader.add_multi_constructor("!", _construct_tagged)
 
 
-def _plain(value, key=None):
-    if key == "audio_options" and isinstance(value, dict):  # the one mapping-valued model key
-        return True
+def _plain(value):
     return value is not _TAGGED and value is not None and not isinstance(value, (dict, list))
+
+
+#: Architecture keys whose value is a mapping (``audio_options``): read when no entry is tagged.
+_MAPPING_KEYS = ("audio_options",)
+
+
+def _plain_architecture_value(key, value):
+    if key in _MAPPING_KEYS and isinstance(value, dict):
+        return all(v is not _TAGGED for v in value.values())
+    return _plain(value)
 
 
 def read_architecture(yaml_path):
@@ -304,6 +312,9 @@ def read_architecture(yaml_path):
     >>> _ = open(p, "w").write("sample_rate: 16000\\nd_proj: !ref <x>\\nmodel: !new:models.clap.CLAP {}\\n")
     >>> read_architecture(p)
     {'sample_rate': 16000}
+    >>> _ = open(p, "w").write("audioenc_name: HTSAT\\naudio_options: {size: base, enable_fusion: true}\\n")
+    >>> read_architecture(p)
+    {'audioenc_name': 'HTSAT', 'audio_options': {'size': 'base', 'enable_fusion': True}}
     >>> _ = open(p, "w").write("shared_emb_dim: 512\\nclap: !new:models.microsoft_clap.CLAP\\n"
     ...                        "    text_model: bert-base-uncased\\n    transformer_embed_dim: 768\\n")
     >>> sorted(read_architecture(p).items())
@@ -313,7 +324,7 @@ def read_architecture(yaml_path):
         values = yaml.load(f, Loader=_TagIgnoringLoader) or {}
     found = {ours: values[theirs] for theirs, ours in ORIGINAL_ARCHITECTURE_KEYS.items()
              if _plain(values.get(theirs))}
-    found.update({k: values[k] for k in ARCHITECTURE_KEYS if _plain(values.get(k), k)})
+    found.update({k: values[k] for k in ARCHITECTURE_KEYS if _plain_architecture_value(k, values.get(k))})
     for clap in (v for v in values.values() if isinstance(v, _OriginalClap)):
         found.update({_ORIGINAL_CLAP_ARGUMENTS.get(k, k): v for k, v in clap.items()
                       if _ORIGINAL_CLAP_ARGUMENTS.get(k, k) in ARCHITECTURE_KEYS and _plain(v)})

@@ -55,6 +55,9 @@ class AudioEncoder(nn.Module):
         Dropout of the projection head.
     projection : {"ms", "laion"}
         The projection head (:func:`models.projection.build_projection`).
+    audio_options : dict, optional
+        Extra keyword arguments of the backbone builder (HTSAT: size, fusion,
+        front end; Cnn14 takes none).
 
     Example
     -------
@@ -81,6 +84,7 @@ class AudioEncoder(nn.Module):
         spec_augment=True,
         dropout=0.5,
         projection="ms",
+        audio_options=None,
     ):
         super().__init__()
         self.base = build_audio_backbone(
@@ -95,6 +99,7 @@ class AudioEncoder(nn.Module):
             out_emb=out_emb,
             width=width,
             spec_augment=spec_augment,
+            **(audio_options or {}),
         )
         self.projection = build_projection(projection, out_emb, d_proj, p=dropout)
 
@@ -148,6 +153,8 @@ class CLAP(nn.Module):
     projection : {"ms", "laion"}
         The projection head of both towers: MS CLAP's (``"ms"``) or
         LAION-CLAP's MLP (``"laion"``).
+    audio_options : dict, optional
+        See :class:`AudioEncoder`.
 
     Example
     -------
@@ -183,6 +190,7 @@ class CLAP(nn.Module):
         spec_augment=True,
         dropout=0.5,
         projection="ms",
+        audio_options=None,
     ):
         super().__init__()
         self.audio_encoder = AudioEncoder(
@@ -200,6 +208,7 @@ class CLAP(nn.Module):
             spec_augment=spec_augment,
             dropout=dropout,
             projection=projection,
+            audio_options=audio_options,
         )
         self.caption_encoder = build_text_encoder(
             text_model,

@@ -18,7 +18,7 @@ __all__ = ["MODEL_KEYS", "ARCHITECTURE_KEYS", "MS_CLAP_2022", "create_model", "a
 MODEL_KEYS = (
     "audioenc_name", "sample_rate", "window_size", "hop_size", "mel_bins", "fmin", "fmax", "classes_num",
     "out_emb", "text_model", "txt_emb_dim", "d_proj", "audio_width", "text_pooling",
-    "projection",
+    "projection", "audio_options",
 )
 
 #: Every key that describes a model for inference: the constructor's, the
@@ -28,13 +28,13 @@ ARCHITECTURE_KEYS = MODEL_KEYS + ("text_max_length", "eval_duration")
 #: MS CLAP 2022 in YAML keys (the published ``config_2022.yml``: 5-s windows, 100 tokens).
 MS_CLAP_2022 = {key: MSCLAP2022[key] for key in MODEL_KEYS if key in MSCLAP2022}
 MS_CLAP_2022.update(txt_emb_dim=MSCLAP2022["transformer_embed_dim"], audio_width=1.0, text_pooling="cls",
-                    text_max_length=100, eval_duration=5.0)
+                    audio_options=None, text_max_length=100, eval_duration=5.0)
 MS_CLAP_2022.update(projection="ms")
 
 
 def create_model(audioenc_name, sample_rate, window_size, hop_size, mel_bins, fmin, fmax, classes_num, out_emb,
                  text_model, txt_emb_dim, d_proj, audio_width=1.0, text_pooling="cls", pretrained_text=False,
-                 spec_augment=True, proj_dropout=0.5, projection="ms"):
+                 spec_augment=True, proj_dropout=0.5, projection="ms", audio_options=None):
     """A :class:`models.clap.CLAP` from the YAML keys (the recipes' ``model:`` entry).
 
     Arguments
@@ -64,6 +64,9 @@ def create_model(audioenc_name, sample_rate, window_size, hop_size, mel_bins, fm
         Dropout of both projection heads (MS CLAP's head; LAION's has none).
     projection : str
         Projection head of both towers: ``ms`` (MS CLAP) or ``laion`` (LAION-CLAP's MLP).
+    audio_options : dict, optional
+        Extra options of the audio backbone (HTSAT: ``size``, ``enable_fusion``,
+        ``frontend``, ... see :class:`models.htsat.HTSAT`); None for Cnn14.
 
     Returns
     -------
@@ -84,6 +87,7 @@ def create_model(audioenc_name, sample_rate, window_size, hop_size, mel_bins, fm
         audioenc_name, sample_rate, window_size, hop_size, mel_bins, fmin, fmax, classes_num, out_emb,
         text_model, txt_emb_dim, d_proj, audio_width=audio_width, text_pooling=text_pooling,
         pretrained_text=pretrained_text, spec_augment=spec_augment, dropout=proj_dropout, projection=projection,
+        audio_options=audio_options,
     )
 
 
@@ -114,7 +118,7 @@ def architecture(*sources, **overrides):
     ...
     TypeError: Unknown model key(s) ['width']; the architecture keys are ['audioenc_name', 'sample_rate', 'window_size',
     'hop_size', 'mel_bins', 'fmin', 'fmax', 'classes_num', 'out_emb', 'text_model', 'txt_emb_dim', 'd_proj',
-    'audio_width', 'text_pooling', 'projection', 'text_max_length', 'eval_duration'].
+    'audio_width', 'text_pooling', 'projection', 'audio_options', 'text_max_length', 'eval_duration'].
     """
     unknown = sorted(set(overrides) - set(ARCHITECTURE_KEYS))
     if unknown:

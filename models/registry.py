@@ -6,7 +6,9 @@ Adding an architecture is one entry here:
   key) with :func:`register_audio_encoder`; its builder takes the front-end
   and size options every backbone shares (``sample_rate``, ``window_size``,
   ``hop_size``, ``mel_bins``, ``fmin``, ``fmax``, ``classes_num``,
-  ``out_emb``, ``width``, ``spec_augment``) and returns a module whose
+  ``out_emb``, ``width``, ``spec_augment``) plus the YAML's ``audio_options``
+  mapping as keyword arguments (an error for options it does not know), and
+  returns a module whose
   ``forward(wav [B, T])`` gives ``{"embedding": [B, out_emb],
   "clipwise_output": [B, classes_num]}``;
 - a **text tower** is registered under the Hugging Face ``model_type`` of its
@@ -29,6 +31,7 @@ from __future__ import annotations
 import os
 
 from models.cnn14 import Cnn14
+from models.htsat import HTSAT, htsat_config
 from models.text_encoder import TextEncoder, text_model_type
 
 __all__ = [
@@ -105,10 +108,10 @@ def build_audio_backbone(name, **options):
     ...                            fmin=50, fmax=8000, classes_num=5, out_emb=32, width=1 / 16)
     >>> type(net).__name__
     'Cnn14'
-    >>> build_audio_backbone("HTSAT")
+    >>> build_audio_backbone("AST")
     Traceback (most recent call last):
     ...
-    ValueError: unknown audio encoder 'HTSAT' (audioenc_name); supported: ['Cnn14']
+    ValueError: unknown audio encoder 'AST' (audioenc_name); supported: ['Cnn14', 'HTSAT']
     """
     if name not in AUDIO_ENCODERS:
         raise ValueError(f"unknown audio encoder {name!r} (audioenc_name); supported: {sorted(AUDIO_ENCODERS)}")
@@ -151,10 +154,32 @@ def build_text_encoder(text_model, transformer_embed_dim, d_proj, pooling="cls",
 # ------------------------------------------------------------------ entries
 @register_audio_encoder("Cnn14")
 def _cnn14(sample_rate, window_size, hop_size, mel_bins, fmin, fmax, classes_num, out_emb, width=1.0,
-           spec_augment=True):
+           spec_augment=True, **audio_options):
     # PANNs CNN14, the audio tower of MS CLAP 2022 (parameter names as in PANNs).
+    if audio_options:
+        raise ValueError(f"audio_options {sorted(audio_options)} are not options of Cnn14 (it takes none): "
+                         "set audio_options: null")
     return Cnn14(sample_rate, window_size, hop_size, mel_bins, fmin, fmax, classes_num, out_emb, width=width,
                  spec_augment=spec_augment)
+
+
+@register_audio_encoder("HTSAT")
+def _htsat(sample_rate, window_size, hop_size, mel_bins, fmin, fmax, classes_num, out_emb, width=1.0,
+           spec_augment=True, **audio_options):
+    # HTS-AT, the audio tower of LAION-CLAP and MS CLAP 2023 (parameter names as in their code);
+    # audio_options: size / explicit architecture, fusion, front end (models.htsat.HTSAT).
+    if width != 1:
+        raise ValueError(f"audio_width={width}: HTSAT has no width multiplier; set audio_width: 1.0 and choose "
+                         "the size in audio_options (size: tiny | base | large, or embed_dim / depths / ...)")
+    arch = {k: audio_options.get(k) for k in ("spec_size", "patch_size", "patch_stride", "embed_dim", "depths",
+                                              "num_heads", "swin_window_size")}
+    num_features = htsat_config(audio_options.get("size", "tiny"), **arch)["num_features"]
+    if out_emb != num_features:
+        raise ValueError(f"out_emb={out_emb} but this HTSAT's embedding has {num_features} values "
+                         "(embed_dim * 2 ** (stages - 1): tiny 768, base 1024, large 2048); set out_emb: "
+                         f"{num_features}")
+    return HTSAT(sample_rate, window_size, hop_size, mel_bins, fmin, fmax, classes_num,
+                 spec_augment=spec_augment, **audio_options)
 
 
 @register_text_encoder("bert", "roberta", DEFAULT_TEXT_ENCODER)
