@@ -301,6 +301,11 @@ def _htsat_options(state, prefix="audio_encoder.base."):
     published = {"tiny": [2, 2, 6, 2], "base": [2, 2, 12, 2], "large": [2, 2, 12, 2]}
     if size is None or depths != published[size]:
         options = {"embed_dim": embed_dim, "depths": depths}
+        table = prefix + "layers.{}.blocks.0.attn.relative_position_bias_table"
+        heads = [state.get(table.format(i)) for i in range(len(depths))]
+        if all(h is not None for h in heads):
+            options["num_heads"] = [int(h.shape[1]) for h in heads]
+            options["swin_window_size"] = int((round(int(heads[0].shape[0]) ** 0.5) + 1) // 2)
     if prefix + "patch_embed.mel_conv2d.weight" in state:
         options["enable_fusion"] = True
         if prefix + "patch_embed.fusion_model.local_att2.0.weight" in state:
@@ -333,6 +338,32 @@ def _text_tower(state, path):
     raise CheckpointMismatchError(path, expected=(
         "a text tower this project supports (RoBERTa, BERT, BART, GPT-2) under the file's text branch; found "
         f"{found or 'no text branch'} (LAION's CLIP-style 'transformer' text tower is not supported)"))
+
+
+def _hf_htsat_options(audio):
+    """HTS-AT ``audio_options`` from a transformers ``ClapAudioConfig`` (its defaults where a value is absent)."""
+    from transformers import ClapAudioConfig
+
+    defaults = ClapAudioConfig().to_dict()
+    value = {k: audio.get(k, defaults.get(k)) for k in ("spec_size", "patch_size", "patch_stride",
+                                                        "patch_embeds_hidden_size", "depths", "num_attention_heads",
+                                                        "window_size")}
+    stride = value["patch_stride"]
+    stride = list(stride) if isinstance(stride, (list, tuple)) else [stride, stride]
+    if stride[0] != stride[1]:
+        raise ValueError(f"config.json patch_stride {stride}: only square strides are supported")
+    explicit = {"spec_size": int(value["spec_size"]), "patch_size": int(value["patch_size"]),
+                "patch_stride": int(stride[0]), "embed_dim": int(value["patch_embeds_hidden_size"]),
+                "depths": [int(d) for d in value["depths"]],
+                "num_heads": [int(h) for h in value["num_attention_heads"]],
+                "swin_window_size": int(value["window_size"])}
+    from models.htsat import htsat_config
+
+    for size in ("tiny", "base", "large"):
+        cfg = htsat_config(size)
+        if all(list(cfg[k]) == v if isinstance(v, list) else cfg[k] == v for k, v in explicit.items()):
+            return {"size": size}
+    return {"size": None, **explicit}
 
 
 def infer_architecture(fmt, state, path="", hf_config=None):
@@ -388,6 +419,8 @@ def infer_architecture(fmt, state, path="", hf_config=None):
         base["classes_num"] = int(head.shape[0])
     if hf_config:
         audio = hf_config.get("audio_config") or {}
+        base["audio_options"] = {**_hf_htsat_options(audio), **{
+            k: v for k, v in base["audio_options"].items() if k in ("enable_fusion", "fusion_type", "frontend")}}
         for ours, theirs in (("mel_bins", "num_mel_bins"), ("classes_num", "num_classes")):
             if theirs in audio:
                 base[ours] = audio[theirs]
@@ -419,10 +452,12 @@ def read_checkpoint(path, expected=""):
 #: Human names of the formats, for messages.
 FORMAT_NAMES = {"clap": "MS CLAP / our layout", "ms_clap_2023": "MS CLAP 2023", "laion": "LAION-CLAP .pt",
                 "hf": "Hugging Face ClapModel folder"}
+#: Front-end buffers (computed from the configuration): a file may lack them; the model keeps its own.
+FRONTEND_PREFIXES = tuple("audio_encoder.base." + p for p in ("spectrogram_extractor.", "logmel_extractor.",
+                                                              "htk_logmel."))
 #: Backbone modules a transformers ``ClapModel`` does not have (its front end is the feature extractor;
 #: it has no token-semantic head): our model keeps its own (deterministic front end, unused head).
-HF_ABSENT_PREFIXES = tuple("audio_encoder.base." + p for p in (
-    "spectrogram_extractor.", "logmel_extractor.", "mel_extractor.", "frontend.", "tscam_conv.", "head."))
+HF_ABSENT_PREFIXES = FRONTEND_PREFIXES + ("audio_encoder.base.tscam_conv.", "audio_encoder.base.head.")
 
 
 def matching_presets(arch):
@@ -497,11 +532,11 @@ def load_any_clap_checkpoint(model, path, expected=None, checkpoint=None):
             return fmt
     missing, unexpected, mismatched = _compare(model, ours)
     missing, _ = _tolerate_bn_counters(missing, ours)
-    kept = [k for k in missing if fmt == "hf" and k.startswith(HF_ABSENT_PREFIXES)]
+    kept = [k for k in missing if k.startswith(HF_ABSENT_PREFIXES if fmt == "hf" else FRONTEND_PREFIXES)]
     missing = [k for k in missing if k not in kept]
     if kept:
-        logger.info("%s: a Hugging Face ClapModel has no %d front-end / head entries; kept the model's.", path,
-                    len(kept))
+        logger.info("%s: the file has no %d front-end%s entries; kept the model's.", path, len(kept),
+                    " / head" if fmt == "hf" else "")
     _load(model, ours, missing, unexpected, mismatched, path,
           f"{expected} (read as {FORMAT_NAMES[fmt]})" + (_architecture_hint(arch) if missing or unexpected
                                                           or mismatched else ""))
