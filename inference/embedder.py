@@ -34,6 +34,7 @@ checkpoints. The model is built and loaded exactly as the recipes do it
 (:mod:`experiment.weights`).
 """
 
+import logging
 import os
 
 import numpy as np
@@ -45,13 +46,17 @@ from dataset.clips import AudioClips, collate_audio
 from evaluation.zeroshot import build_prompts, prompt_embeddings, rank_classes
 from experiment.checkpoints import checkpoint_dirs
 from experiment.weights import WHOLE_MODEL_FLAGS, build_model, find_run_hparams, load_weights, read_architecture
-from models.convert import load_any_clap_checkpoint, read_checkpoint
+from models.convert import (
+    convert_state_dict, infer_architecture, load_any_clap_checkpoint, read_any_state_dict, read_checkpoint,
+)
 from models.factory import architecture
 from models.precision import autocast, check_precision
 from models.presets import load_preset
 from models.text_encoder import load_tokenizer
 
 __all__ = ["ClapEmbedder"]
+
+logger = logging.getLogger(__name__)
 
 RETURN_TENSORS = ("np", "pt")
 ON_ERROR = ("raise", "mask")
@@ -265,8 +270,9 @@ class ClapEmbedder:
         path : str
             ``CLAP_weights_2023.pth`` or ``CLAP_weights_2022.pth`` (``{'model': state_dict}``).
         version : str
-            ``"2023"`` or ``"2022"`` (:mod:`models.presets` ``ms_clap_2023`` / ``ms_clap_2022``);
-            the HTS-AT size is read from the file.
+            ``"2023"`` or ``"2022"`` (:mod:`models.presets` ``ms_clap_2023`` / ``ms_clap_2022``).
+            The file's layout decides (the 2023 file has ``audio_encoder.base.htsat.*`` keys; a
+            different ``version`` is logged); the HTS-AT size is read from the file.
         text_model : str, optional
             ``gpt2`` (2023) / ``bert-base-uncased`` (2022) by default, from the
             Hub; or a local folder holding its ``config.json`` and tokenizer
@@ -281,16 +287,22 @@ class ClapEmbedder:
             raise ValueError(f"version must be '2022' or '2023', got {version!r}.")
         if text_model is not None:
             overrides["text_model"] = text_model
-        if version == "2022":
-            return cls.from_pretrained(clap_ckpt_path=path, model="ms_clap_2022", device=device, **overrides)
-        fmt, ours, arch = read_checkpoint(path)
-        if fmt != "ms_clap_2023":
-            described = "an MS CLAP 2022 / our-layout file (use version='2022')" if fmt == "clap" else (
-                f"a {fmt} file" if fmt else "no CLAP layout")
+        fmt, state, _ = read_any_state_dict(path)
+        found = {"clap": "2022", "ms_clap_2023": "2023"}.get(fmt)
+        if found is None:
             from models.checkpoints import CheckpointMismatchError
 
-            raise CheckpointMismatchError(path, expected=f"expected CLAP_weights_2023.pth (audio_encoder.base.htsat.* "
-                                                         f"keys); the file is {described}")
+            raise CheckpointMismatchError(path, expected=(
+                "expected an MS CLAP file (CLAP_weights_2023.pth: audio_encoder.base.htsat.* keys; "
+                f"CLAP_weights_2022.pth: audio_encoder.base.* keys); the file is "
+                f"{'a ' + fmt + ' file (use from_laion)' if fmt else 'of no CLAP layout'}"))
+        if found != version:
+            logger.info("%s has the MS CLAP %s layout: loaded as version %s (version=%r given).", path, found,
+                        found, version)
+        if found == "2022":
+            return cls.from_pretrained(clap_ckpt_path=path, model="ms_clap_2022", device=device, **overrides)
+        ours = convert_state_dict(fmt, state)
+        arch = infer_architecture(fmt, ours, path)
         return cls._from_checkpoint(path, (fmt, ours, arch), device, overrides)
 
     @classmethod
