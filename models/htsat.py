@@ -374,7 +374,8 @@ class WindowAttention(nn.Module):
         Attention heads.
     use_sdpa : bool
         Use ``F.scaled_dot_product_attention`` (same result within float
-        rounding; faster on CPU).
+        rounding). Off by default: on CPU with an additive float mask its
+        kernel is slower than the explicit product here (torch 2.9).
 
     Example
     -------
@@ -383,7 +384,7 @@ class WindowAttention(nn.Module):
     (3, 2, 16, 16)
     """
 
-    def __init__(self, dim, window_size, num_heads, use_sdpa=True):
+    def __init__(self, dim, window_size, num_heads, use_sdpa=False):
         super().__init__()
         self.dim = int(dim)
         self.window_size = int(window_size)
@@ -432,8 +433,9 @@ class WindowAttention(nn.Module):
         if self.use_sdpa:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         else:
-            attn = torch.matmul(q * self.scale, k.transpose(-2, -1)) + bias
-            out = torch.matmul(attn.softmax(dim=-1), v)
+            # Scale after the product, in place (one [.., N, N] buffer for scores, bias and softmax).
+            attn = torch.matmul(q, k.transpose(-2, -1)).mul_(self.scale).add_(bias)
+            out = torch.matmul(torch.softmax(attn, dim=-1), v)
         return self.proj(out.transpose(2, 3).reshape(batch, n_win, n, dim))
 
 
@@ -470,7 +472,7 @@ class SwinBlock(nn.Module):
     """
 
     def __init__(self, dim, input_resolution, num_heads, window_size=8, shift_size=0, mlp_ratio=4.0,
-                 drop_path=0.0, use_sdpa=True):
+                 drop_path=0.0, use_sdpa=False):
         super().__init__()
         self.dim = int(dim)
         self.input_resolution = tuple(int(r) for r in input_resolution)
@@ -594,7 +596,7 @@ class BasicLayer(nn.Module):
     """
 
     def __init__(self, dim, input_resolution, depth, num_heads, window_size, mlp_ratio=4.0, drop_path=None,
-                 downsample=True, use_sdpa=True):
+                 downsample=True, use_sdpa=False):
         super().__init__()
         drop_path = drop_path if drop_path is not None else [0.0] * depth
         self.blocks = nn.ModuleList([
@@ -651,7 +653,8 @@ class HTSAT(nn.Module):
     mlp_ratio : float
         MLP hidden size over the token size.
     use_sdpa : bool
-        ``F.scaled_dot_product_attention`` in the window attention.
+        ``F.scaled_dot_product_attention`` in the window attention (see
+        :class:`WindowAttention`; off by default).
 
     Notes
     -----
@@ -676,7 +679,7 @@ class HTSAT(nn.Module):
                  classes_num=527, size="tiny", spec_size=None, patch_size=None, patch_stride=None, embed_dim=None,
                  depths=None, num_heads=None, swin_window_size=None, enable_fusion=False, fusion_type="aff_2d",
                  frontend="panns", filterbank_sample_rate=None, clip_samples=480000, spec_augment=True,
-                 drop_path_rate=0.1, mlp_ratio=4.0, use_sdpa=True):
+                 drop_path_rate=0.1, mlp_ratio=4.0, use_sdpa=False):
         super().__init__()
         cfg = htsat_config(size, spec_size=spec_size, patch_size=patch_size, patch_stride=patch_stride,
                            embed_dim=embed_dim, depths=depths, num_heads=num_heads, swin_window_size=swin_window_size)

@@ -28,6 +28,7 @@ curation and evaluation scripts, the inference API and the index at once.
 
 from __future__ import annotations
 
+import inspect
 import os
 
 from models.cnn14 import Cnn14
@@ -171,6 +172,10 @@ def _htsat(sample_rate, window_size, hop_size, mel_bins, fmin, fmax, classes_num
     if width != 1:
         raise ValueError(f"audio_width={width}: HTSAT has no width multiplier; set audio_width: 1.0 and choose "
                          "the size in audio_options (size: tiny | base | large, or embed_dim / depths / ...)")
+    known = set(inspect.signature(HTSAT).parameters) - set(inspect.signature(_htsat).parameters)
+    unknown = sorted(set(audio_options) - known)
+    if unknown:
+        raise ValueError(f"audio_options {unknown} are not options of HTSAT; known: {sorted(known)}")
     arch = {k: audio_options.get(k) for k in ("spec_size", "patch_size", "patch_stride", "embed_dim", "depths",
                                               "num_heads", "swin_window_size")}
     num_features = htsat_config(audio_options.get("size", "tiny"), **arch)["num_features"]

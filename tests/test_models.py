@@ -238,7 +238,7 @@ def test_txt_emb_dim_mismatch(tiny_bert_dir):
 
 def test_unknown_audio_encoder():
     with pytest.raises(ValueError, match="Cnn14"):
-        AudioEncoder("HTSAT", **TINY_AUDIO, out_emb=16, d_proj=8)
+        AudioEncoder("AST", **TINY_AUDIO, out_emb=16, d_proj=8)
 
 
 # Our names for the keys of MS CLAP's published config_2022.yml (its other keys are training
@@ -275,10 +275,19 @@ def test_msclap2022_config_is_the_published_one():
                 == {k: yaml_keys[k] for k in yaml_keys if k in found}), path
 
 
+# Keys a tower needs beside the tiny CLAP's (which describe a 1/16-width CNN14): a small HTS-AT.
+_TINY_TOWER_KEYS = {
+    "Cnn14": {},
+    "HTSAT": dict(audio_width=1.0, out_emb=128, mel_bins=32, audio_options=dict(
+        size=None, spec_size=64, patch_size=4, patch_stride=4, embed_dim=16, depths=(1, 1, 1, 1),
+        num_heads=(1, 2, 2, 4), swin_window_size=8)),
+}
+
+
 def test_the_registry_builds_every_tower_the_factory_offers(tiny_bert_dir):
     """Each registered audio encoder builds through the factory; an unknown name lists the registered ones."""
     for name in AUDIO_ENCODERS:
-        model = tiny_clap(tiny_bert_dir, audioenc_name=name)
+        model = tiny_clap(tiny_bert_dir, audioenc_name=name, **_TINY_TOWER_KEYS[name])
         assert model.encode_audio(torch.randn(1, 16000)).shape == (1, 16)
     with pytest.raises(ValueError, match="audioenc_name"):
         tiny_clap(tiny_bert_dir, audioenc_name="NoSuchNet")
