@@ -168,3 +168,21 @@ def test_model_flag_needs_the_keys_in_the_yaml(tmp_path):
     nomodel.write_text("emb_dir: null\n")
     with pytest.raises(SystemExit, match="builds no model"):
         expand_model_preset(str(nomodel), ["--model=laion_630k"])
+
+
+def test_model_flag_is_accepted_by_every_recipe_yaml():
+    """Every YAML that builds a model takes every preset: keys present, values of the right type and choice."""
+    import glob
+
+    from experiment.inputs import check_overrides
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    yamls = [p for p in sorted(glob.glob(os.path.join(repo, "hparams", "*", "*.yaml")))
+             if "models.factory.create_model" in open(p).read()]
+    assert len(yamls) >= 20
+    for path in yamls:
+        for name in ("laion_630k_audioset_fusion", "ms_clap_2023", "laion_music_audioset"):
+            _, _, overrides = parse_arguments([path, f"--model={name}", "--laion_ckpt_path=/x/630k-audioset-best.pt"])
+            check_overrides(path, overrides)
+            values = yaml.safe_load(overrides)
+            assert values["audioenc_name"] == "HTSAT" and values["laion_ckpt_path"] == "/x/630k-audioset-best.pt"
