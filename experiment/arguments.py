@@ -18,6 +18,7 @@ defaults), then parsed by ``speechbrain.parse_arguments`` itself.
 import dataclasses
 import json
 import os
+import re
 import sys
 
 import torch
@@ -28,7 +29,8 @@ from experiment.aliases import translate_overrides
 from models.precision import check_precision
 
 __all__ = [
-    "overrides_to_yaml", "split_arguments", "parse_arguments", "cpu_fallbacks", "load_hparams", "setup",
+    "MODEL_FLAG", "expand_model_preset", "overrides_to_yaml", "split_arguments", "parse_arguments", "cpu_fallbacks",
+    "load_hparams", "setup",
     "select_device", "rank_and_world", "warn_now", "inference_precision",
 ]
 
@@ -44,6 +46,27 @@ def _run_option_arity():
         if name in defaults:
             arity[name] = "flag" if defaults[name] is False else "value"
     return arity
+
+
+def _override_values(unknown_args):
+    """``{key: raw value}`` of ``--key=value`` / ``--key value`` / ``--key`` (see :func:`overrides_to_yaml`)."""
+    values = {}
+    i = 0
+    while i < len(unknown_args):
+        arg = unknown_args[i]
+        if not arg.startswith("--"):
+            raise SystemExit(f"Unexpected command-line argument {arg!r}: overrides are written --key=value.")
+        if "=" in arg:
+            key, value = arg[2:].split("=", 1)
+        elif i + 1 < len(unknown_args) and not unknown_args[i + 1].startswith("--"):
+            key, value = arg[2:], unknown_args[i + 1]
+            i += 1
+        else:
+            key, value = arg[2:], ""
+        values.pop(key, None)
+        values[key] = value if value.strip() else "null"
+        i += 1
+    return values
 
 
 def overrides_to_yaml(unknown_args):
@@ -62,23 +85,85 @@ def overrides_to_yaml(unknown_args):
     >>> overrides_to_yaml(["--seed=1", "--seed=2"])
     'seed: 2'
     """
-    values = {}
-    i = 0
-    while i < len(unknown_args):
-        arg = unknown_args[i]
-        if not arg.startswith("--"):
-            raise SystemExit(f"Unexpected command-line argument {arg!r}: overrides are written --key=value.")
-        if "=" in arg:
-            key, value = arg[2:].split("=", 1)
-        elif i + 1 < len(unknown_args) and not unknown_args[i + 1].startswith("--"):
-            key, value = arg[2:], unknown_args[i + 1]
-            i += 1
-        else:
-            key, value = arg[2:], ""
-        values.pop(key, None)
-        values[key] = value if value.strip() else "null"
-        i += 1
-    return "\n".join(f"{key}: {value}" for key, value in values.items())
+    return "\n".join(f"{key}: {value}" for key, value in _override_values(unknown_args).items())
+
+
+#: The flag that selects an architecture preset (:mod:`models.presets`); not a YAML key.
+MODEL_FLAG = "model"
+#: Preset keys a YAML may lack without harm (a text-only script has no audio window).
+_OPTIONAL_PRESET_KEYS = ("eval_duration",)
+
+
+def _yaml_flow(value):
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+
+
+def expand_model_preset(param_file, unknown_args):
+    """``--model=<preset>`` replaced by the preset's keys as overrides; flags given explicitly win.
+
+    ``<preset>`` is a name of :func:`models.presets.preset_names` or the path of
+    a YAML file of model keys (``hparams/models/<name>.yaml``). The YAML's own
+    ``model`` entry (the object it builds) is never overridden by the flag.
+
+    Arguments
+    ---------
+    param_file : str
+        The recipe's YAML (its keys are checked).
+    unknown_args : list of str
+        The override arguments of the command line.
+
+    Returns
+    -------
+    list of str
+        The override arguments without ``--model`` and with the preset's keys
+        (``--key=value``) before the explicit ones.
+
+    Raises
+    ------
+    SystemExit
+        An unknown preset, or a YAML that builds no model or lacks a model key.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> y = os.path.join(tempfile.mkdtemp(), "h.yaml")
+    >>> keys = ["audioenc_name", "sample_rate", "window_size", "hop_size", "mel_bins", "fmin", "fmax", "classes_num",
+    ...         "out_emb", "text_model", "txt_emb_dim", "d_proj", "audio_width", "text_pooling", "projection",
+    ...         "audio_options", "text_max_length", "eval_duration", "model"]
+    >>> _ = open(y, "w").write("\\n".join(f"{k}: null" for k in keys))
+    >>> args = expand_model_preset(y, ["--model=laion_630k_audioset", "--text_model=/m/roberta", "--seed=1"])
+    >>> [a for a in args if a.split("=")[0] in ("--sample_rate", "--text_model", "--audio_options", "--seed")]
+    ['--sample_rate=48000', '--audio_options={size: tiny}', '--text_model=/m/roberta', '--seed=1']
+    """
+    values = _override_values(unknown_args)
+    if MODEL_FLAG not in values:
+        return list(unknown_args)
+    from models.presets import load_preset
+
+    name = values.pop(MODEL_FLAG)
+    if name == "null":
+        return [f"--{k}={v}" for k, v in values.items()]
+    preset = load_preset(name)
+    with open(param_file, encoding="utf-8") as f:
+        yaml_keys = set(re.findall(r"^([A-Za-z_][\w]*)\s*:", f.read(), flags=re.M))
+    if MODEL_FLAG not in yaml_keys:
+        raise SystemExit(f"--model={name}: {param_file} builds no model (it has no 'model' entry); "
+                         "give --model to the script that embeds or trains.")
+    lacking = [k for k in preset if k not in yaml_keys and k not in _OPTIONAL_PRESET_KEYS]
+    if lacking:
+        raise SystemExit(f"--model={name}: {param_file} lacks the model key(s) {lacking}, which the preset sets; "
+                         "add them to the YAML (see hparams/models/ and models/factory.py MODEL_KEYS).")
+    from experiment.aliases import classify
+
+    given = set(values)
+    for key in values:  # the paper code's name of a model key (--shared_emb_dim=...) is explicit too
+        kind, entry = classify(key, yaml_keys)
+        if kind == "alias":
+            given.add(entry.key)
+    expanded = [f"--{k}={_yaml_flow(v)}" for k, v in preset.items() if k in yaml_keys and k not in given]
+    return expanded + [f"--{k}={v}" for k, v in values.items()]
 
 
 def _flag_value(name, text):
@@ -146,7 +231,9 @@ def split_arguments(argv):
 def parse_arguments(argv=None):
     """Like ``speechbrain.parse_arguments`` but keeps ``=`` inside override values.
 
-    The paper code's YAML keys are translated to ours here
+    ``--model=<preset>`` is expanded into the preset's model keys first
+    (:func:`expand_model_preset`; explicit flags win). The paper code's YAML
+    keys are translated to ours here
     (:func:`experiment.aliases.translate_overrides`), so everything after
     (checks, the saved ``hyperparams.yaml``, the run) sees our keys.
 
@@ -164,6 +251,7 @@ def parse_arguments(argv=None):
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     param_file, run_args, override_args = split_arguments(argv)
+    override_args = expand_model_preset(param_file, override_args)
     _, run_opts, _ = sb.parse_arguments([param_file] + run_args)
     return param_file, run_opts, _whole_mappings(translate_overrides(param_file, overrides_to_yaml(override_args)))
 

@@ -8,7 +8,8 @@ inference API and the index read the keys from a run's ``hyperparams.yaml``
 increasing precedence (:func:`load_weights`):
 
 ``pann_ckpt_path`` (PANNs CNN14: the audio tower) → ``clap_ckpt_path`` (the
-MS CLAP file: the whole model) → ``ssl_checkpoints_dir`` (the ``save``
+MS CLAP file: the whole model) → ``laion_ckpt_path`` (a LAION-CLAP ``.pt``:
+the whole model) → ``ssl_checkpoints_dir`` (the ``save``
 folder of one of our runs, or of a run of the paper's code, its checkpoint
 chosen by ``ssl_select`` or the paper code's ``use_maxacc_ep`` /
 ``use_minloss_ep``: :func:`experiment.checkpoints.resolve_selection`).
@@ -19,6 +20,13 @@ A run of the paper's code saved the model as the SpeechBrain recoverable
 it is loaded as that file is (:func:`models.checkpoints.load_clap_checkpoint`).
 Its ``hyperparams.yaml`` names the architecture with that code's keys
 (:data:`ORIGINAL_ARCHITECTURE_KEYS`), which :func:`read_architecture` reads.
+
+``clap_ckpt_path`` and ``laion_ckpt_path`` accept every published layout, told
+apart by their keys (:func:`models.convert.load_any_clap_checkpoint`): the MS
+CLAP 2022 / 2023 ``.pth`` files, LAION-CLAP ``.pt`` files and Hugging Face
+``ClapModel`` folders. The model must have the file's architecture
+(``--model=<preset>``, :mod:`models.presets`); otherwise the error lists the
+keys and the architecture the file implies.
 """
 
 import logging
@@ -33,12 +41,17 @@ from models.checkpoints import (
     CheckpointMismatchError, UnreadableCheckpointError, load_clap_checkpoint, load_model_checkpoint,
     load_pann_checkpoint,
 )
+from models.convert import FORMAT_NAMES, LAION_EXPECTED, load_any_clap_checkpoint
 from models.factory import ARCHITECTURE_KEYS, MODEL_KEYS, architecture, audio_options_mapping, create_model
 
 __all__ = [
     "RUN_CHECKPOINT_HINT", "ORIGINAL_CHECKPOINT_HINT", "ORIGINAL_ARCHITECTURE_KEYS", "load_run_checkpoint",
     "load_weights", "load_model", "read_architecture", "find_run_hparams", "build_model", "load_eval_model",
+    "WHOLE_MODEL_FLAGS",
 ]
+
+#: Flags naming a whole-model file (any published layout), in the order they are applied.
+WHOLE_MODEL_FLAGS = ("clap_ckpt_path", "laion_ckpt_path")
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +128,7 @@ def load_weights(model, hparams, flag_names=None):
     model : models.clap.CLAP
         The model to fill.
     hparams : dict
-        Holds (some of) ``pann_ckpt_path``, ``clap_ckpt_path``,
+        Holds (some of) ``pann_ckpt_path``, ``clap_ckpt_path``, ``laion_ckpt_path``,
         ``ssl_checkpoints_dir`` and the selection keys ``ssl_select``,
         ``use_maxacc_ep``, ``use_minloss_ep``
         (:func:`experiment.checkpoints.resolve_selection`; none: the most recent).
@@ -137,9 +150,11 @@ def load_weights(model, hparams, flag_names=None):
     if hparams.get("pann_ckpt_path"):
         _named_by(flag("pann_ckpt_path"), load_pann_checkpoint, model.audio_encoder.base, hparams["pann_ckpt_path"])
         sources.append(f"PANNs {hparams['pann_ckpt_path']}")
-    if hparams.get("clap_ckpt_path"):
-        _named_by(flag("clap_ckpt_path"), load_clap_checkpoint, model, hparams["clap_ckpt_path"])
-        sources.append(f"MS CLAP {hparams['clap_ckpt_path']}")
+    for key in WHOLE_MODEL_FLAGS:
+        if hparams.get(key):
+            expected = LAION_EXPECTED if key == "laion_ckpt_path" else None
+            fmt = _named_by(flag(key), load_any_clap_checkpoint, model, hparams[key], expected)
+            sources.append(f"{'MS CLAP' if fmt == 'clap' else FORMAT_NAMES[fmt]} {hparams[key]}")
     if hparams.get("ssl_checkpoints_dir"):
         select, asked_by = resolve_selection({**hparams, flag("ssl_select"): hparams.get("ssl_select")},
                                              flag("ssl_select"))
@@ -202,19 +217,20 @@ def load_model(hparams, weights="optional", purpose="the model"):
     """
     if weights not in ("optional", "warn", "required"):
         raise ValueError(f"weights must be 'optional', 'warn' or 'required', not {weights!r}.")
-    named = any(hparams.get(k) for k in ("pann_ckpt_path", "clap_ckpt_path", "ssl_checkpoints_dir"))
-    if weights == "required" and not (hparams.get("clap_ckpt_path") or hparams.get("ssl_checkpoints_dir")):
+    named = any(hparams.get(k) for k in ("pann_ckpt_path", *WHOLE_MODEL_FLAGS, "ssl_checkpoints_dir"))
+    if weights == "required" and not any(hparams.get(k) for k in (*WHOLE_MODEL_FLAGS, "ssl_checkpoints_dir")):
         raise SystemExit(
-            f"{purpose} needs the teacher's weights: give --ssl_checkpoints_dir=<teacher>/save "
-            "or --clap_ckpt_path=<CLAP_weights_2022.pth>."
+            f"{purpose} needs the teacher's weights: give --ssl_checkpoints_dir=<teacher>/save, "
+            "--clap_ckpt_path=<CLAP_weights_2022.pth> or --laion_ckpt_path=<630k-audioset-best.pt> "
+            "(with --model=<its preset>)."
         )
     model = build_model(hparams)
     source = load_weights(model, hparams) if named else None
     if source is None:
         if weights == "warn":
             logger.warning(
-                "Neither --clap_ckpt_path nor --ssl_checkpoints_dir was given: evaluating a model with random "
-                "projections (and a %s text tower). Its accuracy is meaningless.",
+                "None of --clap_ckpt_path, --laion_ckpt_path, --ssl_checkpoints_dir was given: evaluating a model "
+                "with random projections (and a %s text tower). Its accuracy is meaningless.",
                 "pretrained" if hparams.get("pretrained_text") else "random",
             )
             return model, "random initialisation (no clap_ckpt_path, no ssl_checkpoints_dir)"

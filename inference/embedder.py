@@ -8,7 +8,9 @@ embeddings in one shared space::
     from inference import ClapEmbedder
 
     clap = ClapEmbedder.from_experiment("results/toy_teacher")          # our run (its hyperparams.yaml is read)
-    clap = ClapEmbedder.from_ms_clap("CLAP_weights_2022.pth", text_model="/models/bert-base-uncased")
+    clap = ClapEmbedder.from_ms_clap("CLAP_weights_2022.pth", version="2022", text_model="/models/bert-base-uncased")
+    clap = ClapEmbedder.from_ms_clap("CLAP_weights_2023.pth", text_model="/models/gpt2")         # version="2023"
+    clap = ClapEmbedder.from_laion("630k-audioset-best.pt", text_model="/models/roberta-base")  # or a HF folder
     audio = clap.embed_audio(["dog.wav", "rain.flac"])                 # numpy [2, d_proj], unit rows
     text = clap.embed_text(["a dog barks", "rain falls"])             # numpy [2, d_proj]
     audio @ text.T                                                      # cosine similarities
@@ -18,8 +20,11 @@ Audio of any length, rate and channel count is read with soundfile, mixed
 to mono and resampled to the model rate. A clip longer than the model's
 window (``eval_duration``, 5 s for MS CLAP) is cut into windows that cover
 it (:func:`dataset.clips.audio_chunks`); the window embeddings are averaged
-and the mean renormalised. Shorter clips are tiled to one window. Nothing is
-random, so the same files give the same numbers on every call.
+and the mean renormalised. Shorter clips are tiled to one window. A model
+with feature fusion (LAION's fused checkpoints: its backbone's ``long_audio``
+is ``"fusion"``) gets a long file whole instead: its backbone builds the
+global view and the chunks itself, deterministically. Nothing is random, so
+the same files give the same numbers on every call.
 
 The model architecture is described by the keys of the recipes' YAML files
 (:data:`models.factory.ARCHITECTURE_KEYS`: ``sample_rate``, ``text_model``,
@@ -29,22 +34,29 @@ checkpoints. The model is built and loaded exactly as the recipes do it
 (:mod:`experiment.weights`).
 """
 
+import logging
 import os
 
 import numpy as np
 import torch
 
 from curation.embed import audio_batch_encoder, encode_texts, model_fingerprint
-from dataset.audio import AudioReadError
+from dataset.audio import AudioReadError, load_audio
 from dataset.clips import AudioClips, collate_audio
 from evaluation.zeroshot import build_prompts, prompt_embeddings, rank_classes
 from experiment.checkpoints import checkpoint_dirs
-from experiment.weights import build_model, find_run_hparams, load_weights, read_architecture
+from experiment.weights import WHOLE_MODEL_FLAGS, build_model, find_run_hparams, load_weights, read_architecture
+from models.convert import (
+    convert_state_dict, infer_architecture, load_any_clap_checkpoint, read_any_state_dict, read_checkpoint,
+)
 from models.factory import architecture
-from models.precision import check_precision
+from models.precision import autocast, check_precision
+from models.presets import load_preset
 from models.text_encoder import load_tokenizer
 
 __all__ = ["ClapEmbedder"]
+
+logger = logging.getLogger(__name__)
 
 RETURN_TENSORS = ("np", "pt")
 ON_ERROR = ("raise", "mask")
@@ -60,6 +72,50 @@ def _as_path_list(paths):
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     return [os.fspath(p) for p in paths]
+
+
+class _WholeClips(AudioClips):
+    """Each file whole (tiled to one window when shorter): the input of a fused backbone."""
+
+    def load(self, path, clip_id=""):
+        try:
+            wav = load_audio(path, self.sample_rate)
+            if wav.numel() < self.num_samples:
+                wav = load_audio(path, self.sample_rate, self.duration, crop="start")
+            return wav, True, ""
+        except (AudioReadError, ValueError, RuntimeError) as err:
+            return torch.zeros(self.num_samples), False, str(err)
+
+    def __getitem__(self, index):
+        wav, ok, error = self.load(self.paths[index], clip_id=str(index))
+        return {"index": index, "wav": wav, "ok": ok, "error": error}
+
+
+def _collate_whole(items):
+    return {"wavs": [it["wav"] for it in items], "ok": torch.tensor([it["ok"] for it in items]),
+            "error": [it["error"] for it in items], "index": [it["index"] for it in items]}
+
+
+def _whole_file_encoder(model, device, precision="fp32"):
+    """``batch -> (float32 [B, d], ok, errors)`` for :func:`_collate_whole` batches: files of one length together."""
+
+    def encode(batch):
+        wavs = batch["wavs"]
+        out = [None] * len(wavs)
+        for length in sorted({int(w.numel()) for w in wavs}):
+            rows = [i for i, w in enumerate(wavs) if int(w.numel()) == length]
+            with autocast(precision, device):
+                emb = model.encode_audio(torch.stack([wavs[i] for i in rows]).to(device)).float().cpu()
+            for i, e in zip(rows, emb):
+                out[i] = e
+        return torch.stack(out).numpy(), batch["ok"].numpy(), batch["error"]
+
+    return encode
+
+
+def _is_fused(model):
+    base = getattr(getattr(model, "audio_encoder", None), "base", None)
+    return getattr(base, "long_audio", None) == "fusion"
 
 
 # ------------------------------------------------------------------ API
@@ -125,13 +181,18 @@ class ClapEmbedder:
     # -------------------------------------------------------- constructors
     @classmethod
     def from_pretrained(cls, clap_ckpt_path=None, ssl_checkpoints_dir=None, ssl_select="loss", model_hparams=None,
-                        device="cpu", precision="fp32", **overrides):
+                        device="cpu", precision="fp32", laion_ckpt_path=None, model=None, **overrides):
         """Loads weights as the recipes' ``--clap_ckpt_path`` / ``--ssl_checkpoints_dir`` flags do.
 
         Arguments
         ---------
         clap_ckpt_path : str, optional
-            An MS CLAP file ``{'model': state_dict}`` (``CLAP_weights_2022.pth``).
+            A whole-model file of any published layout: MS CLAP 2022 / 2023
+            ``.pth``, a LAION-CLAP ``.pt`` or a Hugging Face ``ClapModel``
+            folder (:mod:`models.convert`).
+        laion_ckpt_path : str, optional
+            The same, under the recipes' other flag name (applied after
+            ``clap_ckpt_path``).
         ssl_checkpoints_dir : str, optional
             The ``save`` folder of one of our runs or of a run of the paper's
             code (its recoverable ``clap``), or its experiment folder, loaded
@@ -143,7 +204,12 @@ class ClapEmbedder:
         model_hparams : str, optional
             A YAML file whose :data:`models.factory.ARCHITECTURE_KEYS` describe the model.
             Default: the run's ``hyperparams.yaml`` when ``ssl_checkpoints_dir``
-            is given (the paper code's key names are read too), else MS CLAP 2022.
+            is given (the paper code's key names are read too), else the
+            architecture the whole-model file implies
+            (:func:`models.convert.infer_architecture`; MS CLAP 2022 for its file).
+        model : str, optional
+            A preset name or YAML (:mod:`models.presets`, the recipes' ``--model``),
+            used instead of the above.
         device : str
             ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         precision : str
@@ -156,10 +222,11 @@ class ClapEmbedder:
         -------
         ClapEmbedder
         """
-        if not clap_ckpt_path and not ssl_checkpoints_dir:
-            raise ValueError("Give clap_ckpt_path (the MS CLAP file) and/or ssl_checkpoints_dir (a run's save folder).")
+        if not clap_ckpt_path and not laion_ckpt_path and not ssl_checkpoints_dir:
+            raise ValueError("Give clap_ckpt_path / laion_ckpt_path (a published CLAP file) and/or ssl_checkpoints_dir "
+                             "(a run's save folder).")
         run_hparams = None
-        if ssl_checkpoints_dir and not model_hparams:
+        if ssl_checkpoints_dir and not model_hparams and not model:
             run_hparams = find_run_hparams(ssl_checkpoints_dir)
             if run_hparams is None:
                 raise FileNotFoundError(
@@ -168,31 +235,130 @@ class ClapEmbedder:
                     "(e.g. hparams/toy/microsoft_zeroshot.yaml)."
                 )
         yaml_path = model_hparams or run_hparams
-        config = architecture(read_architecture(yaml_path) if yaml_path else {}, **overrides)
-        model = build_model(config)
-        source = load_weights(model, {
-            "clap_ckpt_path": clap_ckpt_path, "ssl_checkpoints_dir": ssl_checkpoints_dir, "ssl_select": ssl_select,
-        })
-        return cls(model, load_tokenizer(config["text_model"]), config["sample_rate"], config["eval_duration"],
+        files = {"clap_ckpt_path": clap_ckpt_path, "laion_ckpt_path": laion_ckpt_path}
+        preread = {}
+        if model:
+            try:
+                described = load_preset(model)
+            except SystemExit as err:
+                raise ValueError(str(err).replace("--model=", "model=")) from None
+        elif yaml_path:
+            described = read_architecture(yaml_path)
+        else:
+            # The last whole-model file describes the model; it is read once.
+            key = [k for k in WHOLE_MODEL_FLAGS if files[k]][-1]
+            preread[key] = read_checkpoint(files[key])
+            described = preread[key][2]
+        config = architecture(described, **overrides)
+        net = build_model(config)
+        sources = []
+        for key, (fmt, ours, arch) in preread.items():
+            load_any_clap_checkpoint(net, files[key], checkpoint=(fmt, ours, arch))
+            sources.append(f"{key} {files[key]}")
+        remaining = {k: v for k, v in files.items() if k not in preread}
+        later = load_weights(net, {**remaining, "ssl_checkpoints_dir": ssl_checkpoints_dir, "ssl_select": ssl_select})
+        source = ", then ".join(sources + ([later] if later else []))
+        return cls(net, load_tokenizer(config["text_model"]), config["sample_rate"], config["eval_duration"],
                    config["text_max_length"], device, source, config, precision)
 
     @classmethod
-    def from_ms_clap(cls, path, text_model="bert-base-uncased", device="cpu", **overrides):
-        """The MS CLAP 2022 file (44.1 kHz, CNN14 + BERT, 5-s windows).
+    def from_ms_clap(cls, path, version="2023", text_model=None, device="cpu", **overrides):
+        """An MS CLAP file: ``version="2023"`` (HTS-AT + GPT-2, 7-s windows) or ``"2022"`` (CNN14 + BERT, 5 s).
 
         Arguments
         ---------
         path : str
-            ``CLAP_weights_2022.pth`` (``{'model': state_dict}``).
-        text_model : str
-            ``bert-base-uncased`` from the Hub, or a local folder holding its
-            ``config.json`` and tokenizer files (its weights come from ``path``).
+            ``CLAP_weights_2023.pth`` or ``CLAP_weights_2022.pth`` (``{'model': state_dict}``).
+        version : str
+            ``"2023"`` or ``"2022"`` (:mod:`models.presets` ``ms_clap_2023`` / ``ms_clap_2022``).
+            The file's layout decides (the 2023 file has ``audio_encoder.base.htsat.*`` keys; a
+            different ``version`` is logged); the HTS-AT size is read from the file.
+        text_model : str, optional
+            ``gpt2`` (2023) / ``bert-base-uncased`` (2022) by default, from the
+            Hub; or a local folder holding its ``config.json`` and tokenizer
+            files (its weights come from ``path``).
         device : str
             Where the model runs.
         **overrides
             Other architecture keys, for a file of another size.
         """
-        return cls.from_pretrained(clap_ckpt_path=path, device=device, text_model=text_model, **overrides)
+        version = str(version)
+        if version not in ("2022", "2023"):
+            raise ValueError(f"version must be '2022' or '2023', got {version!r}.")
+        if text_model is not None:
+            overrides["text_model"] = text_model
+        fmt, state, _ = read_any_state_dict(path)
+        found = {"clap": "2022", "ms_clap_2023": "2023"}.get(fmt)
+        if found is None:
+            from models.checkpoints import CheckpointMismatchError
+
+            raise CheckpointMismatchError(path, expected=(
+                "expected an MS CLAP file (CLAP_weights_2023.pth: audio_encoder.base.htsat.* keys; "
+                f"CLAP_weights_2022.pth: audio_encoder.base.* keys); the file is "
+                f"{'a ' + fmt + ' file (use from_laion)' if fmt else 'of no CLAP layout'}"))
+        if found != version:
+            logger.info("%s has the MS CLAP %s layout: loaded as version %s (version=%r given).", path, found,
+                        found, version)
+        if found == "2022":
+            return cls.from_pretrained(clap_ckpt_path=path, model="ms_clap_2022", device=device, **overrides)
+        ours = convert_state_dict(fmt, state)
+        arch = infer_architecture(fmt, ours, path)
+        return cls._from_checkpoint(path, (fmt, ours, arch), device, overrides)
+
+    @classmethod
+    def from_laion(cls, path, text_model=None, enable_fusion=None, amodel=None, device="cpu", **overrides):
+        """A LAION-CLAP checkpoint: a ``.pt`` file (``630k-audioset-best.pt``, ...) or a Hugging Face ClapModel folder.
+
+        The architecture comes from the file (HTS-AT size and fusion from its
+        tensors, the text tower from its embeddings; a folder's
+        ``config.json``); ``enable_fusion`` and ``amodel`` (LAION's names)
+        only check it.
+
+        Arguments
+        ---------
+        path : str
+            The file or folder.
+        text_model : str, optional
+            ``roberta-base`` by default, from the Hub; or a local folder holding
+            its ``config.json`` and tokenizer files (weights come from ``path``).
+        enable_fusion : bool, optional
+            LAION's ``CLAP_Module(enable_fusion=...)``: an error when the file disagrees.
+        amodel : str, optional
+            LAION's ``amodel`` (``"HTSAT-tiny"``, ``"HTSAT-base"``): an error when the file disagrees.
+        device : str
+            Where the model runs.
+        **overrides
+            Other architecture keys (e.g. ``eval_duration``).
+        """
+        fmt, ours, arch = read_checkpoint(path)
+        if fmt not in ("laion", "hf"):
+            from models.checkpoints import CheckpointMismatchError
+            from models.convert import LAION_EXPECTED
+
+            raise CheckpointMismatchError(path, expected=f"{LAION_EXPECTED}; the file is "
+                                                         f"{'a ' + fmt + ' file' if fmt else 'of no CLAP layout'}")
+        options = arch.get("audio_options") or {}
+        fused = bool(options.get("enable_fusion"))
+        if enable_fusion is not None and bool(enable_fusion) != fused:
+            raise ValueError(f"enable_fusion={enable_fusion} but {path} is {'a fused' if fused else 'an unfused'} "
+                             "model (its patch_embed fusion layers decide); leave enable_fusion=None.")
+        if amodel is not None:
+            size = options.get("size")
+            if amodel.lower().replace("htsat-", "") != str(size):
+                raise ValueError(f"amodel={amodel!r} but {path} holds an HTS-AT {size or options}; "
+                                 "leave amodel=None.")
+        if text_model is not None:
+            overrides["text_model"] = text_model
+        return cls._from_checkpoint(path, (fmt, ours, arch), device, overrides)
+
+    @classmethod
+    def _from_checkpoint(cls, path, checkpoint, device, overrides):
+        precision = overrides.pop("precision", "fp32")
+        config = architecture(checkpoint[2], **overrides)
+        net = build_model(config)
+        fmt = load_any_clap_checkpoint(net, path, checkpoint=checkpoint)
+        return cls(net, load_tokenizer(config["text_model"]), config["sample_rate"], config["eval_duration"],
+                   config["text_max_length"], device, f"{fmt} {path}", config, precision)
 
     @classmethod
     def from_experiment(cls, folder, select="loss", device="cpu", **overrides):
@@ -230,13 +396,27 @@ class ClapEmbedder:
         return self._fingerprint
 
     # ------------------------------------------------------------ embeddings
+    @property
+    def fused(self):
+        """True when the audio backbone takes long files whole (LAION's feature fusion)."""
+        return _is_fused(self.model)
+
     def audio_clips(self, paths, max_chunks=None):
-        """The clips of ``paths`` as model input windows (:class:`dataset.clips.AudioClips`, chunking on)."""
+        """The clips of ``paths`` as model input: windows (:class:`dataset.clips.AudioClips`, chunking on), or
+        whole files for a fused model."""
+        if self.fused:
+            return _WholeClips(_as_path_list(paths), self.sample_rate, self.eval_duration)
         return AudioClips(_as_path_list(paths), self.sample_rate, self.eval_duration, chunking=True,
                           max_chunks=max_chunks)
 
+    def collate(self):
+        """The ``collate_fn`` of :meth:`audio_clips` batches."""
+        return _collate_whole if self.fused else collate_audio
+
     def audio_encoder(self, chunk_batch):
-        """``batch -> (float32 [B, d], ok, errors)`` for batches of :func:`dataset.clips.collate_audio`."""
+        """``batch -> (float32 [B, d], ok, errors)`` for batches of :meth:`collate`."""
+        if self.fused:
+            return _whole_file_encoder(self.model, self.device, self.precision)
         return audio_batch_encoder(self.model, self.device, chunk_batch, self.precision)
 
     @torch.inference_mode()
@@ -276,7 +456,7 @@ class ClapEmbedder:
         if return_tensors not in RETURN_TENSORS or on_error not in ON_ERROR:
             raise ValueError(f"return_tensors must be one of {RETURN_TENSORS} and on_error one of {ON_ERROR}.")
         dataset = self.audio_clips(paths, max_chunks)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=int(batch_size), collate_fn=collate_audio,
+        loader = torch.utils.data.DataLoader(dataset, batch_size=int(batch_size), collate_fn=self.collate(),
                                              num_workers=num_workers)
         if progress:
             from tqdm import tqdm

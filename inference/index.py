@@ -155,7 +155,13 @@ def add_model_arguments(parser):
     """The model-source flags shared by build_index.py and search.py (named as in the other recipes)."""
     group = parser.add_argument_group("model (as in the other recipes)")
     group.add_argument("--clap_ckpt_path", default=None,
-                       help="MS CLAP file CLAP_weights_2022.pth ({'model': state_dict}).")
+                       help="A published CLAP file: MS CLAP 2022/2023 .pth, LAION-CLAP .pt or a Hugging Face "
+                            "ClapModel folder (the architecture is read from it).")
+    group.add_argument("--laion_ckpt_path", default=None,
+                       help="A LAION-CLAP .pt file or Hugging Face ClapModel folder (as --clap_ckpt_path).")
+    group.add_argument("--model", default=None,
+                       help="An architecture preset (hparams/models/<name>.yaml, e.g. laion_630k_audioset) "
+                            "instead of the one read from the file or run.")
     group.add_argument("--ssl_checkpoints_dir", default=None,
                        help="The save folder (or experiment folder) of one of our runs; "
                             "its hyperparams.yaml gives the architecture.")
@@ -182,6 +188,8 @@ def model_load_args(args):
         overrides["text_model"] = os.path.abspath(args.text_model)
     return {
         "clap_ckpt_path": absolute(args.clap_ckpt_path), "ssl_checkpoints_dir": absolute(args.ssl_checkpoints_dir),
+        **({"laion_ckpt_path": absolute(args.laion_ckpt_path)} if getattr(args, "laion_ckpt_path", None) else {}),
+        **({"model": args.model} if getattr(args, "model", None) else {}),
         "ssl_select": args.ssl_select, "model_hparams": absolute(args.model_hparams), "device": args.device,
         **{k: v for k, v in overrides.items() if v is not None},
     }
@@ -195,6 +203,8 @@ def model_record(embedder, load_args):
         config["text_model"] = os.path.abspath(text_model)
     load = {"clap_ckpt_path": load_args.get("clap_ckpt_path"), "ssl_checkpoints_dir": None,
             "precision": embedder.precision}
+    if load_args.get("laion_ckpt_path"):
+        load["laion_ckpt_path"] = load_args["laion_ckpt_path"]
     if load_args.get("ssl_checkpoints_dir"):
         # The chosen CKPT+ folder itself: "best by loss" may name another one once the run goes on.
         load["ssl_checkpoints_dir"] = find_checkpoint(load_args["ssl_checkpoints_dir"],

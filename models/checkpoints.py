@@ -6,13 +6,28 @@ no arbitrary code), checked key by key and shape by shape against the model,
 and loaded strictly apart from a few documented, harmless differences.  Any
 other difference raises :class:`CheckpointMismatchError` listing every
 problem at once.
+
+Files written by other training code (LAION-CLAP's ``.pt`` files) also pickle
+numpy scalars (e.g. a learning rate in the optimizer state) and may use pickle
+protocol 4, which PyTorch's weights-only unpickler cannot read (it lacks the
+``FRAME`` opcode). :func:`safe_torch_load` reads them in two safe steps:
+``weights_only=True`` with only numpy's scalar / dtype / array reconstruction
+functions allowlisted, then, if that unpickler still refuses, a restricted
+unpickler of ours (:data:`RESTRICTED_GLOBALS`: tensor and storage rebuilding,
+``OrderedDict``, those numpy functions; every other global is refused by name,
+before anything is called). Plain ``weights_only=False`` is never used.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import os
 import pickle
+import threading
+import types
+import warnings
 import zipfile
 from collections.abc import Mapping
 
@@ -23,7 +38,11 @@ __all__ = [
     "CheckpointMismatchError",
     "UnreadableCheckpointError",
     "unreadable",
+    "RefusedGlobalError",
+    "RESTRICTED_GLOBALS",
+    "NUMPY_GLOBALS",
     "safe_torch_load",
+    "restricted_torch_load",
     "read_state_dict",
     "load_pann_checkpoint",
     "load_clap_checkpoint",
@@ -143,17 +162,179 @@ def unreadable(path, err, hint=""):
     return UnreadableCheckpointError(path, reason, hint)
 
 
-def safe_torch_load(path, hint="", **kwargs):
-    """``torch.load(path, weights_only=True, **kwargs)``.
+#: numpy's reconstruction functions a checkpoint may pickle (numpy scalars, dtypes, arrays), under both the
+#: numpy 1.x (``numpy.core``) and numpy 2.x (``numpy._core``) module names. Calling them builds numbers and
+#: arrays only.
+NUMPY_GLOBALS = (
+    "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
+    "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
+    "numpy.dtype", "numpy.ndarray",
+)
 
-    An unreadable or refused file raises :class:`UnreadableCheckpointError`.
+#: Every global the restricted unpickler (the fallback of :func:`safe_torch_load`) resolves: tensor, parameter
+#: and storage rebuilding, ``OrderedDict``, ``_codecs.encode`` (how protocol 2 pickles bytes), torch dtypes and
+#: ``torch.Size``, and :data:`NUMPY_GLOBALS`. Anything else is refused by name before it is called.
+RESTRICTED_GLOBALS = frozenset((
+    "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
+    "torch._utils._rebuild_parameter_with_state", "torch._utils._rebuild_device_tensor_from_numpy",
+    "torch.Size", "torch.device", "collections.OrderedDict", "_codecs.encode",
+    "torch.float32", "torch.float16", "torch.bfloat16", "torch.float64", "torch.int64", "torch.int32",
+    "torch.int16", "torch.int8", "torch.uint8", "torch.bool",
+) + NUMPY_GLOBALS + tuple(f"numpy.dtypes.{name}DType" for name in (
+    "Float64", "Float32", "Float16", "Int64", "Int32", "Int16", "Int8", "UInt64", "UInt32", "UInt16", "UInt8",
+    "Bool", "Object",
+)))
+
+
+class RefusedGlobalError(pickle.UnpicklingError):
+    """The restricted unpickler met a global outside :data:`RESTRICTED_GLOBALS` (it was not called).
+
+    Arguments
+    ---------
+    name : str
+        ``module.qualname`` of the refused global.
+    """
+
+    def __init__(self, name):
+        self.name = name
+        super().__init__(f"global {name} is not allowed")
+
+
+def _resolve(name):
+    """The object ``module.qualname`` names (``numpy.core`` falls back to ``numpy._core`` and back)."""
+    module_name, _, attr = name.rpartition(".")
+    candidates = [module_name]
+    if module_name.startswith("numpy.core"):
+        candidates.append("numpy._core" + module_name[len("numpy.core"):])
+    elif module_name.startswith("numpy._core"):
+        candidates.append("numpy.core" + module_name[len("numpy._core"):])
+    for candidate in candidates:
+        try:
+            module = importlib.import_module(candidate)
+        except ImportError:
+            continue
+        if hasattr(module, attr):
+            return getattr(module, attr)
+    return None
+
+
+def _numpy_safe_globals():
+    """``(object, name)`` pairs for ``torch.serialization.safe_globals``: :data:`NUMPY_GLOBALS` under both names."""
+    pairs = []
+    for name in NUMPY_GLOBALS:
+        obj = _resolve(name)
+        if obj is not None:
+            pairs.append((obj, name))
+    return pairs
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """A ``pickle.Unpickler`` resolving only :data:`RESTRICTED_GLOBALS` (torch supplies storages itself)."""
+
+    def find_class(self, module, name):
+        full = f"{module}.{name}"
+        if full not in RESTRICTED_GLOBALS:
+            raise RefusedGlobalError(full)
+        obj = _resolve(full)
+        if obj is None:
+            raise RefusedGlobalError(full + " (not found in this installation)")
+        return obj
+
+
+def _restricted_load(file, **kwargs):
+    return _RestrictedUnpickler(file, **kwargs).load()
+
+
+#: The ``pickle_module`` given to ``torch.load`` by the fallback.
+_RESTRICTED_PICKLE = types.ModuleType("restricted_pickle", "pickle with an allowlist of globals (models.checkpoints)")
+_RESTRICTED_PICKLE.Unpickler = _RestrictedUnpickler
+_RESTRICTED_PICKLE.load = _restricted_load
+_RESTRICTED_PICKLE.UnpicklingError = pickle.UnpicklingError
+_RESTRICTED_PICKLE.__version__ = getattr(pickle, "format_version", "4.0")
+
+_FORCE_VARIABLE = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+_ENV_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _custom_unpickler_allowed():
+    """Lets ``torch.load`` use our ``pickle_module`` while ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` is set.
+
+    :func:`experiment.safety.enforce_weights_only` sets that variable so that
+    loads which do not ask for ``weights_only=True`` (SpeechBrain's) are
+    weights-only; it would also turn our restricted unpickler back into the
+    weights-only one that cannot read the file. Our unpickler is at least
+    as strict about globals, so the variable is lifted for that one call.
+    """
+    with _ENV_LOCK:
+        value = os.environ.pop(_FORCE_VARIABLE, None)
+        try:
+            yield
+        finally:
+            if value is not None:
+                os.environ[_FORCE_VARIABLE] = value
+
+
+def restricted_torch_load(path, **kwargs):
+    """``torch.load`` with the restricted unpickler (:data:`RESTRICTED_GLOBALS`): :func:`safe_torch_load`'s fallback.
+
+    Raises
+    ------
+    RefusedGlobalError
+        Naming the first global outside the allowlist (nothing was called).
+
+    Example
+    -------
+    >>> import tempfile, numpy as np
+    >>> path = os.path.join(tempfile.mkdtemp(), "np4.pt")
+    >>> torch.save({"lr": np.float64(0.5), "w": torch.ones(1)}, path, pickle_protocol=4)
+    >>> obj = restricted_torch_load(path)
+    >>> float(obj["lr"]), obj["w"].tolist()
+    (0.5, [1.0])
+    """
+    with _custom_unpickler_allowed():
+        return torch.load(path, weights_only=False, pickle_module=_RESTRICTED_PICKLE, **kwargs)
+
+
+def safe_torch_load(path, hint="", **kwargs):
+    """Load a checkpoint without running code from it.
+
+    First ``torch.load(path, weights_only=True, **kwargs)`` with numpy's
+    scalar / dtype / array reconstruction functions allowlisted
+    (:data:`NUMPY_GLOBALS`, both numpy module spellings); if PyTorch's
+    weights-only unpickler still refuses the file (e.g. pickle protocol 4,
+    whose ``FRAME`` opcode it lacks), :func:`restricted_torch_load`, whose
+    unpickler resolves only :data:`RESTRICTED_GLOBALS`. Never
+    ``weights_only=False`` with the standard unpickler.
+
+    Raises
+    ------
+    UnreadableCheckpointError
+        Not a PyTorch checkpoint, or a file holding a global outside the
+        allowlist (named in the message; nothing was run).
     """
     try:
-        return torch.load(path, weights_only=True, **kwargs)
+        with torch.serialization.safe_globals(_numpy_safe_globals()), warnings.catch_warnings():
+            # "Detected pickle protocol 4": the fallback below handles it.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, weights_only=True, **kwargs)
     except OSError:
         raise
-    except Exception as err:  # noqa: BLE001 (whatever torch.load fails with, the file is unreadable)
-        raise unreadable(path, err, hint) from None
+    except Exception as err:  # noqa: BLE001 (whatever torch.load fails with, try the restricted unpickler)
+        first = err
+    try:
+        obj = restricted_torch_load(path, **kwargs)
+    except OSError:
+        raise
+    except RefusedGlobalError as err:
+        raise UnreadableCheckpointError(
+            path, f"it holds the Python global {err.name}, which is not a tensor, a plain container or a numpy "
+                  "number; loading it could run arbitrary code, so it is refused", hint) from None
+    except Exception:  # noqa: BLE001 (the restricted unpickler cannot read it either: report the first error)
+        raise unreadable(path, first, hint) from None
+    logger.info("%s: read with the restricted unpickler (PyTorch's weights-only unpickler refused it: %s)",
+                path, str(first).strip().splitlines()[-1][:200] if str(first).strip() else type(first).__name__)
+    return obj
 
 
 def _is_state_dict(obj) -> bool:
@@ -283,7 +464,7 @@ def load_pann_checkpoint(cnn14: nn.Module, path) -> nn.Module:
     return _load(cnn14, state, missing, unexpected, mismatched, path, PANN_EXPECTED)
 
 
-def load_clap_checkpoint(clap: nn.Module, path, expected: str = CLAP_EXPECTED) -> nn.Module:
+def load_clap_checkpoint(clap: nn.Module, path, expected: str = CLAP_EXPECTED, state=None) -> nn.Module:
     """Load an MS CLAP file (e.g. ``CLAP_weights_2022.pth``) into ``clap``.
 
     Also reads the ``clap.ckpt`` a run of the paper's code saved (a bare
@@ -303,6 +484,8 @@ def load_clap_checkpoint(clap: nn.Module, path, expected: str = CLAP_EXPECTED) -
         Checkpoint file.
     expected : str
         What kind of file was expected (added to errors).
+    state : dict, optional
+        The file's state dict, when already read (:func:`read_state_dict`).
 
     Returns
     -------
@@ -314,18 +497,20 @@ def load_clap_checkpoint(clap: nn.Module, path, expected: str = CLAP_EXPECTED) -
     CheckpointMismatchError
         On any other missing, unexpected or mis-shaped key.
     """
-    state = read_state_dict(path, expected)
+    state = dict(state) if state is not None else read_state_dict(path, expected)
     model_keys = set(clap.state_dict())
+    # A text tower that pools with its pooler (LAION's RoBERTa) needs the pooler's weights.
+    pooler_used = getattr(getattr(clap, "caption_encoder", None), "pooling", None) == "pooler"
     ignored_file = [
         k
         for k in state
-        if k not in model_keys and (k == _POSITION_IDS or k.startswith(_POOLER_PREFIX))
+        if k not in model_keys and (k == _POSITION_IDS or (k.startswith(_POOLER_PREFIX) and not pooler_used))
     ]
     for key in ignored_file:
         del state[key]
     missing, unexpected, mismatched = _compare(clap, state)
-    ignored_model = [k for k in missing if k.startswith(_POOLER_PREFIX)]
-    missing = [k for k in missing if not k.startswith(_POOLER_PREFIX)]
+    ignored_model = [k for k in missing if k.startswith(_POOLER_PREFIX) and not pooler_used]
+    missing = [k for k in missing if k not in ignored_model]
     missing, ignored_bn = _tolerate_bn_counters(missing, state)
     if ignored_file:
         logger.info("%s: ignored file keys absent from the model: %s", path, ignored_file)

@@ -155,4 +155,5 @@ def architecture(*sources, **overrides):
     config = dict(MS_CLAP_2022)
     for source in sources + (overrides,):
         config.update({k: source[k] for k in ARCHITECTURE_KEYS if source.get(k) is not None})
+    config["audio_options"] = audio_options_mapping(config["audio_options"])
     return config

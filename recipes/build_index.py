@@ -73,8 +73,9 @@ def parse_arguments(argv):
     parser.add_argument("--num_workers", type=int, default=0)
     parser.add_argument("--noprogressbar", action="store_true")
     args = parser.parse_args(argv)
-    if not args.clap_ckpt_path and not args.ssl_checkpoints_dir:
-        parser.error("give the model: --ssl_checkpoints_dir=<run>/save and/or --clap_ckpt_path=CLAP_weights_2022.pth")
+    if not args.clap_ckpt_path and not args.laion_ckpt_path and not args.ssl_checkpoints_dir:
+        parser.error("give the model: --ssl_checkpoints_dir=<run>/save and/or --clap_ckpt_path=CLAP_weights_2022.pth "
+                     "(or --laion_ckpt_path=630k-audioset-best.pt)")
     return args
 
 

@@ -69,7 +69,8 @@ class SoftCLAPBrain(CLAPBrain):
 
 
 def load_teacher(hparams):
-    """Builds the frozen teacher: from ``teacher_checkpoints_dir`` (a run's save folder) or the MS CLAP file.
+    """Builds the frozen teacher: from ``teacher_checkpoints_dir`` (a run's save folder) or the published file
+    (``clap_ckpt_path`` / ``laion_ckpt_path``, any layout of :mod:`models.convert`).
 
     ``teacher_checkpoints_dir`` defaults to ``ssl_checkpoints_dir`` (the paper's YAMLs: the student starts from
     its teacher); its checkpoint is chosen by ``teacher_select`` (default: ``ssl_select``), else by the paper
@@ -79,13 +80,14 @@ def load_teacher(hparams):
         flags = {"ssl_checkpoints_dir": hparams["teacher_checkpoints_dir"], "ssl_select": hparams["teacher_select"],
                  "use_maxacc_ep": hparams.get("use_maxacc_ep"), "use_minloss_ep": hparams.get("use_minloss_ep")}
     else:
-        flags = {"clap_ckpt_path": hparams.get("clap_ckpt_path")}
+        flags = {"clap_ckpt_path": hparams.get("clap_ckpt_path"), "laion_ckpt_path": hparams.get("laion_ckpt_path")}
     source = load_weights(hparams["teacher_model"], flags,
                           {"ssl_checkpoints_dir": "teacher_checkpoints_dir", "ssl_select": "teacher_select"})
     if source is None:
         raise SystemExit(
             "SoftCLAP needs a teacher: give --teacher_checkpoints_dir=<save folder of the teacher run> "
-            "or --clap_ckpt_path=<CLAP_weights_2022.pth>."
+            "or --clap_ckpt_path=<CLAP_weights_2022.pth> (or --laion_ckpt_path=<630k-audioset-best.pt> with "
+            "--model=<its preset>)."
         )
     logger.info("Teacher: %s", source)
     return {"teacher": hparams["teacher_model"]}

@@ -101,13 +101,21 @@ VARIANTS = {
     # Toy: the toy model size on the toy world's Clotho-layout corpus, CPU-sized batches.
     "hparams/toy/retrieval_eval.yaml": (
         _RETRIEVAL, {"batch_size", "num_workers", "eval_duration"} | _TOY_FEATURES | _TOY_MODEL),
+    # ---- the toy pipeline
+    # With a tiny HTS-AT: only its architecture flags differ (those of the CNN14 leave the curation flags).
+    "hparams/toy/pipeline_htsat.yaml": ("hparams/toy/pipeline.yaml", {"toy_model_flags", "model_flags"}),
 }
 
 # YAML files of no family: their keys are their own.
 STANDALONE = {
-    "hparams/toy/pipeline.yaml": "the toy pipeline's own options",
     "hparams/curation/microsoft_audioset_insper_toemb.yaml": "the embedding step (the only one of its recipe)",
 }
+# Architecture presets (--model=<name>): model keys only, checked against the reference configs in
+# tests/test_safe_foreign_loading.py.
+STANDALONE.update({f"hparams/models/{name}.yaml": "an architecture preset (models.presets)" for name in (
+    "ms_clap_2022", "ms_clap_2023", "laion_630k", "laion_630k_audioset", "laion_630k_fusion",
+    "laion_630k_audioset_fusion", "laion_music_audioset", "laion_clap_htsat_unfused", "laion_clap_htsat_fused",
+    "laion_larger_clap_general")})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -434,6 +442,9 @@ _PAPER_TRAINING = [f"hparams/{d}/{r}.yaml" for d in ("insper", "us8k", "tut17")
 _TOY_TRAINING_YAMLS = ["hparams/toy/microsoft_clap_train.yaml", "hparams/toy/softclap_train.yaml"]
 #: key: (the paper code's value, ours): the faithful defaults landed so far (issue 12).
 FAITHFUL = {
+    # model keys of issue 13 (the paper's model is MS CLAP 2022: MS heads, CNN14 without options)
+    "projection": ("ms", "ms"),
+    "audio_options": (None, None),
     "spec_augment": (False, True),
     "softclap_targets": ("paper", "normalized"),
     "curation_mixing": ("replace", "insert"),
