@@ -142,15 +142,21 @@ def test_hf_folder_matches_transformers(hf_folder):
     wav = torch.randn(2, 16000) * 0.1
     with torch.no_grad():
         mel = base.logmel(wav)  # [B, 1, frames, mel]: the same input for both
-        theirs = F.normalize(model.get_audio_features(input_features=mel, is_longer=torch.zeros(2, 1,
-                                                                                            dtype=torch.bool)), dim=-1)
+        theirs = F.normalize(_features(model.get_audio_features(
+            input_features=mel, is_longer=torch.zeros(2, 1, dtype=torch.bool))), dim=-1)
         mine = F.normalize(clap.model.audio_encoder.projection(base.forward_mel(mel)["embedding"]), dim=-1)
         assert _rel(mine, theirs) < 1e-4
         assert _rel(clap.model.encode_audio(wav), theirs) < 1e-4
         tokens = tokenize(load_tokenizer(roberta), CAPTIONS, max_length=77)
-        theirs_t = F.normalize(model.get_text_features(input_ids=tokens["input_ids"],
-                                                       attention_mask=tokens["attention_mask"]), dim=-1)
+        theirs_t = F.normalize(_features(model.get_text_features(input_ids=tokens["input_ids"],
+                                                                 attention_mask=tokens["attention_mask"])), dim=-1)
         assert _rel(clap.model.encode_text(**tokens), theirs_t) < 1e-4
+
+
+def _features(output):
+    """The projected features of ``get_audio_features`` / ``get_text_features``: a tensor in transformers 4, the
+    output's ``pooler_output`` in transformers 5."""
+    return output if torch.is_tensor(output) else output.pooler_output
 
 
 def test_hf_folder_equals_its_laion_layout(hf_folder, tmp_path):

@@ -46,11 +46,18 @@ def _rel(ours, theirs):
 
 
 # --------------------------------------------------------------- tiny tokenizers
+def _gpt2_byte_symbols():
+    """GPT-2's byte -> symbol table in its order: printable bytes as themselves ('!' first), then the others
+    mapped from U+0100 on (transformers 5 no longer exports its ``bytes_to_unicode``)."""
+    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1))
+                 + list(range(ord("\u00ae"), ord("\u00ff") + 1)))
+    others = [b for b in range(256) if b not in printable]
+    return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(others))]
+
+
 def _byte_bpe(words):
     """A byte-level BPE vocabulary (GPT-2's byte order: '!' first) with merges spelling ``' ' + word``."""
-    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
-
-    tokens = list(bytes_to_unicode().values())
+    tokens = _gpt2_byte_symbols()
     merges = []
     for word in words:
         symbols = ["Ġ"] + list(word)
@@ -177,8 +184,9 @@ def msclap_tokenize(folder, texts):
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.add_special_tokens({"pad_token": "!"})
-    toks = [tokenizer.encode_plus(text=t + " <|endoftext|>", add_special_tokens=True, max_length=77,
-                                  padding="max_length", return_tensors="pt") for t in texts]
+    # msclap's encode_plus(text=..., ...) on one caption (transformers 5 has only the call, which is the same).
+    toks = [tokenizer(text=t + " <|endoftext|>", add_special_tokens=True, max_length=77,
+                      padding="max_length", return_tensors="pt") for t in texts]
     return {k: torch.cat([t[k] for t in toks]) for k in ("input_ids", "attention_mask")}
 
 
