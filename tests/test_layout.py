@@ -67,16 +67,17 @@ def test_imports_point_one_way(package):
         assert not upward, f"{path} imports {sorted(upward)}, above {package} in {LAYERS}"
 
 
-def test_the_readme_layout_section_matches_the_tree():
-    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
-        readme = f.read()
-    section = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+def test_the_layout_page_matches_the_tree():
+    """docs/layout.md lists exactly the top-level folders on disk and states the import order of LAYERS."""
+    with open(os.path.join(REPO, "docs", "layout.md"), encoding="utf-8") as f:
+        page = f.read()
+    section = page.split("## Top-level folders", 1)[1]
     listed = set(re.findall(r"^([a-z_]+)/", section.split("```")[1], flags=re.M))
     on_disk = {d for d in os.listdir(REPO) if os.path.isdir(os.path.join(REPO, d)) and not d.startswith(".")
                and d not in ("build", "__pycache__") and not d.endswith(".egg-info")}
-    assert listed == on_disk, f"README lists {sorted(listed)}, the tree has {sorted(on_disk)}"
+    assert listed == on_disk, f"docs/layout.md lists {sorted(listed)}, the tree has {sorted(on_disk)}"
     order = " → ".join(reversed(LAYERS))
-    assert order in section, f"the README's layout section must state the import order: {order}"
+    assert order in page, f"docs/layout.md must state the import order: {order}"
 
 
 def _private_speechbrain_names():
