@@ -1,4 +1,4 @@
-"""Where a teacher's cosines sit: the figures the README quotes about curating with the toy teacher.
+"""Where a teacher's cosines sit: the figures the docs quote about curating with the toy teacher.
 
 Reads the embedding folder of the curation step (``emb_dir``: ``audio_emb.npy``,
 ``audio_paths.txt``, ``text_emb.npy``, ``text_captions.csv`` and, when DS has run,

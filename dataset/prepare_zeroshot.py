@@ -1,7 +1,7 @@
 """Prepares the zero-shot evaluation sets: ESC-50, UrbanSound8K, TUT Acoustic Scenes 2017, VGGSound and TAU Urban
 Acoustic Scenes 2019.
 
-Each preparer reads the layout users unpack (README, "Data") and
+Each preparer reads the layout users unpack (docs/zeroshot.md, ``data_folder``) and
 writes one manifest ``zeroshot_<dataset>.csv`` with the columns
 ``ID,wav_path,class_name,fold,source_id`` (absolute ``wav_path``; the raw
 class name, e.g. ``sea_waves`` or ``cafe/restaurant``; ``source_id`` the
@@ -201,8 +201,8 @@ def find_dataset_root(data_folder, dataset):
             return sub
     raise FileNotFoundError(
         f"{dataset}: found no {' or '.join(markers)} in {folder} or its subfolders; "
-        f"--data_folder must be the root of the unpacked dataset (see the README, section "
-        f"'Zero-shot classification', the data_folder row of its flag table)."
+        f"--data_folder must be the root of the unpacked dataset (see docs/zeroshot.md, "
+        f"the data_folder row of its flag table)."
     )
 
 

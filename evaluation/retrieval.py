@@ -250,7 +250,7 @@ def read_retrieval_set(dataset, data_folder, split):
     dataset : str
         ``clotho`` or ``audiocaps``.
     data_folder : str
-        The corpus root (README, "Data"); the caption CSV may also
+        The corpus root (docs/retrieval.md, ``data_folder``); the caption CSV may also
         sit one folder down, the audio anywhere below.
     split : str
         ``evaluation`` (Clotho) or ``test`` (AudioCaps), or another split.
