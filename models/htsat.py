@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.cnn14 import SpecAugment
-from models.frontend import AMIN, LogmelFilterBank, Spectrogram
+from models.frontend import AMIN, LogmelFilterBank, Spectrogram, float32_features
 
 __all__ = [
     "HTSAT",
@@ -750,8 +750,8 @@ class HTSAT(nn.Module):
         torch.Tensor
             dB values (Slaney or HTK mel, see ``frontend``).
         """
-        with torch.autocast(device_type=wav.device.type, enabled=False):
-            wav = wav.to(torch.promote_types(wav.dtype, torch.float32))
+        guard, wav = float32_features(wav)
+        with guard:
             power = self.spectrogram_extractor(wav)
             if self.frontend == "htk":
                 return self.htk_logmel(power)
