@@ -165,7 +165,7 @@ def caption_repeats(table, caption_rows):
     Arguments
     ---------
     table : list of dict
-        A caption table (:func:`curation.embed.caption_table`: ``n_rows`` = rows of the
+        A caption table (:func:`embeddings.lists.caption_table`: ``n_rows`` = rows of the
         caption CSV that carry the text).
     caption_rows : str
         ``"per_row"`` or ``"distinct"`` (:data:`CAPTION_ROWS`).

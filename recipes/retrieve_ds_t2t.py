@@ -35,18 +35,18 @@ import speechbrain as sb
 from curation.builders import (
     ds_prompts, eval_freesound_ids, caption_ids_in, row_ids, select_ds_captions, write_summary,
 )
-from curation.embed import (
-    STORAGE_DTYPES, caption_table, encode_texts, list_digest, load_embedding_info, model_fingerprint, save_npy,
-    update_info, write_caption_table,
-)
 from curation.join import PairStats
 from curation.paper_files import first_rows, load_paper_rows
 from dataset.labels import dataset_labels, labels_in_file_order
 from dataset.manifest import read_caption_csv, write_csv
+from embeddings.encoders import encode_texts
+from embeddings.keys import list_digest, model_fingerprint
+from embeddings.lists import caption_table, write_caption_table
+from embeddings.store import STORAGE_DTYPES, load_embedding_info, save_npy, update_info
 from experiment.arguments import inference_precision, setup
 from experiment.lock import hold_folder_lock
-from experiment.weights import load_eval_model
 from experiment.safety import run_cli
+from experiment.weights import load_eval_model
 
 logger = logging.getLogger(__name__)
 
