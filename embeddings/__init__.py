@@ -1,8 +1,9 @@
 """Embedding folders: resumable, sharded, byte-reproducible ``.npy`` matrices of clips and captions.
 
 Used by the curation steps, the retrieval evaluation, the faiss index and
-the Python API. Imports ``models`` and ``dataset`` only (``curation``,
-``training``, ``inference`` and the recipes import it).
+the Python API. May import ``models``, ``dataset``, ``experiment`` and
+``evaluation``; it uses ``models`` and ``dataset`` only. ``curation``,
+``inference`` and the recipes import it.
 
 - :mod:`embeddings.extract`: the embedding step, :func:`~embeddings.extract.embed_audio_files`
   and :func:`~embeddings.extract.embed_captions`, with their options
