@@ -9,7 +9,7 @@ file on every run. This script writes ``--files`` AudioSet-like WAVs (10 s,
 lower bound: a cold disk adds its read time), and times per file, best of
 ``--repeats`` passes:
 
-- ``curation.embed.file_keys`` (what the caches use),
+- ``embeddings.keys.file_keys`` (what the caches use),
 - reading every byte (no hash),
 - ``hashlib.file_digest`` with blake2b and sha256,
 
@@ -31,7 +31,7 @@ import time
 import numpy as np
 import soundfile as sf
 
-from curation.embed import file_keys
+from embeddings.keys import file_keys
 from machine import describe, emit_json
 
 AUDIOSET_CLIPS = 2_000_000

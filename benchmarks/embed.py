@@ -4,7 +4,7 @@ In one process, on the same synthetic AudioSet-like files (``--clips`` WAV
 files of ``--seconds`` s at ``--file_rate`` Hz) and a randomly initialised
 full-size MS CLAP 2022 audio tower (CNN14, 44.1 kHz, 5-s centre crops):
 
-- **end to end**: ``curation.embed.embed_audio_files`` as the curation step
+- **end to end**: ``embeddings.extract.embed_audio_files`` as the curation step
   runs it (read, resample, crop, log-mel front end, CNN14, projection, shard
   files and the merged ``.npy``), at each precision;
 - **model alone**: the same batches, already decoded and in memory, through
@@ -37,8 +37,9 @@ import numpy as np
 import soundfile
 import torch
 
-from curation.embed import embed_audio_files
 from dataset.clips import AudioClips, collate_audio
+from embeddings.extract import embed_audio_files
+from embeddings.options import AudioEmbeddingOptions
 from machine import describe, synchronize
 from models.factory import MS_CLAP_2022, create_model
 from models.precision import autocast
@@ -121,10 +122,11 @@ def main(argv=None):
         def end_to_end(precision, repeat):
             def run():
                 return embed_audio_files(model, paths, os.path.join(folder, f"out-{precision}-{repeat}"),
-                                         sample_rate=sample_rate, duration=duration, crop="center",
-                                         batch_size=args.batch, shard_size=args.clips, num_workers=args.num_workers,
-                                         dtype="float16", device=str(device), progress=False, model_id="bench",
-                                         precision=precision)
+                                         AudioEmbeddingOptions(
+                                             sample_rate=sample_rate, duration=duration, crop="center",
+                                             batch_size=args.batch, shard_size=args.clips,
+                                             num_workers=args.num_workers, dtype="float16", device=str(device),
+                                             progress=False, model_id="bench", precision=precision))
             return run
 
         def model_alone(precision):

@@ -33,11 +33,15 @@ import numpy as np
 import torch
 
 from curation.builders import ds_prompts, select_ds_captions
-from curation.embed import caption_table, embed_audio_files, encode_texts, load_audio_set, read_path_list
 from curation.join import threshold_join
 from dataset.audio import list_audio_files
 from dataset.labels import dataset_labels
 from dataset.manifest import read_caption_csv
+from embeddings.encoders import encode_texts
+from embeddings.extract import embed_audio_files
+from embeddings.lists import caption_table, read_path_list
+from embeddings.options import AudioEmbeddingOptions
+from embeddings.store import load_audio_set
 from inference import ClapEmbedder
 from machine import describe
 
@@ -73,9 +77,9 @@ def toy_embeddings(teacher, world, precision, workdir):
     paths = read_path_list(os.path.join(world, "unpaired_paths.txt"))
     out = os.path.join(workdir, precision)
     start = time.perf_counter()
-    embed_audio_files(clap.model, paths, out, sample_rate=clap.sample_rate, duration=clap.eval_duration,
-                      crop="center", batch_size=32, dtype="float32", progress=False, model_id=precision,
-                      precision=precision)
+    embed_audio_files(clap.model, paths, out, AudioEmbeddingOptions(
+        sample_rate=clap.sample_rate, duration=clap.eval_duration, crop="center", batch_size=32, dtype="float32",
+        progress=False, model_id=precision, precision=precision))
     seconds = time.perf_counter() - start
     audio, _, _ = load_audio_set(out)
     table = caption_table(read_caption_csv(os.path.join(teacher, "save", "train_raw.csv")))

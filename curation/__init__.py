@@ -1,1 +1,12 @@
-"""curation package."""
+"""Unsupervised curation: similarity joins of teacher embeddings and the DU / DS / ADS pair sets they give.
+
+May import ``models``, ``dataset``, ``experiment``, ``evaluation`` and
+``embeddings`` (the embedding folders it joins); ``training``, ``inference``,
+``pipeline`` and the recipes sit above it.
+
+- :mod:`curation.join`: exact thresholded joins by blocked matrix products;
+- :mod:`curation.builders`: the DU, DS and ADS pair CSVs, their summaries and
+  the evaluation-overlap audit;
+- :mod:`curation.paper_files` and :mod:`curation.paper_outputs`: the paper
+  code's embedding files, read and written next to ours.
+"""

@@ -165,7 +165,7 @@ def caption_repeats(table, caption_rows):
     Arguments
     ---------
     table : list of dict
-        A caption table (:func:`curation.embed.caption_table`: ``n_rows`` = rows of the
+        A caption table (:func:`embeddings.lists.caption_table`: ``n_rows`` = rows of the
         caption CSV that carry the text).
     caption_rows : str
         ``"per_row"`` or ``"distinct"`` (:data:`CAPTION_ROWS`).
@@ -199,6 +199,35 @@ def _repeat_rows(q, k, sim, repeats):
     r = repeats[k]
     copy = np.arange(int(r.sum()), dtype=np.int64) - np.repeat(np.cumsum(r) - r, r)
     return np.repeat(q, r), np.repeat(k, r), np.repeat(sim, r), copy
+
+
+def _checked_repeats(repeats, n_captions):
+    """``repeats`` as int64, one count >= 1 per caption (None stays None)."""
+    if repeats is None:
+        return None
+    repeats = np.asarray(repeats, dtype=np.int64)
+    if repeats.shape != (n_captions,) or (repeats.size and repeats.min() < 1):
+        raise ValueError(f"repeats must hold one count >= 1 per caption ({n_captions}).")
+    return repeats
+
+
+def _eval_overlap(q, k, sim, caption_in_eval, repeats, drop):
+    """``(q, k, sim, flagged_rows)``: the pairs whose caption was written for an evaluation-set recording,
+    counted in rows of the CSV (with repeats, as the pairs are), and left out when ``drop``."""
+    flagged = caption_in_eval[k]
+    flagged_rows = int(repeats[k][flagged].sum()) if repeats is not None else int(flagged.sum())
+    if drop:
+        q, k, sim = q[~flagged], k[~flagged], sim[~flagged]
+    return q, k, sim, flagged_rows
+
+
+def _pair_rows(q, k, sim, copy, prefixes, caption_keys, audio_paths, captions):
+    """The CSV rows ``ID, wav_path, caption, similarity`` of a block's pairs (``copy``: the copy number of each)."""
+    ids = (f"{prefixes[i]}__{caption_keys[j]}" for i, j in zip(q.tolist(), k.tolist()))
+    if copy is not None:
+        ids = (pid if c == 0 else f"{pid}__{c + 1}" for pid, c in zip(ids, copy.tolist()))
+    rows = zip(ids, q.tolist(), k.tolist(), sim.tolist())
+    return ((pid, audio_paths[i], captions[j], f"{s:.6f}") for pid, i, j, s in rows)
 
 
 def write_curated_pairs(
@@ -283,10 +312,7 @@ def write_curated_pairs(
     prefixes = pair_ids(audio_paths)
     captions = [entry["caption"] for entry in table]
     caption_keys = [entry["ID"] for entry in table]
-    if repeats is not None:
-        repeats = np.asarray(repeats, dtype=np.int64)
-        if repeats.shape != (len(table),) or (repeats.size and repeats.min() < 1):
-            raise ValueError(f"repeats must hold one count >= 1 per caption ({len(table)}).")
+    repeats = _checked_repeats(repeats, len(table))
     overlap = dropped = distinct = 0
 
     def write(f):
@@ -300,25 +326,16 @@ def write_curated_pairs(
         for block in blocks:
             q, k, sim = block.query, block.key, block.sim
             if caption_in_eval is not None and q.size:
-                flagged = caption_in_eval[k]
-                # Counted in rows of the CSV (with repeats, as the pairs are).
-                flagged_rows = int(repeats[k][flagged].sum()) if repeats is not None else int(flagged.sum())
+                q, k, sim, flagged_rows = _eval_overlap(q, k, sim, caption_in_eval, repeats, drop_eval_overlap)
                 overlap += flagged_rows
                 if drop_eval_overlap:
                     dropped += flagged_rows
-                    q, k, sim = q[~flagged], k[~flagged], sim[~flagged]
             distinct += int(q.size)
             copy = None
             if repeats is not None and q.size:
                 q, k, sim, copy = _repeat_rows(q, k, sim, repeats)
             stats.update(q, k, sim)
-            ids = (f"{prefixes[i]}__{caption_keys[j]}" for i, j in zip(q.tolist(), k.tolist()))
-            if copy is not None:
-                ids = (pid if c == 0 else f"{pid}__{c + 1}" for pid, c in zip(ids, copy.tolist()))
-            writer.writerows(
-                (pid, audio_paths[i], captions[j], f"{s:.6f}")
-                for pid, i, j, s in zip(ids, q.tolist(), k.tolist(), sim.tolist())
-            )
+            writer.writerows(_pair_rows(q, k, sim, copy, prefixes, caption_keys, audio_paths, captions))
 
     atomic_write(path, write, "w", encoding="utf-8", newline="")
     summary = stats.as_dict()

@@ -294,6 +294,118 @@ def _ieee_float32_matmul():
         cuda.allow_fp16_reduced_precision_reduction, cuda.allow_bf16_reduced_precision_reduction = reductions
 
 
+class _BlockProducts:
+    """The block products of a join: the keys in blocks, in the precision of the products, and the error
+    bounds that say which products may lie on either side of the threshold.
+
+    The norms the bounds need are computed in one pass over the keys, which
+    also keeps the converted keys when that copy takes at most ``key_cache_mb``.
+    """
+
+    def __init__(self, keys, key_block, precision, device, key_cache_mb):
+        self.keys, self.key_block, self.precision, self.device = keys, key_block, precision, device
+        self.gamma = _float32_error_bound(int(keys.shape[1]))
+        self.low_dtype, self.unit = _LOW_PRECISION.get(precision, (torch.float32, 0.0))
+        self.n_keys = int(keys.shape[0])
+        self.starts = list(range(0, self.n_keys, key_block))
+        bytes_per_value = 4 if precision == "fp32" else 2
+        cache_keys = self.n_keys * int(keys.shape[1]) * bytes_per_value <= key_cache_mb * 2**20
+        self.cache, self.bounds = {}, []
+        for kb in range(len(self.starts)):
+            block, bounds = self._convert(kb)
+            self.bounds.append(bounds)
+            if cache_keys:
+                self.cache[kb] = block
+        if precision == "fp16" and max((b[1] for b in self.bounds), default=0.0) > _FP16_SAFE_PRODUCT:
+            raise ValueError("These keys are too large for float16 products; use join_precision fp32 or bf16.")
+
+    def _convert(self, kb):
+        """Key block ``kb`` on the device in the precision of the products, and its norms for the bound."""
+        ks = self.starts[kb]
+        rows = _as_tensor(self.keys[ks : ks + self.key_block]).float()
+        if self.precision == "fp32":
+            return rows.to(self.device), (float(rows.norm(dim=1).max()) if rows.numel() else 0.0, 0.0, 0.0)
+        # The low-precision bound needs only the rounded rows' and the residuals' norms.
+        low, low_norm, residual = _rounded(rows, self.low_dtype)
+        return low.to(self.device), (None, low_norm, residual)
+
+    def _queries(self, q_src):
+        """A query block on the device in the precision of the products, and its norms for the bound."""
+        q32 = q_src.float()
+        if self.precision == "fp32":
+            return q32.to(self.device), (float(q32.norm(dim=1).max()) if q32.numel() else 0.0, None, None)
+        q_low, q_low_norm, q_residual = _rounded(q32, self.low_dtype)
+        return q_low.to(self.device), (None, q_low_norm, q_residual)
+
+    def _floor(self, threshold, q_bounds, k_bounds):
+        """``(low, margin)``: block values ``>= low`` are candidates; ``margin`` bounds a value's error."""
+        q_norm, q_low_norm, q_residual = q_bounds
+        k_norm, k_low_norm, k_residual = k_bounds
+        if self.precision == "fp32":
+            # Candidates: float32 value within the worst-case error of the threshold.
+            margin = self.gamma * q_norm * k_norm + 1e-30
+            return _float32_below(threshold - margin), margin
+        # Input rounding (measured residuals), float32 accumulation, then one output rounding.
+        margin = (q_low_norm * k_residual + q_residual * k_low_norm + q_residual * k_residual
+                  + self.gamma * q_low_norm * k_low_norm + 1e-30)
+        low = threshold - margin
+        return _lowp_below(low - self.unit * abs(low) - 1e-30, self.low_dtype), margin
+
+    def candidates(self, q_src, buffer, threshold, exact_values):
+        """The candidate pairs of a query block with every key block: ``(row, key, value, sure)``.
+
+        ``value`` is the block value of each candidate (zero when ``exact_values``:
+        every candidate is then refined); ``sure`` marks the values far enough
+        above the threshold to be kept as they are.
+        """
+        q_dev, q_bounds = self._queries(q_src)
+        nq = q_src.shape[0]
+        parts_r, parts_c, parts_v, parts_sure = [], [], [], []
+        for kb, ks in enumerate(self.starts):
+            ke = min(ks + self.key_block, self.n_keys)
+            k_dev = self.cache.get(kb)
+            if k_dev is None:
+                k_dev = self._convert(kb)[0]
+            scores = buffer[: nq * (ke - ks)].view(nq, ke - ks)
+            torch.matmul(q_dev, k_dev.T, out=scores)
+            low, margin = self._floor(threshold, q_bounds, self.bounds[kb])
+            r, c = _candidates(scores, low)
+            r, c = r.cpu(), c.cpu()
+            parts_r.append(r)
+            parts_c.append(c + ks)
+            if exact_values:
+                parts_v.append(torch.zeros(r.numel(), dtype=torch.float32))
+                parts_sure.append(torch.zeros_like(r, dtype=torch.bool))
+            else:
+                values = scores[r, c].cpu()
+                parts_v.append(values)
+                parts_sure.append(values >= _float32_above(threshold + margin))
+        return torch.cat(parts_r), torch.cat(parts_c), parts_v, parts_sure
+
+
+def _kept_pairs(q_src, keys, q_index, candidates, threshold, top_k):
+    """The pairs of one query block at or above the threshold, sorted by (query, key): ``(query, key, sim)``."""
+    r, c, parts_v, parts_sure = candidates
+    if r.numel():
+        sim = torch.cat(parts_v).double()
+        # Near the threshold (every pair, for float16 rows and low-precision products) the
+        # decision and the reported value are the float64 dot product of the stored rows.
+        refine = ~torch.cat(parts_sure)
+        if refine.any():
+            sim[refine] = _exact_dots(q_src, keys, r[refine], c[refine])
+        keep = sim >= threshold
+        query = q_index[r[keep]].numpy().astype(np.int64, copy=False)
+        key = c[keep].numpy().astype(np.int64, copy=False)
+        sim = sim[keep].numpy()
+    else:
+        query = key = np.empty(0, dtype=np.int64)
+        sim = np.empty(0, dtype=np.float64)
+    if top_k is not None:
+        return _top_k(query, key, sim, top_k)
+    order = np.lexsort((key, query))
+    return query[order], key[order], sim[order]
+
+
 def iter_threshold_join(
     queries,
     keys,
@@ -369,7 +481,6 @@ def iter_threshold_join(
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1 or None, got {top_k}.")
     threshold = float(threshold)
-    dim = int(queries.shape[1])
     device = torch.device(device)
     precision = resolve_join_precision(precision, device.type)
     if query_rows is not None:
@@ -379,107 +490,25 @@ def iter_threshold_join(
     n_queries = int(queries.shape[0] if query_rows is None else query_rows.size)
     n_keys = int(keys.shape[0])
     query_block, key_block = min(query_block, max(n_queries, 1)), min(key_block, max(n_keys, 1))
-    gamma = _float32_error_bound(dim)
-    low_dtype, unit = _LOW_PRECISION.get(precision, (torch.float32, 0.0))
     # float16 rows and the low-precision products: every kept pair gets its exact value (cheap enough,
     # and block-size independent to the last bit). float32 products of other rows: only pairs within
     # the margin are recomputed.
     exact_values = (_is_float16(queries) and _is_float16(keys)) or precision != "fp32"
+    products = _BlockProducts(keys, key_block, precision, device, key_cache_mb)
 
-    # Per key block: the norms the error bound needs (one cheap pass over the keys), and the keys in
-    # the precision of the products (converted once when that copy fits in key_cache_mb).
-    key_starts = list(range(0, n_keys, key_block))
-    bytes_per_value = 4 if precision == "fp32" else 2
-    cache_keys = n_keys * dim * bytes_per_value <= key_cache_mb * 2**20
-    key_cache, key_bounds = {}, []
-
-    def key_block_at(kb):
-        ks = key_starts[kb]
-        rows = _as_tensor(keys[ks : ks + key_block]).float()
-        if precision == "fp32":
-            return rows.to(device), (float(rows.norm(dim=1).max()) if rows.numel() else 0.0, 0.0, 0.0)
-        # The low-precision bound needs only the rounded rows' and the residuals' norms.
-        low, low_norm, residual = _rounded(rows, low_dtype)
-        return low.to(device), (None, low_norm, residual)
-
-    for kb in range(len(key_starts)):
-        block, bounds = key_block_at(kb)
-        key_bounds.append(bounds)
-        if cache_keys:
-            key_cache[kb] = block
-    if precision == "fp16" and max((b[1] for b in key_bounds), default=0.0) > _FP16_SAFE_PRODUCT:
-        raise ValueError("These keys are too large for float16 products; use join_precision fp32 or bf16.")
-
-    buffer = torch.empty(query_block * key_block, dtype=low_dtype, device=device)
-    starts = range(0, n_queries, query_block)
+    buffer = torch.empty(query_block * key_block, dtype=products.low_dtype, device=device)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=n_queries, desc=desc, unit="rows", dynamic_ncols=True)
     with _ieee_float32_matmul(), torch.inference_mode():
-        for qs in starts:
+        for qs in range(0, n_queries, query_block):
             qe = min(qs + query_block, n_queries)
             q_src = _gather_rows(queries, query_rows, qs, qe)
-            q32 = q_src.float()
-            if precision == "fp32":
-                q_norm = float(q32.norm(dim=1).max()) if q32.numel() else 0.0
-                q_dev = q32.to(device)
-            else:
-                q_low, q_low_norm, q_residual = _rounded(q32, low_dtype)
-                q_dev = q_low.to(device)
             q_index = torch.arange(qs, qe) if query_rows is None else torch.from_numpy(query_rows[qs:qe])
-            parts_r, parts_c, parts_v, parts_sure = [], [], [], []
-            for kb, ks in enumerate(key_starts):
-                ke = min(ks + key_block, n_keys)
-                k_dev = key_cache.get(kb)
-                if k_dev is None:
-                    k_dev = key_block_at(kb)[0]
-                k_norm, k_low_norm, k_residual = key_bounds[kb]
-                nq, nk = qe - qs, ke - ks
-                scores = buffer[: nq * nk].view(nq, nk)
-                torch.matmul(q_dev, k_dev.T, out=scores)
-                if precision == "fp32":
-                    # Candidates: float32 value within the worst-case error of the threshold.
-                    margin = gamma * q_norm * k_norm + 1e-30
-                    low = _float32_below(threshold - margin)
-                else:
-                    # Input rounding (measured residuals), float32 accumulation, then one output rounding.
-                    margin = (q_low_norm * k_residual + q_residual * k_low_norm + q_residual * k_residual
-                              + gamma * q_low_norm * k_low_norm + 1e-30)
-                    low = threshold - margin
-                    low = _lowp_below(low - unit * abs(low) - 1e-30, low_dtype)
-                r, c = _candidates(scores, low)
-                r, c = r.cpu(), c.cpu()
-                parts_r.append(r)
-                parts_c.append(c + ks)
-                if exact_values:
-                    parts_v.append(torch.zeros(r.numel(), dtype=torch.float32))
-                    parts_sure.append(torch.zeros_like(r, dtype=torch.bool))
-                else:
-                    values = scores[r, c].cpu()
-                    parts_v.append(values)
-                    parts_sure.append(values >= _float32_above(threshold + margin))
-            r, c = torch.cat(parts_r), torch.cat(parts_c)
-            if r.numel():
-                sim = torch.cat(parts_v).double()
-                # Near the threshold (every pair, for float16 rows and low-precision products) the
-                # decision and the reported value are the float64 dot product of the stored rows.
-                refine = ~torch.cat(parts_sure)
-                if refine.any():
-                    sim[refine] = _exact_dots(q_src, keys, r[refine], c[refine])
-                keep = sim >= threshold
-                query = q_index[r[keep]].numpy().astype(np.int64, copy=False)
-                key = c[keep].numpy().astype(np.int64, copy=False)
-                sim = sim[keep].numpy()
-            else:
-                query = key = np.empty(0, dtype=np.int64)
-                sim = np.empty(0, dtype=np.float64)
-            if top_k is not None:
-                query, key, sim = _top_k(query, key, sim, top_k)
-            else:
-                order = np.lexsort((key, query))
-                query, key, sim = query[order], key[order], sim[order]
+            candidates = products.candidates(q_src, buffer, threshold, exact_values)
+            query, key, sim = _kept_pairs(q_src, keys, q_index, candidates, threshold, top_k)
             if bar is not None:
                 bar.update(qe - qs)
             yield JoinBlock(query, key, sim, qs, qe)

@@ -27,8 +27,9 @@ import os
 
 import numpy as np
 
-from curation.embed import AUDIO_EMB, caption_table, read_path_list
 from dataset.manifest import read_caption_csv
+from embeddings.lists import caption_table, read_path_list
+from embeddings.store import AUDIO_EMB
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def load_paper_rows(path, n_rows, flag, rows_flag, rows_what):
 
 
 def first_rows(rows, table):
-    """Index of the first CSV row of each caption-table entry (the table of :func:`curation.embed.caption_table`).
+    """Index of the first CSV row of each caption-table entry (the table of :func:`embeddings.lists.caption_table`).
 
     Example
     -------
@@ -126,7 +127,7 @@ def load_paper_audio_set(aud_emb_path, aud_ds_path):
     Returns
     -------
     (emb, paths, info)
-        As :func:`curation.embed.load_audio_set`; ``info`` is empty (the
+        As :func:`embeddings.store.load_audio_set`; ``info`` is empty (the
         paper's files record no model).
     """
     if not aud_ds_path:
@@ -148,7 +149,7 @@ def load_paper_caption_set(txt_emb_path, txt_ds_path, flag="txt_emb_path", csv_f
     Returns
     -------
     (emb, table, info)
-        As :func:`curation.embed.load_caption_set` (``emb`` in memory); ``info`` is empty.
+        As :func:`embeddings.store.load_caption_set` (``emb`` in memory); ``info`` is empty.
     """
     if not txt_ds_path:
         raise SystemExit(

@@ -20,7 +20,8 @@ import os
 
 import numpy as np
 
-from curation.embed import read_path_list, save_npy, write_path_list
+from embeddings.lists import read_path_list, write_path_list
+from embeddings.store import save_npy
 
 __all__ = ["PAPER_DTYPE", "audio_rows", "caption_rows", "write_audio_rows", "write_caption_rows",
            "export_embedding_step"]
@@ -125,8 +126,9 @@ def _makedirs(path):
 
 def export_embedding_step(hparams, emb_dir, model, device, precision="fp32"):
     """The embedding step's files in the paper code's layout, where ``aud_svpth`` / ``txt_svpth`` name them."""
-    from curation.embed import encode_texts, load_audio_set, load_caption_set
     from dataset.manifest import read_caption_csv
+    from embeddings.encoders import encode_texts
+    from embeddings.store import load_audio_set, load_caption_set
 
     if hparams.get("aud_svpth"):
         emb, paths, _ = load_audio_set(emb_dir)

@@ -4,7 +4,7 @@
 model sees, and every reader of audio uses it: the training and zero-shot
 pipelines (:mod:`dataset.pipelines`, one clip per row), the curation
 embeddings, the retrieval evaluation, the inference API and the index
-(:mod:`curation.embed`, whole path lists, optionally chunked).
+(:mod:`embeddings.extract`, whole path lists, optionally chunked).
 
 - **Fit to the window**: a clip shorter than ``duration`` is tiled
   (repeated) and cut; a longer one is cropped.

@@ -30,7 +30,7 @@ import re
 
 from dataset.audio import AUDIO_EXTENSIONS, walk_audio_files
 from dataset.class_lists import read_class_list
-from dataset.prepare_insper import index_audio_files
+from dataset.corpora.files import index_audio_files
 
 VGGSOUND_CSV = "vggsound.csv"
 SPLITS = ("train", "test")

@@ -41,8 +41,10 @@ import os
 
 import numpy as np
 
+from dataset.corpora.audiocaps import read_audiocaps
+from dataset.corpora.clotho import read_clotho
+from dataset.corpora.files import find_metadata, read_csv_any_encoding
 from dataset.manifest import atomic_write, write_csv
-from dataset.prepare_insper import find_metadata, read_audiocaps, read_clotho, read_csv_any_encoding
 
 RECALL_KS = (1, 5, 10)
 MAP_K = 10

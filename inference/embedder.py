@@ -40,9 +40,10 @@ import os
 import numpy as np
 import torch
 
-from curation.embed import audio_batch_encoder, encode_texts, model_fingerprint
 from dataset.audio import AudioReadError, load_audio
 from dataset.clips import AudioClips, collate_audio
+from embeddings.encoders import audio_batch_encoder, encode_texts
+from embeddings.keys import model_fingerprint
 from evaluation.zeroshot import build_prompts, prompt_embeddings, rank_classes
 from experiment.checkpoints import checkpoint_dirs
 from experiment.weights import WHOLE_MODEL_FLAGS, build_model, find_run_hparams, load_weights, read_architecture
@@ -390,7 +391,7 @@ class ClapEmbedder:
 
     @property
     def fingerprint(self):
-        """A short hash of the weights (:func:`curation.embed.model_fingerprint`), computed once."""
+        """A short hash of the weights (:func:`embeddings.keys.model_fingerprint`), computed once."""
         if self._fingerprint is None:
             self._fingerprint = model_fingerprint(self.model)
         return self._fingerprint

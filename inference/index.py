@@ -24,8 +24,8 @@ import os
 
 import numpy as np
 
-from curation.embed import read_path_list, write_path_list
 from dataset.manifest import atomic_write
+from embeddings.lists import read_path_list, write_path_list
 from experiment.checkpoints import SELECTIONS, find_checkpoint
 from inference.embedder import ClapEmbedder
 from models.factory import ARCHITECTURE_KEYS

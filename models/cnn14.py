@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.frontend import LogmelFilterBank, Spectrogram
+from models.frontend import LogmelFilterBank, Spectrogram, float32_features
 
 __all__ = ["Cnn14", "ConvBlock", "SpecAugment", "cnn14_channels"]
 
@@ -279,8 +279,8 @@ class Cnn14(nn.Module):
         >>> feats.dtype
         torch.float32
         """
-        with torch.autocast(device_type=wav.device.type, enabled=False):
-            wav = wav.to(torch.promote_types(wav.dtype, torch.float32))
+        guard, wav = float32_features(wav)
+        with guard:
             return self.logmel_extractor(self.spectrogram_extractor(wav))
 
     def forward(self, wav: torch.Tensor) -> dict:

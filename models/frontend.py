@@ -31,6 +31,7 @@ __all__ = [
     "reference_logmel",
     "hz_to_mel",
     "mel_to_hz",
+    "float32_features",
 ]
 
 # Power floor of PANNs' power_to_db (amin), i.e. -100 dB.
@@ -514,3 +515,28 @@ def reference_logmel(
     power = spec.real**2 + spec.imag**2
     mel = power @ _mel_filterbank_f64(sample_rate, n_fft, n_mels, fmin, fmax)
     return 10.0 * np.log10(np.maximum(mel, AMIN))
+
+
+def float32_features(wav: torch.Tensor):
+    """The guard every log-mel front end runs under: autocast off, the waveform in (at least) float32.
+
+    Under fp16 autocast the power spectrum of a loud clip overflows (65504) and silence's floor rounds
+    to 0; under bf16 the mel product would lose precision for nothing. So the STFT and the mel product
+    always see float32 (float64 stays float64).
+
+    Returns
+    -------
+    guard : torch.autocast
+        The context to run the front end in.
+    wav : torch.Tensor
+        ``wav`` in ``promote_types(wav.dtype, float32)``.
+
+    Example
+    -------
+    >>> guard, x = float32_features(torch.zeros(2, 8, dtype=torch.float16))
+    >>> with guard:
+    ...     x.dtype
+    torch.float32
+    """
+    guard = torch.autocast(device_type=wav.device.type, enabled=False)
+    return guard, wav.to(torch.promote_types(wav.dtype, torch.float32))

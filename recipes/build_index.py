@@ -39,11 +39,14 @@ import logging
 import os
 import sys
 
-from experiment.safety import run_cli
-from curation.embed import embed_audio_files, load_audio_set, read_path_list
 from dataset.audio import AUDIO_EXTENSIONS, list_audio_files
+from embeddings.extract import embed_audio_files
+from embeddings.lists import read_path_list
+from embeddings.options import AudioEmbeddingOptions
+from embeddings.store import load_audio_set
 from experiment.inputs import positive_int
 from experiment.lock import hold_folder_lock
+from experiment.safety import run_cli
 from inference.embedder import ClapEmbedder
 from inference.index import (
     EMB_DIR, FORMAT_VERSION, INDEX_TYPES, add_model_arguments, check_listable, make_index, model_load_args,
@@ -103,12 +106,12 @@ def main(argv=None):
     embedder = ClapEmbedder.from_pretrained(**load_args)
     emb_dir = os.path.join(out, EMB_DIR)
     print(f"Embedding {len(paths)} files with {embedder.source} into {out}", flush=True)
-    embedded = embed_audio_files(
-        embedder.model, paths, emb_dir, sample_rate=embedder.sample_rate, duration=embedder.eval_duration,
+    embedded = embed_audio_files(embedder.model, paths, emb_dir, AudioEmbeddingOptions(
+        sample_rate=embedder.sample_rate, duration=embedder.eval_duration,
         chunking=True, max_chunks=args.max_chunks, batch_size=args.batch_size, shard_size=args.shard_size,
         num_workers=args.num_workers, dtype="float32", device=embedder.device, progress=not args.noprogressbar,
         model_id=embedder.fingerprint, precision=embedder.precision,
-    )
+    ))
     emb, kept, _ = load_audio_set(emb_dir)
     if len(kept) == 0:
         raise SystemExit(

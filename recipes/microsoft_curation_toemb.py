@@ -6,7 +6,7 @@ AudioSet) and every distinct caption of ``--text_pathfile`` (a caption CSV
 such as the teacher's ``save/train_raw.csv``) goes through the teacher; the
 L2-normalised embeddings land in ``<output_folder>/save`` (the ``emb_dir`` of
 ``retrieve_from_emb_thresh.py`` and ``retrieve_ds_t2t.py``) with the ordered
-path list and caption table they belong to (see :mod:`curation.embed`).
+path list and caption table they belong to (see :mod:`embeddings.store`).
 Killed midway, the same command resumes from the shards already written and
 ends with the same bytes as an uninterrupted run. Run again after the audio
 changed, it embeds only the clips whose file is new or has another size or
@@ -32,13 +32,16 @@ import sys
 import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process
 
-from curation.embed import caption_table, embed_audio_files, embed_captions, model_fingerprint, read_path_list
 from curation.paper_outputs import export_embedding_step
 from dataset.manifest import read_caption_csv
+from embeddings.extract import embed_audio_files, embed_captions
+from embeddings.keys import model_fingerprint
+from embeddings.lists import caption_table, read_path_list
+from embeddings.options import AudioEmbeddingOptions, CaptionEmbeddingOptions
 from experiment.arguments import inference_precision, rank_and_world, setup
 from experiment.lock import hold_folder_lock
-from experiment.weights import load_eval_model
 from experiment.safety import run_cli
+from experiment.weights import load_eval_model
 
 logger = logging.getLogger(__name__)
 
@@ -67,22 +70,21 @@ def main(argv=None):
         print(f"Embedding {len(paths)} clips" + (f" and {len(table)} distinct captions" if table else "")
               + f" into {emb_dir} ({precision})", flush=True)
 
-    audio = embed_audio_files(
-        model, paths, emb_dir,
+    audio = embed_audio_files(model, paths, emb_dir, AudioEmbeddingOptions(
         sample_rate=hparams["sample_rate"], duration=hparams["eval_duration"], crop=hparams["eval_crop"],
         chunking=hparams["audio_chunking"], max_chunks=hparams["max_chunks"],
         batch_size=hparams["batch_size"], shard_size=hparams["shard_size"], num_workers=hparams["num_workers"],
         dtype=hparams["emb_dtype"], device=device, rank=rank, world_size=world_size, progress=progress,
         model_id=fingerprint, precision=precision,
-    )
+    ))
     text = None
     if table is not None:
-        text = embed_captions(
-            model, hparams["tokenizer"], table, emb_dir, max_length=hparams["text_max_length"],
+        text = embed_captions(model, hparams["tokenizer"], table, emb_dir, CaptionEmbeddingOptions(
+            max_length=hparams["text_max_length"],
             batch_size=hparams["text_batch_size"], shard_size=16 * hparams["text_batch_size"],
             dtype=hparams["emb_dtype"], device=device, rank=rank, world_size=world_size, progress=progress,
             model_id=fingerprint, precision=precision,
-        )
+        ))
     if if_main_process():
         export_embedding_step(hparams, emb_dir, model, device, precision)  # --aud_svpth / --txt_svpth (paper's files)
         print(

@@ -40,14 +40,18 @@ import sys
 import numpy as np
 import speechbrain as sb
 
-from curation.embed import embed_audio_files, encode_texts, load_audio_set, model_fingerprint, read_skipped
+from embeddings.encoders import encode_texts
+from embeddings.extract import embed_audio_files
+from embeddings.keys import model_fingerprint
+from embeddings.options import AudioEmbeddingOptions
+from embeddings.store import load_audio_set, read_skipped
 from evaluation.retrieval import (
     RESULTS_JSON, chance_levels, drop_clips, format_table, read_retrieval_set, retrieval_metrics, write_results,
 )
 from experiment.arguments import inference_precision, setup
 from experiment.lock import hold_folder_lock
-from experiment.weights import load_eval_model
 from experiment.safety import run_cli
+from experiment.weights import load_eval_model
 
 logger = logging.getLogger(__name__)
 
@@ -79,12 +83,12 @@ def main(argv=None):
     precision = inference_precision(hparams, run_opts)
     progress = not run_opts.get("noprogressbar", False)
     emb_dir = os.path.join(folder, EMB_SUBFOLDER)
-    embed_audio_files(
-        model, clips, emb_dir, sample_rate=hparams["sample_rate"], duration=hparams["eval_duration"],
+    embed_audio_files(model, clips, emb_dir, AudioEmbeddingOptions(
+        sample_rate=hparams["sample_rate"], duration=hparams["eval_duration"],
         crop=hparams["eval_crop"], chunking=hparams["audio_chunking"], max_chunks=hparams["max_chunks"],
         batch_size=hparams["batch_size"], num_workers=hparams["num_workers"], dtype="float32", device=device,
         progress=progress, model_id=model_fingerprint(model), precision=precision,
-    )
+    ))
     audio_emb, _, _ = load_audio_set(emb_dir)
     skipped = read_skipped(emb_dir)
     unreadable = [row["wav_path"] for row in skipped]

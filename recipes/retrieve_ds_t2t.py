@@ -35,18 +35,18 @@ import speechbrain as sb
 from curation.builders import (
     ds_prompts, eval_freesound_ids, caption_ids_in, row_ids, select_ds_captions, write_summary,
 )
-from curation.embed import (
-    STORAGE_DTYPES, caption_table, encode_texts, list_digest, load_embedding_info, model_fingerprint, save_npy,
-    update_info, write_caption_table,
-)
 from curation.join import PairStats
 from curation.paper_files import first_rows, load_paper_rows
 from dataset.labels import dataset_labels, labels_in_file_order
 from dataset.manifest import read_caption_csv, write_csv
+from embeddings.encoders import encode_texts
+from embeddings.keys import list_digest, model_fingerprint
+from embeddings.lists import caption_table, write_caption_table
+from embeddings.store import STORAGE_DTYPES, load_embedding_info, save_npy, update_info
 from experiment.arguments import inference_precision, setup
 from experiment.lock import hold_folder_lock
-from experiment.weights import load_eval_model
 from experiment.safety import run_cli
+from experiment.weights import load_eval_model
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,63 @@ def caption_embeddings(model, hparams, table, emb_dir, device, fingerprint, prog
         max_length=hparams["text_max_length"], device=device, progress=progress, desc="captions", precision=precision,
     )
     return emb.astype(STORAGE_DTYPES[dtype])
+
+
+def eval_overlap_ids(hparams):
+    """``(eval_ids, eval_source)``: the Freesound ids of the evaluation set's recordings, for the overlap audit
+    (a training recording that is also an evaluation recording); ``eval_source`` None when there is none."""
+    eval_ids, eval_source = set(), None
+    if hparams.get("eval_meta_path"):
+        eval_ids, eval_source = eval_freesound_ids(hparams["eval_meta_path"])
+        if not eval_ids:
+            # TUT 2017 has no Freesound ids: nothing to audit.
+            eval_source = None
+    elif hparams["drop_eval_overlap"]:
+        raise SystemExit(
+            "--drop_eval_overlap=True needs --eval_meta_path or --zs_data_folder (the evaluation set's metadata)."
+        )
+    return eval_ids, eval_source
+
+
+def ds_pairs(rows, by_caption, extra, eval_ids, drop_eval_overlap):
+    """``(pairs, overlap_pairs, dropped_pairs)``: the DS pairs, every training row whose caption was kept
+    (``by_caption``: its label and similarity), with the original audio. A row recorded from an evaluation
+    recording is an overlap; dropped on request."""
+    pairs, overlap_pairs, dropped_pairs = [], 0, 0
+    for row in rows:
+        hit = by_caption.get((row.get("caption") or "").strip())
+        if hit is None:
+            continue
+        in_eval = any(i in eval_ids for i in row_ids(row.get("source_id")))
+        overlap_pairs += in_eval
+        if in_eval and drop_eval_overlap:
+            dropped_pairs += 1
+            continue
+        pair = {"ID": row["ID"], "wav_path": row["wav_path"], "caption": row["caption"], "similarity": f"{hit[1]:.6f}",
+                "label": hit[0]}
+        pair.update({f: row.get(f, "") for f in extra})
+        pairs.append(pair)
+    return pairs, overlap_pairs, dropped_pairs
+
+
+def log_summary(zs_dataset, summary):
+    """Logs the counts, the overlap audit, the similarity histogram and the labels with most captions."""
+    lines = [
+        f"DS {zs_dataset}: {summary['pairs_kept']} / {summary['pairs_total']} pairs kept "
+        f"({summary['captions_kept']} / {summary['captions_total']} distinct captions, "
+        f"threshold {summary['threshold']}); "
+        f"{summary['labels_with_caption']} / {summary['labels']} labels have a caption",
+    ]
+    if summary["eval_ids_from"]:
+        lines.append(
+            f"  evaluation overlap ({summary['eval_ids_from']}): {summary['eval_overlap_pairs']} pairs "
+            f"({summary['eval_overlap_dropped']} dropped), "
+            f"{summary['eval_overlap_captions']} captions ({summary['eval_overlap_captions_dropped']} dropped)"
+        )
+    lines += [f"  {k:<13} {v}" for k, v in summary["similarity_histogram"].items()]
+    top = list(summary["captions_per_label"].items())[:10]
+    lines.append("  captions per label: " + ", ".join(f"{k} {v}" for k, v in top))
+    logger.info("%s", "\n".join(lines))
 
 
 def main(argv=None):
@@ -116,36 +173,11 @@ def main(argv=None):
     kept, label_of, sim = select_ds_captions(caption_emb, prompt_emb, hparams["sim_threshold"],
                                              block=hparams["caption_bs"])
 
-    # Overlap audit: a training recording that is also an evaluation recording.
-    eval_ids, eval_source = set(), None
-    if hparams.get("eval_meta_path"):
-        eval_ids, eval_source = eval_freesound_ids(hparams["eval_meta_path"])
-        if not eval_ids:
-            # TUT 2017 has no Freesound ids: nothing to audit.
-            eval_source = None
-    elif hparams["drop_eval_overlap"]:
-        raise SystemExit(
-            "--drop_eval_overlap=True needs --eval_meta_path or --zs_data_folder (the evaluation set's metadata)."
-        )
-    # DS pairs: every training row whose caption was kept (original audio). A row
-    # recorded from an evaluation recording is an overlap; dropped on request.
+    eval_ids, eval_source = eval_overlap_ids(hparams)
+    extra = [f for f in ("source", "source_id") if rows and f in rows[0]]
     by_caption = {table[c]["caption"]: (labels[label_index], s)
                   for c, label_index, s in zip(kept.tolist(), label_of.tolist(), sim.tolist())}
-    extra = [f for f in ("source", "source_id") if rows and f in rows[0]]
-    pairs, overlap_pairs, dropped_pairs = [], 0, 0
-    for row in rows:
-        hit = by_caption.get((row.get("caption") or "").strip())
-        if hit is None:
-            continue
-        in_eval = any(i in eval_ids for i in row_ids(row.get("source_id")))
-        overlap_pairs += in_eval
-        if in_eval and hparams["drop_eval_overlap"]:
-            dropped_pairs += 1
-            continue
-        pair = {"ID": row["ID"], "wav_path": row["wav_path"], "caption": row["caption"], "similarity": f"{hit[1]:.6f}",
-                "label": hit[0]}
-        pair.update({f: row.get(f, "") for f in extra})
-        pairs.append(pair)
+    pairs, overlap_pairs, dropped_pairs = ds_pairs(rows, by_caption, extra, eval_ids, hparams["drop_eval_overlap"])
     # DS captions for ADS: a caption written for an evaluation recording is an overlap too.
     caption_flagged = caption_ids_in(table, eval_ids)
     overlap_captions = int(caption_flagged[kept].sum())
@@ -188,20 +220,7 @@ def main(argv=None):
         "target_csv_path": os.path.abspath(hparams["target_csv_path"]), "precision": precision,
     })
 
-    lines = [
-        f"DS {hparams['zs_dataset']}: {len(pairs)} / {len(rows)} pairs kept "
-        f"({int(kept.size)} / {len(table)} distinct captions, threshold {hparams['sim_threshold']}); "
-        f"{summary['labels_with_caption']} / {len(labels)} labels have a caption",
-    ]
-    if eval_source:
-        lines.append(
-            f"  evaluation overlap ({eval_source}): {overlap_pairs} pairs ({dropped_pairs} dropped), "
-            f"{overlap_captions} captions ({summary['eval_overlap_captions_dropped']} dropped)"
-        )
-    lines += [f"  {k:<13} {v}" for k, v in summary["similarity_histogram"].items()]
-    top = list(summary["captions_per_label"].items())[:10]
-    lines.append("  captions per label: " + ", ".join(f"{k} {v}" for k, v in top))
-    logger.info("%s", "\n".join(lines))
+    log_summary(hparams["zs_dataset"], summary)
     print(f"DS pairs: {os.path.abspath(hparams['ds_pairs_csv'])}; "
           f"DS caption embeddings for ADS: {os.path.abspath(os.path.join(emb_dir, name + '_emb.npy'))}", flush=True)
     return summary

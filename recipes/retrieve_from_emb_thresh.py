@@ -37,9 +37,10 @@ from curation.builders import (
     best_match_profile, caption_ids_in, caption_repeats, eval_freesound_ids, format_summary, write_curated_pairs,
     write_summary,
 )
-from curation.embed import load_audio_set, load_caption_set, read_path_list, read_skipped
 from curation.join import resolve_join_precision
 from curation.paper_files import load_paper_audio_set, load_paper_caption_set, paper_embedding_files
+from embeddings.lists import read_path_list
+from embeddings.store import load_audio_set, load_caption_set, read_skipped
 from experiment.arguments import select_device, setup
 from experiment.lock import hold_folder_lock
 from experiment.safety import run_cli

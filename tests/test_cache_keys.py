@@ -13,12 +13,13 @@ import soundfile as sf
 import torch
 
 from conftest import TINY_CLAP, load_script, tiny_clap, write_tiny_bert
-from curation import embed
-from curation.embed import (
-    AUDIO_EMB, AUDIO_PATHS, AUDIO_SKIPPED, AUDIO_STAT, INFO, embed_audio_files, load_audio_set, load_embedding_info,
-    read_skipped,
-)
 from dataset.manifest import read_csv, write_csv
+from embeddings import extract, shards, update
+from embeddings.extract import embed_audio_files
+from embeddings.options import AudioEmbeddingOptions
+from embeddings.store import (
+    AUDIO_EMB, AUDIO_PATHS, AUDIO_SKIPPED, AUDIO_STAT, INFO, load_audio_set, load_embedding_info, read_skipped,
+)
 
 SR = 16000
 UPDATE = "2 unchanged, 1 changed (re-embedded), 1 new, 1 removed"
@@ -58,14 +59,14 @@ def change_collection(a, b, c, d, e, seed=99):
 def loaded(monkeypatch):
     """The files the embedding step decodes (every file that goes through the model)."""
     seen = []
-    real = embed.AudioClips
+    real = extract.AudioClips
 
     class Spy(real):
         def __init__(self, paths, *args, **kwargs):
             seen.extend(paths)
             super().__init__(paths, *args, **kwargs)
 
-    monkeypatch.setattr(embed, "AudioClips", Spy)
+    monkeypatch.setattr(extract, "AudioClips", Spy)
     return seen
 
 
@@ -92,12 +93,12 @@ def five_clips(folder, written=0):
     return paths
 
 
-# ------------------------------------------------------------- curation.embed
+# ------------------------------------------------------------- embeddings
 def run(model, paths, out, **kwargs):
     opts = dict(sample_rate=SR, duration=0.5, batch_size=2, shard_size=2, progress=False, model_id="m",
                 dtype="float32")
     opts.update(kwargs)
-    return embed_audio_files(model, paths, str(out), **opts)
+    return embed_audio_files(model, paths, str(out), AudioEmbeddingOptions(**opts))
 
 
 def test_changed_removed_and_new_files_are_followed(tiny, tmp_path, caplog, loaded):
@@ -112,7 +113,7 @@ def test_changed_removed_and_new_files_are_followed(tiny, tmp_path, caplog, load
     # The silent error of a cache keyed on names: b rewritten in place, the same list, its old row kept.
     rewrite_in_place(b, 50)
     loaded.clear()
-    with caplog.at_level(logging.INFO, logger="curation.embed"):
+    with caplog.at_level(logging.INFO, logger="embeddings"):
         run(model, [a, b, c, d], out)
     np.testing.assert_allclose(load_audio_set(str(out))[0][1], fresh_rows(model, [b], tmp_path / "b50")[0], atol=1e-6)
     assert "3 unchanged, 1 changed (re-embedded), 0 new, 0 removed" in caplog.text and loaded == [b, b]
@@ -120,7 +121,7 @@ def test_changed_removed_and_new_files_are_followed(tiny, tmp_path, caplog, load
     change_collection(a, b, c, d, e)
     loaded.clear()
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="curation.embed"):
+    with caplog.at_level(logging.INFO, logger="embeddings"):
         info = run(model, [a, b, d, e], out)
     assert UPDATE in caplog.text and info["update"] == COUNTS
     assert loaded == [b, e]  # a and d were not decoded again
@@ -137,7 +138,7 @@ def test_changed_removed_and_new_files_are_followed(tiny, tmp_path, caplog, load
     # Nothing changed since: nothing is decoded.
     loaded.clear()
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="curation.embed"):
+    with caplog.at_level(logging.INFO, logger="embeddings"):
         again = run(model, [a, b, d, e], out)
     assert loaded == [] and "up to date" in caplog.text and again == info
 
@@ -150,7 +151,7 @@ def test_a_listed_file_deleted_or_restored_and_a_new_order(tiny, tmp_path, caplo
     run(model, [a, b, c], out)
     first = np.array(load_audio_set(str(out))[0])
     os.remove(b)
-    with caplog.at_level(logging.INFO, logger="curation.embed"):
+    with caplog.at_level(logging.INFO, logger="embeddings"):
         info = run(model, [a, b, c], out)
     assert "2 unchanged, 1 changed (re-embedded), 0 new, 0 removed" in caplog.text
     assert info["rows"] == 2 and [int(r["index"]) for r in read_skipped(str(out))] == [1]
@@ -182,7 +183,7 @@ def test_a_cache_of_an_older_version_is_embedded_again(tiny, tmp_path, caplog, l
     rows = read_csv(out / AUDIO_SKIPPED)
     write_csv(out / AUDIO_SKIPPED, rows, fieldnames=["index", "wav_path", "error"])
     loaded.clear()
-    with caplog.at_level(logging.INFO, logger="curation.embed"):
+    with caplog.at_level(logging.INFO, logger="embeddings"):
         run(model, [a, b, c], out)
     assert "older version" in caplog.text and loaded == [a, b, c]
     assert all(open(out / n, "rb").read() == data for n, data in reference.items())
@@ -202,7 +203,7 @@ def test_killed_update_resumes_to_the_same_files(tiny, tmp_path, monkeypatch):
     new_list = [a, b, d, e]
     run(model, new_list, tmp_path / "one", batch_size=1, shard_size=1)
 
-    real_save = embed._save_shard
+    real_save = shards._save_shard
     saved = []
 
     def dying_save(path, *args):
@@ -211,19 +212,19 @@ def test_killed_update_resumes_to_the_same_files(tiny, tmp_path, monkeypatch):
         saved.append(path)
         real_save(path, *args)
 
-    monkeypatch.setattr(embed, "_save_shard", dying_save)
+    monkeypatch.setattr(shards, "_save_shard", dying_save)
     with pytest.raises(KeyboardInterrupt):
         run(model, new_list, tmp_path / "two", batch_size=1, shard_size=1)
-    monkeypatch.setattr(embed, "_save_shard", real_save)
+    monkeypatch.setattr(shards, "_save_shard", real_save)
     run(model, new_list, tmp_path / "two", batch_size=1, shard_size=1)
 
-    real_update = embed._update_info
-    monkeypatch.setattr(embed, "_update_info", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    real_update = update.update_info
+    monkeypatch.setattr(update, "update_info", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         run(model, new_list, tmp_path / "three", batch_size=1, shard_size=1)
     with pytest.raises(SystemExit, match="half updated"):
         load_audio_set(str(tmp_path / "three"))
-    monkeypatch.setattr(embed, "_update_info", real_update)
+    monkeypatch.setattr(update, "update_info", real_update)
     run(model, new_list, tmp_path / "three", batch_size=1, shard_size=1)
 
     names = [AUDIO_EMB, AUDIO_PATHS, AUDIO_STAT, AUDIO_SKIPPED]
@@ -259,7 +260,7 @@ def test_build_index_follows_the_folder(tiny, tmp_path, caplog, loaded):
 
     change_collection(a, b, c, d, e)
     loaded.clear()
-    with caplog.at_level(logging.INFO, logger="curation.embed"):
+    with caplog.at_level(logging.INFO, logger="embeddings"):
         info = build_index.main(argv)
     assert UPDATE in caplog.text and loaded == [b, e]
     index, paths, _ = load_index(str(out))

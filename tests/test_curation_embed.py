@@ -9,11 +9,11 @@ import soundfile as sf
 import torch
 
 from conftest import tiny_clap as build_tiny_clap, write_tiny_bert
-from curation import embed
-from curation.embed import (
-    AUDIO_EMB, AUDIO_PATHS, AUDIO_SKIPPED, caption_table, embed_audio_files, embed_captions,
-    load_audio_set, load_caption_set, read_skipped,
-)
+from embeddings import shards, update
+from embeddings.extract import embed_audio_files, embed_captions
+from embeddings.lists import caption_table
+from embeddings.options import AudioEmbeddingOptions, CaptionEmbeddingOptions
+from embeddings.store import AUDIO_EMB, AUDIO_PATHS, AUDIO_SKIPPED, load_audio_set, load_caption_set, read_skipped
 from models.text_encoder import load_tokenizer
 
 SR = 16000
@@ -48,7 +48,7 @@ def clip_list(tmp_path_factory):
 def run(model, paths, out, **kwargs):
     opts = dict(sample_rate=SR, duration=0.5, batch_size=3, shard_size=3, progress=False, model_id="m")
     opts.update(kwargs)
-    return embed_audio_files(model, paths, str(out), **opts)
+    return embed_audio_files(model, paths, str(out), AudioEmbeddingOptions(**opts))
 
 
 def same_files(a, b, names=FILES):
@@ -88,7 +88,7 @@ def test_resume_uses_existing_shards_and_gives_the_same_bytes(tiny_clap, clip_li
     model, _ = tiny_clap
     run(model, clip_list, tmp_path / "full", dtype="float32")
     # Kill after two shards: the third shard write raises.
-    real_save, calls = embed._save_shard, []
+    real_save, calls = shards._save_shard, []
 
     def dying_save(path, *args):
         calls.append(path)
@@ -96,10 +96,10 @@ def test_resume_uses_existing_shards_and_gives_the_same_bytes(tiny_clap, clip_li
             raise KeyboardInterrupt
         real_save(path, *args)
 
-    monkeypatch.setattr(embed, "_save_shard", dying_save)
+    monkeypatch.setattr(shards, "_save_shard", dying_save)
     with pytest.raises(KeyboardInterrupt):
         run(model, clip_list, tmp_path / "resumed", dtype="float32")
-    monkeypatch.setattr(embed, "_save_shard", lambda path, *a: (calls.append(path), real_save(path, *a)))
+    monkeypatch.setattr(shards, "_save_shard", lambda path, *a: (calls.append(path), real_save(path, *a)))
     calls.clear()
     run(model, clip_list, tmp_path / "resumed", dtype="float32")
     assert len(calls) == 3  # 5 shards, 2 already there
@@ -113,7 +113,7 @@ def test_resume_uses_existing_shards_and_gives_the_same_bytes(tiny_clap, clip_li
 
 def test_resume_with_other_options_is_refused(tiny_clap, clip_list, tmp_path, monkeypatch):
     model, _ = tiny_clap
-    monkeypatch.setattr(embed, "_merge_update", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(update, "merge_update", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         run(model, clip_list, tmp_path)
     with pytest.raises(SystemExit, match="duration"):
@@ -141,7 +141,8 @@ def test_caption_embeddings_and_table(tiny_clap, tmp_path):
         {"ID": "c", "wav_path": "/c.wav", "caption": 'A dog barks, "twice".', "source": "fsd50k", "source_id": "13"},
     ]
     table = caption_table(rows)
-    embed_captions(model, tokenizer, table, str(tmp_path), batch_size=2, shard_size=2, progress=False, model_id="m")
+    embed_captions(model, tokenizer, table, str(tmp_path),
+                   CaptionEmbeddingOptions(batch_size=2, shard_size=2, progress=False, model_id="m"))
     emb, got, info = load_caption_set(str(tmp_path), "text")
     assert emb.shape == (2, 16) and info["rows"] == 2 and info["model"] == "m"
     assert [(t["caption"], t["source_ids"], t["n_rows"]) for t in got] == [('A dog barks, "twice".', "11;13", 2),

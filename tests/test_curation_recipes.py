@@ -16,9 +16,9 @@ import pytest
 
 from conftest import REPO, TOY_MODEL, TOY_TRAINING, check_ok, run_script, yaml_keys
 from curation.join import brute_force_join
-from curation.embed import read_caption_table
 from dataset.labels import dataset_labels
 from dataset.manifest import read_caption_csv, write_csv
+from embeddings.lists import read_caption_table
 
 TOEMB = "recipes/microsoft_curation_toemb.py"
 RETRIEVE = "recipes/retrieve_from_emb_thresh.py"

@@ -22,10 +22,10 @@ import torchaudio
 
 from conftest import REPO, check_ok, run_script
 from curation.builders import caption_repeats, write_curated_pairs
-from curation.embed import caption_table, write_caption_table, write_path_list
 from dataset.audio import load_audio, paper_crop_offset, resampled_length
 from dataset.clips import AudioClips
 from dataset.manifest import read_caption_csv
+from embeddings.lists import caption_table, write_caption_table, write_path_list
 from models.cnn14 import Cnn14
 from models.loss import ClapLoss, SoftClapLoss
 from test_hparams_variants import load_hparams_data

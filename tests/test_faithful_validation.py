@@ -18,8 +18,9 @@ import yaml
 
 from conftest import REPO, check_ok, run_script
 from dataset.clips import EpochState
+from dataset.corpora.cleaning import CAPTION_CLEANING, clean_caption, clean_captions
 from dataset.manifest import read_caption_csv, read_csv, write_csv
-from dataset.prepare_insper import CAPTION_CLEANING, clean_caption, clean_captions, prepare_insper
+from dataset.prepare_insper import prepare_insper
 from experiment.checkpoints import checkpoint_dirs, find_checkpoint
 from experiment.inputs import CHOICES
 from training.run import dataio_prep, prepare_manifests, validation_manifest

@@ -179,7 +179,7 @@ def test_parallel_section_updates_of_one_embedding_folder_are_all_kept(tmp_path)
     """DS stages of several target sets run at once and each adds its section to one embeddings.json."""
     import multiprocessing
 
-    from curation.embed import load_embedding_info
+    from embeddings.store import load_embedding_info
 
     ctx = multiprocessing.get_context("fork")
     procs = [ctx.Process(target=_add_sections, args=(str(tmp_path), w)) for w in range(4)]
@@ -193,7 +193,7 @@ def test_parallel_section_updates_of_one_embedding_folder_are_all_kept(tmp_path)
 
 
 def _add_sections(folder, worker):
-    from curation.embed import update_info
+    from embeddings.store import update_info
 
     for i in range(25):
         update_info(folder, f"ds_{worker}_{i}", {"rows": i})

@@ -450,7 +450,7 @@ FAITHFUL = {
     "curation_mixing": ("replace", "insert"),
     # the paper code's clamp of each scaled cosine at 100; ours: the temperature clamped (models.loss)
     "logit_clamp": ("logits", "scale"),
-    # the corpora's captions cleaned as the paper's code prepares them (dataset.prepare_insper.clean_captions)
+    # the corpora's captions cleaned as the paper's code prepares them (dataset.corpora.cleaning.clean_captions)
     "caption_cleaning": ("paper", "none"),
     # validation on held-out captions, checkpoints kept by its loss (valid_pct: 0: by the training loss);
     # True adds zero-shot accuracy and keeps checkpoints by it (selects on the test folds unless zs_folds)

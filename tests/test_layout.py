@@ -10,7 +10,8 @@ import pytest
 from conftest import REPO
 
 #: The project's packages, lowest first: each may import only the packages before it (and itself).
-LAYERS = ["models", "dataset", "experiment", "evaluation", "curation", "training", "inference", "pipeline"]
+LAYERS = ["models", "dataset", "experiment", "evaluation", "embeddings", "curation", "training", "inference",
+          "pipeline"]
 SCRIPT_LIMIT = 300
 
 

@@ -445,7 +445,7 @@ def test_zeroshot_on_a_loss_only_run_stops_instead_of_scoring_other_weights(orig
 
 def test_curation_embeds_with_the_selected_checkpoint_of_a_paper_code_run(original, tmp_path):
     """The paper's embedding YAML (use_maxacc_ep: True): the recorded model fingerprint is the source model's."""
-    from curation.embed import model_fingerprint
+    from embeddings.keys import model_fingerprint
 
     toemb = load_script("microsoft_curation_toemb")
     paths = tmp_path / "paths.txt"

@@ -251,7 +251,8 @@ def test_du_joins_the_paper_codes_embedding_files_named_by_flags(tmp_path):
 
 def test_the_same_pairs_from_our_files_and_from_the_paper_codes(tmp_path):
     """Our embedding folder holding the same rows gives the same curation CSV, byte for byte."""
-    from curation.embed import caption_table, save_npy, write_caption_table, write_path_list
+    from embeddings.lists import caption_table, write_caption_table, write_path_list
+    from embeddings.store import save_npy
 
     files = write_paper_embeddings(tmp_path / "paper")
     _, paper_csv = run_join("audioset_insper_duv2_retr.yaml", tmp_path / "paper",
@@ -306,7 +307,7 @@ def test_mismatched_paper_files_are_refused_with_the_flags_named(tmp_path, chang
 
 def test_ds_reads_the_paper_codes_caption_embeddings_and_label_file(tmp_path, tiny_model_file):
     """retrieve_ds_t2t.py with --target_emb_path (rows = rows of --target_csv_path) and --label_encoder_path."""
-    from curation.embed import encode_texts
+    from embeddings.encoders import encode_texts
     from models.text_encoder import load_tokenizer
 
     clap, bert = tiny_model_file

@@ -13,9 +13,11 @@ import soundfile as sf
 import torch
 
 from conftest import TINY_CLAP, load_script, tiny_clap, write_tiny_bert
-from curation.embed import encode_texts, load_audio_set, load_caption_set, read_path_list
 from curation.paper_outputs import write_audio_rows, write_caption_rows
 from dataset.manifest import read_caption_csv, write_csv
+from embeddings.encoders import encode_texts
+from embeddings.lists import read_path_list
+from embeddings.store import load_audio_set, load_caption_set
 
 SR = TINY_CLAP["sample_rate"]
 

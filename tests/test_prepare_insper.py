@@ -11,16 +11,13 @@ import pytest
 import soundfile
 import yaml
 
+from dataset.corpora.audiocaps import read_audiocaps
+from dataset.corpora.clotho import read_clotho
+from dataset.corpora.fsd50k import read_fsd50k
+from dataset.corpora.macs import read_macs
+from dataset.corpora.user_csv import read_user_csv
 from dataset.manifest import read_caption_csv, read_csv, write_csv
-from dataset.prepare_insper import (
-    INSPER_FIELDS,
-    prepare_insper,
-    read_audiocaps,
-    read_clotho,
-    read_fsd50k,
-    read_macs,
-    read_user_csv,
-)
+from dataset.prepare_insper import INSPER_FIELDS, prepare_insper
 
 SR = 16000
 
