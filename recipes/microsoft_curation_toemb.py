@@ -35,8 +35,9 @@ from speechbrain.utils.distributed import if_main_process
 from curation.embed import caption_table, embed_audio_files, embed_captions, model_fingerprint, read_path_list
 from curation.paper_outputs import export_embedding_step
 from dataset.manifest import read_caption_csv
-from experiment.arguments import inference_precision, rank_and_world, setup
+from experiment.command_line import setup
 from experiment.lock import hold_folder_lock
+from experiment.runtime import inference_precision, rank_and_world
 from experiment.weights import load_eval_model
 from experiment.safety import run_cli
 

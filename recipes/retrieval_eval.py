@@ -44,8 +44,9 @@ from curation.embed import embed_audio_files, encode_texts, load_audio_set, mode
 from evaluation.retrieval import (
     RESULTS_JSON, chance_levels, drop_clips, format_table, read_retrieval_set, retrieval_metrics, write_results,
 )
-from experiment.arguments import inference_precision, setup
+from experiment.command_line import setup
 from experiment.lock import hold_folder_lock
+from experiment.runtime import inference_precision
 from experiment.weights import load_eval_model
 from experiment.safety import run_cli
 

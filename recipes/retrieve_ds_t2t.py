@@ -43,8 +43,9 @@ from curation.join import PairStats
 from curation.paper_files import first_rows, load_paper_rows
 from dataset.labels import dataset_labels, labels_in_file_order
 from dataset.manifest import read_caption_csv, write_csv
-from experiment.arguments import inference_precision, setup
+from experiment.command_line import setup
 from experiment.lock import hold_folder_lock
+from experiment.runtime import inference_precision
 from experiment.weights import load_eval_model
 from experiment.safety import run_cli
 

@@ -21,7 +21,7 @@ from dataset.clips import EpochState
 from dataset.manifest import read_caption_csv, read_csv, write_csv
 from dataset.prepare_insper import CAPTION_CLEANING, clean_caption, clean_captions, prepare_insper
 from experiment.checkpoints import checkpoint_dirs, find_checkpoint
-from experiment.inputs import CHOICES
+from experiment.key_tables import CHOICES
 from training.run import dataio_prep, prepare_manifests, validation_manifest
 
 SR = 16000
@@ -181,7 +181,7 @@ def test_a_changed_caption_cleaning_prepares_again(corpora, tmp_path):
 
 
 def test_caption_cleaning_is_a_checked_choice_of_every_training_yaml(tmp_path):
-    from experiment.arguments import setup
+    from experiment.command_line import setup
 
     assert CHOICES["caption_cleaning"] == CAPTION_CLEANING
     with pytest.raises(SystemExit, match=r"--caption_cleaning=light: expected one of paper, none"):
