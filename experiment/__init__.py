@@ -15,5 +15,10 @@
   and loaded (from the files the flags name).
 - :mod:`experiment.lock`: one writer per output folder (a second run on a
   folder in use stops at once, naming the run that holds it).
-- :mod:`experiment.safety`: weights-only loading for everything a recipe loads.
+- :mod:`experiment.safety`: weights-only loading; :mod:`experiment.quiet`:
+  third-party start-up noise kept from the user (installed here, on import).
 """
+
+from experiment.quiet import quiet_third_party
+
+quiet_third_party()
