@@ -34,7 +34,7 @@ EXPECTED = {
     "softclap_train": (
         "python recipes/softclap_train.py hparams/insper/softclap_train.yaml \\",
         [("softclap_beta", "0.3", "Targets from the frozen teacher's within-modality cosines"),
-         ("softclap_targets", "paper", "paper | normalized"),
+         ("softclap_targets", "paper", "the targets: paper | normalized (see above)"),
          ("number_of_epochs", "20", "training epochs")]),
     "microsoft_zeroshot": (
         "python recipes/microsoft_zeroshot.py hparams/$DATASET/microsoft_zeroshot.yaml \\",
