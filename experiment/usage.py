@@ -70,7 +70,9 @@ def _split_comment(text):
 
 def _compact(value, lines):
     """A key's value on one line: a block of indented lines becomes ``{a: 1, b: 2}`` or ``[a, b]``."""
-    if lines and not value.startswith(_BUILT):
+    if lines and value.startswith(("[", "{")):  # a flow list or mapping continued on the next lines
+        value = " ".join([value] + [line.strip() for line in lines])
+    elif lines and not value.startswith(_BUILT):
         items = [line.strip() for line in lines]
         if all(item.startswith("- ") for item in items):
             value = (value + " " if value else "") + "[" + ", ".join(item[2:] for item in items) + "]"
@@ -95,11 +97,14 @@ def key_docs(text):
     ...               # (null: all five)
     ... opts:
     ...     batch_size: 4
+    ... flags: [--a=1,
+    ...         --b=2]
     ... '''
     >>> for row in key_docs(text): print(row)
     ('data_folder', '!PLACEHOLDER', 'Folder of the clips.', False)
     ('folds', 'null', 'folds scored, e.g. 1 (null: all five)', False)
     ('opts', '{batch_size: 4}', '', False)
+    ('flags', '[--a=1, --b=2]', '', False)
     """
     docs, above, lines = [], [], text.splitlines()
     i = 0
