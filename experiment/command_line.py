@@ -92,7 +92,8 @@ class CommandLine:
         argv = sys.argv[1:] if argv is None else list(argv)
         self.param_file, run_args, flags, wants_help = tokenize(argv)
         if wants_help:
-            print_recipe_help(self.param_file, run_option_arity())
+            given = None if self.param_file is None else (self.param_file, _read(self.param_file))
+            print_recipe_help(given, run_option_arity())
             raise SystemExit(0)
         if self.param_file is None:
             raise SystemExit(

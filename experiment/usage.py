@@ -174,15 +174,15 @@ def _run_options_line(run_options):
     return textwrap.fill("SpeechBrain's run options: " + " ".join(shown), _WIDTH, subsequent_indent="  ")
 
 
-def recipe_help(script, param_file, run_options):
+def recipe_help(script, given, run_options):
     """The help text of a recipe whose command line is ``<yaml> [--key=value ...]``.
 
     Arguments
     ---------
     script : str
         The script's path (its docstring gives the purpose and the "To run this recipe" block).
-    param_file : str or None
-        The YAML given on the command line; None: the first YAML the run commands name.
+    given : tuple or None
+        ``(path, text)`` of the YAML given on the command line; None: the first YAML the run commands name.
     run_options : dict
         SpeechBrain's run options (``{name: "flag" | "value" | "list"}``).
 
@@ -200,17 +200,16 @@ def recipe_help(script, param_file, run_options):
     parts.append(f"Usage: {command} <hparams YAML> [--key=value ...] [run options]\n"
                  "Every key of the YAML is a flag (--key=value; --key= is null); the paper code's names of keys "
                  "are accepted too.\n" + _run_options_line(run_options))
-    path = param_file or _default_yaml(block, root)
-    if path is None:
-        parts.append(f"Give the YAML to list its keys: {command} hparams/<...>.yaml --help")
-        return "\n\n".join(parts) + "\n"
-    if not os.path.isfile(path):
-        raise SystemExit(f"Hyperparameter file not found: {path} (the first argument, e.g. hparams/...yaml).")
-    with open(path, encoding="utf-8") as f:
-        docs = key_docs(f.read())
-    lines = [f"Keys of {path if param_file else os.path.relpath(path, root)} (--key=default, then its meaning):"]
-    if not param_file:
-        lines.insert(0, f"(The keys of another YAML: {command} <yaml> --help)")
+    if given is None:
+        path = _default_yaml(block, root)
+        if path is None:
+            parts.append(f"Give the YAML to list its keys: {command} hparams/<...>.yaml --help")
+            return "\n\n".join(parts) + "\n"
+        with open(path, encoding="utf-8") as f:
+            given = (os.path.relpath(path, root), f.read())
+        parts.append(f"(The keys of another YAML: {command} <yaml> --help)")
+    docs = key_docs(given[1])
+    lines = [f"Keys of {given[0]} (--key=default, then its meaning):"]
     lines += [_key_line(key, default, meaning) for key, default, meaning, built in docs if not built]
     built = [key for key, _, _, is_built in docs if is_built]
     if "model" in built:
@@ -223,10 +222,10 @@ def recipe_help(script, param_file, run_options):
     return "\n\n".join(parts) + "\n"
 
 
-def print_recipe_help(param_file, run_options):
+def print_recipe_help(given, run_options):
     """Prints :func:`recipe_help` of the running script (``__main__``) on stdout."""
     script = getattr(sys.modules.get("__main__"), "__file__", None) or sys.argv[0]
-    print(recipe_help(script, param_file, run_options), end="", flush=True)
+    print(recipe_help(script, given, run_options), end="", flush=True)
 
 
 class _FlagHelp(argparse.RawDescriptionHelpFormatter):
