@@ -33,7 +33,7 @@ import socket
 import sys
 import time
 
-from experiment.arguments import rank_and_world, warn_now
+from experiment.runtime import rank_and_world, warn_now
 
 __all__ = ["LOCK_FILE", "FolderLock", "hold_folder_lock"]
 

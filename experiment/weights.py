@@ -34,8 +34,8 @@ import os
 
 import yaml
 
-from experiment.aliases import PAPER_KEYS, Alias
-from experiment.arguments import select_device
+from experiment.paper_keys import PAPER_KEYS, Alias
+from experiment.runtime import select_device
 from experiment.checkpoints import find_checkpoint, model_file, resolve_selection
 from models.checkpoints import (
     CheckpointMismatchError, UnreadableCheckpointError, load_clap_checkpoint, load_model_checkpoint,
@@ -69,7 +69,7 @@ ORIGINAL_CHECKPOINT_HINT = (
 )
 
 #: The paper code's names of architecture keys (top level of its YAMLs) → ours: its renamed model keys,
-#: taken from the one table of its keys (:data:`experiment.aliases.PAPER_KEYS`).
+#: taken from the one table of its keys (:data:`experiment.paper_keys.PAPER_KEYS`).
 ORIGINAL_ARCHITECTURE_KEYS = {
     theirs: entry.key for theirs, entries in PAPER_KEYS.items() for entry in entries
     if isinstance(entry, Alias) and entry.key in MODEL_KEYS
@@ -289,7 +289,7 @@ def _plain_architecture_value(key, value):
 
 
 def _architecture_value(key, value):
-    # A mapping key given on the command line is saved as its YAML string (experiment.arguments._whole_mappings).
+    # A mapping key given on the command line is saved as its YAML string (experiment.command_line._whole_mappings).
     return audio_options_mapping(value) if key in _MAPPING_KEYS else value
 
 

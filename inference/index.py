@@ -172,7 +172,7 @@ def add_model_arguments(parser):
     group.add_argument("--text_model", default=None,
                        help="Text model name or local folder (the Hub may be unreachable).")
     group.add_argument("--eval_duration", type=float, default=None, help="Seconds per window (default: the model's).")
-    group.add_argument("--device", default="cpu")
+    group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N.")
     group.add_argument("--precision", default=None, choices=list(PRECISIONS),
                        help="Precision of the towers (build_index.py: default fp32; search.py: default as built).")
     return parser

@@ -37,7 +37,7 @@ def audio_options_mapping(value):
 
     A ``--audio_options={...}`` flag reaches the YAML as a string: SpeechBrain merges a mapping override
     into the YAML's value key by key and refuses keys that value lacks, so the flag is passed whole
-    (:func:`experiment.arguments.parse_arguments`) and read here.
+    (:class:`experiment.command_line.CommandLine`) and read here.
 
     Example
     -------

@@ -3,7 +3,7 @@
 Each preset is a YAML file ``hparams/models/<name>.yaml`` holding exactly the
 model keys (:data:`PRESET_KEYS`, the recipes' own YAML names). ``--model=<name>``
 (or ``--model=<path to such a YAML>``) sets them all as overrides; flags given
-explicitly win (:func:`experiment.arguments.parse_arguments`). The inference
+explicitly win (:class:`experiment.command_line.CommandLine`). The inference
 API and the checkpoint converters (:mod:`models.convert`) read the same files.
 
 =============================  =================================================================

@@ -210,8 +210,33 @@ def build_text_model(text_model, pretrained: bool = True):
             logger.info("No weight file in %s: text model gets random weights.", resolved)
         return AutoModel.from_config(AutoConfig.from_pretrained(resolved), **_float32())
     if pretrained:
-        return AutoModel.from_pretrained(resolved, **_float32())
+        return _without_loading_bar(AutoModel.from_pretrained, resolved, **_float32())
     return AutoModel.from_config(AutoConfig.from_pretrained(resolved), **_float32())
+
+
+def _without_loading_bar(load, *args, **kwargs):
+    """``load(*args, **kwargs)`` without transformers 5's "Loading weights" bar.
+
+    That bar is drawn for every ``from_pretrained``, even of a small model that
+    loads in a fraction of a second and under ``--noprogressbar``; download
+    bars and transformers' warnings are kept.
+    """
+    from transformers.utils import logging as hf_logging
+
+    set_hook = getattr(hf_logging, "set_tqdm_hook", None)  # transformers 5 (4.x draws no such bar)
+    if set_hook is None:
+        return load(*args, **kwargs)
+
+    def hook(factory, bar_args, bar_kwargs):
+        if bar_kwargs.get("desc") == "Loading weights":
+            return hf_logging.EmptyTqdm(*bar_args, **bar_kwargs)
+        return previous(factory, bar_args, bar_kwargs) if previous else factory(*bar_args, **bar_kwargs)
+
+    previous = set_hook(hook)
+    try:
+        return load(*args, **kwargs)
+    finally:
+        set_hook(previous)
 
 
 def load_tokenizer(text_model):

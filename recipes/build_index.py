@@ -34,7 +34,6 @@ Authors
  * clap-curation-recipes contributors
 """
 
-import argparse
 import logging
 import os
 import sys
@@ -44,9 +43,9 @@ from embeddings.extract import embed_audio_files
 from embeddings.lists import read_path_list
 from embeddings.options import AudioEmbeddingOptions
 from embeddings.store import load_audio_set
-from experiment.inputs import positive_int
 from experiment.lock import hold_folder_lock
 from experiment.safety import run_cli
+from experiment.usage import flag_parser, positive_int
 from inference.embedder import ClapEmbedder
 from inference.index import (
     EMB_DIR, FORMAT_VERSION, INDEX_TYPES, add_model_arguments, check_listable, make_index, model_load_args,
@@ -59,22 +58,22 @@ logger = logging.getLogger(__name__)
 # ------------------------------------------------------------------ main
 def parse_arguments(argv):
     """The flags of this command (``--key=value`` or ``--key value``)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = flag_parser(__file__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--audio_folder", help="Folder of audio files (searched recursively).")
     source.add_argument("--audio_pathfile", help="Text file, one audio path per line (relative: to the file's folder).")
     parser.add_argument("--output_folder", required=True, help="Where the index goes (nothing is written elsewhere).")
     add_model_arguments(parser)
-    parser.add_argument("--index_type", default="flat", choices=INDEX_TYPES)
+    parser.add_argument("--index_type", default="flat", choices=INDEX_TYPES,
+                        help="flat: exact search; ivf: approximate, for large collections.")
     parser.add_argument("--nlist", type=positive_int, default=None, help="IVF cells (default sqrt(N)).")
     parser.add_argument("--nprobe", type=positive_int, default=None,
                         help="IVF cells searched per query (default min(nlist, 16); search.py can override).")
     parser.add_argument("--max_chunks", type=positive_int, default=None, help="At most this many windows per file.")
-    parser.add_argument("--batch_size", type=positive_int, default=16)
+    parser.add_argument("--batch_size", type=positive_int, default=16, help="Windows embedded per batch.")
     parser.add_argument("--shard_size", type=positive_int, default=1024, help="Files per resumable shard.")
-    parser.add_argument("--num_workers", type=int, default=0)
-    parser.add_argument("--noprogressbar", action="store_true")
+    parser.add_argument("--num_workers", type=int, default=0, help="Audio loading processes (0: the main one).")
+    parser.add_argument("--noprogressbar", action="store_true", help="No progress bar.")
     args = parser.parse_args(argv)
     if not args.clap_ckpt_path and not args.laion_ckpt_path and not args.ssl_checkpoints_dir:
         parser.error("give the model: --ssl_checkpoints_dir=<run>/save and/or --clap_ckpt_path=CLAP_weights_2022.pth "

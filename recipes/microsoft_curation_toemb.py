@@ -38,8 +38,9 @@ from embeddings.extract import embed_audio_files, embed_captions
 from embeddings.keys import model_fingerprint
 from embeddings.lists import caption_table, read_path_list
 from embeddings.options import AudioEmbeddingOptions, CaptionEmbeddingOptions
-from experiment.arguments import inference_precision, rank_and_world, setup
+from experiment.command_line import setup
 from experiment.lock import hold_folder_lock
+from experiment.runtime import inference_precision, rank_and_world
 from experiment.safety import run_cli
 from experiment.weights import load_eval_model
 

@@ -39,8 +39,9 @@ from dataset.labels import labels_in_file_order
 from dataset.pipelines import labelled_dataset
 from dataset.prepare_zeroshot import canonical_dataset, prepare_zeroshot, read_prepared
 from evaluation.zeroshot import ZeroShotEvaluator, as_templates, summary_line, unwrap
-from experiment.arguments import inference_precision, setup
+from experiment.command_line import setup
 from experiment.lock import hold_folder_lock
+from experiment.runtime import inference_precision
 from experiment.weights import load_model
 from experiment.safety import run_cli
 from training.curves import make_train_logger

@@ -48,8 +48,9 @@ from embeddings.store import load_audio_set, read_skipped
 from evaluation.retrieval import (
     RESULTS_JSON, chance_levels, drop_clips, format_table, read_retrieval_set, retrieval_metrics, write_results,
 )
-from experiment.arguments import inference_precision, setup
+from experiment.command_line import setup
 from experiment.lock import hold_folder_lock
+from experiment.runtime import inference_precision
 from experiment.safety import run_cli
 from experiment.weights import load_eval_model
 

@@ -43,8 +43,9 @@ from embeddings.encoders import encode_texts
 from embeddings.keys import list_digest, model_fingerprint
 from embeddings.lists import caption_table, write_caption_table
 from embeddings.store import STORAGE_DTYPES, load_embedding_info, save_npy, update_info
-from experiment.arguments import inference_precision, setup
+from experiment.command_line import setup
 from experiment.lock import hold_folder_lock
+from experiment.runtime import inference_precision
 from experiment.safety import run_cli
 from experiment.weights import load_eval_model
 

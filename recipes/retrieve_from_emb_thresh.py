@@ -41,8 +41,9 @@ from curation.join import resolve_join_precision
 from curation.paper_files import load_paper_audio_set, load_paper_caption_set, paper_embedding_files
 from embeddings.lists import read_path_list
 from embeddings.store import load_audio_set, load_caption_set, read_skipped
-from experiment.arguments import select_device, setup
+from experiment.command_line import setup
 from experiment.lock import hold_folder_lock
+from experiment.runtime import select_device
 from experiment.safety import run_cli
 
 logger = logging.getLogger(__name__)

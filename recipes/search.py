@@ -16,25 +16,23 @@ Authors
  * clap-curation-recipes contributors
 """
 
-import argparse
 import json
 import os
 import sys
 
-from experiment.inputs import positive_int
 from experiment.safety import run_cli
+from experiment.usage import flag_parser, positive_int
 from inference.index import add_model_arguments, format_table, load_searcher, model_load_args, search
 
 
 def parse_arguments(argv):
     """The flags of this command; model flags are optional (``index.json`` records the model)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = flag_parser(__file__)
     parser.add_argument("queries", nargs="*", help="Text queries (quote each one).")
     parser.add_argument("--index_folder", required=True, help="The --output_folder of build_index.py.")
     parser.add_argument("--query_file", default=None,
                         help="Text file, one query per line (added to the positional queries).")
-    parser.add_argument("--topk", type=positive_int, default=10)
+    parser.add_argument("--topk", type=positive_int, default=10, help="Files returned per query.")
     parser.add_argument("--nprobe", type=positive_int, default=None,
                         help="IVF cells searched (default: as built; =nlist is exact).")
     parser.add_argument("--json", action="store_true",

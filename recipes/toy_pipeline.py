@@ -40,8 +40,9 @@ import sys
 import time
 
 from dataset.toy import generate_toy_world
-from experiment.arguments import inference_precision, load_hparams, parse_arguments
+from experiment.command_line import CommandLine
 from experiment.lock import hold_folder_lock
+from experiment.runtime import inference_precision
 from pipeline.results import machine_description, write_results
 from pipeline.stages import Runner, Stage
 from pipeline.toy import SeedPlan, check_hparams, existing_outputs, parse_seeds
@@ -49,10 +50,10 @@ from pipeline.toy import SeedPlan, check_hparams, existing_outputs, parse_seeds
 
 def main(argv=None):
     """Parses flags, builds the stages of every seed, runs them and writes the table."""
-    hparams_file, run_opts, overrides = parse_arguments(argv)
-    hparams = load_hparams(hparams_file, overrides)
+    command = CommandLine(argv)
+    hparams = command.load()
     # --precision is a SpeechBrain run option: given on the command line, it wins over the YAML's key.
-    hparams["precision"] = inference_precision(hparams, run_opts)
+    hparams["precision"] = inference_precision(hparams, command.run_opts)
     check_hparams(hparams)
     seeds = parse_seeds(hparams)
     out = os.path.abspath(hparams["output_folder"])

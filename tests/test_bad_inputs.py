@@ -1,6 +1,6 @@
 """Every bad input stops with an error naming the input and what to do, before any long work starts (issue 14).
 
-One table: each row runs a real entry point (a recipe's ``main``, ``experiment.arguments.setup``
+One table: each row runs a real entry point (a recipe's ``main``, ``experiment.command_line.setup``
 with a real YAML of hparams/, or the Python API) on tiny inputs and expects a ``SystemExit`` or
 ``ValueError`` (never a ``KeyError`` or a library's own error) whose message names the input:
 the flag and its value, the file or the folder.
@@ -52,7 +52,7 @@ def run(script, *args):
 
 def setup(*args):
     def call(ctx):
-        from experiment.arguments import setup as experiment_setup
+        from experiment.command_line import setup as experiment_setup
 
         experiment_setup([a.format(**ctx) for a in args])
 

@@ -92,7 +92,7 @@ def test_paper_crop_is_that_slice_of_the_resampled_whole_file(tmp_path, file_sr,
 
 def toy_stage_commands(tmp_path):
     """The commands of the toy pipeline's embedding, DU and ADS stages (fixed thresholds: no embeddings needed)."""
-    from experiment.arguments import load_hparams
+    from experiment.command_line import load_hparams
     from pipeline.stages import Stage
     from pipeline.toy import SeedPlan
 

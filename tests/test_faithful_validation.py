@@ -22,7 +22,7 @@ from dataset.corpora.cleaning import CAPTION_CLEANING, clean_caption, clean_capt
 from dataset.manifest import read_caption_csv, read_csv, write_csv
 from dataset.prepare_insper import prepare_insper
 from experiment.checkpoints import checkpoint_dirs, find_checkpoint
-from experiment.inputs import CHOICES
+from experiment.key_tables import CHOICES
 from training.run import dataio_prep, prepare_manifests, validation_manifest
 
 SR = 16000
@@ -182,7 +182,7 @@ def test_a_changed_caption_cleaning_prepares_again(corpora, tmp_path):
 
 
 def test_caption_cleaning_is_a_checked_choice_of_every_training_yaml(tmp_path):
-    from experiment.arguments import setup
+    from experiment.command_line import setup
 
     assert CHOICES["caption_cleaning"] == CAPTION_CLEANING
     with pytest.raises(SystemExit, match=r"--caption_cleaning=light: expected one of paper, none"):

@@ -467,7 +467,7 @@ FAITHFUL = {
 }
 
 
-# The paper code's training keys taken as real keys (experiment/aliases.py): its values, the toy YAMLs' too.
+# The paper code's training keys taken as real keys (experiment/paper_keys.py): its values, the toy YAMLs' too.
 FAITHFUL.update({"num_ckpt_keep": (3, 3), "num_epoch_save": (1, 1), "global_contrastive": (True, True),
                  "overfit_size": (None, None), "use_wandb": (False, False)})
 

@@ -68,6 +68,92 @@ def test_imports_point_one_way(package):
         assert not upward, f"{path} imports {sorted(upward)}, above {package} in {LAYERS}"
 
 
+def package_imports(root, package):
+    """``{module: modules of package it imports}`` of every module of ``package`` below the folder ``root``.
+
+    Every import counts, at the top of a file or inside a function, absolute or relative: ``import p.m``,
+    ``from p.m import x`` and ``from p import m`` (``m`` a module of p) all name ``p.m``; ``p/__init__.py`` is ``p``.
+    """
+    modules = {}
+    for path in python_files_below(root, package):
+        name = path[:-3].replace(os.sep, ".").removesuffix(".__init__")
+        modules[name] = path
+    graph = {}
+    for name, path in modules.items():
+        with open(os.path.join(root, path), encoding="utf-8") as f:
+            tree = ast.parse(f.read(), path)
+        here = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(here.split(".")[: len(here.split(".")) - node.level + 1] + ([base] if base else []))
+                targets.update(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                               for alias in node.names)
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def python_files_below(root, package):
+    """The ``.py`` files of the folder ``root/package``, relative to ``root``."""
+    found = []
+    for folder, dirs, files in os.walk(os.path.join(root, package)):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        found += [os.path.relpath(os.path.join(folder, f), root) for f in files if f.endswith(".py")]
+    return sorted(found)
+
+
+def find_cycle(graph):
+    """One import cycle of ``graph`` as ``[a, b, ..., a]``, or None."""
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                return stack[stack.index(target):] + [target]
+            if target not in state:
+                cycle = visit(target)
+                if cycle:
+                    return cycle
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+@pytest.mark.parametrize("package", LAYERS)
+def test_no_import_cycle_inside_a_package(package):
+    """The modules of one package import each other one way: a cycle (even through a function-level import) fails."""
+    cycle = find_cycle(package_imports(REPO, package))
+    assert cycle is None, f"import cycle in {package}/: {' -> '.join(cycle)}"
+
+
+def test_the_cycle_check_sees_function_level_and_relative_imports(tmp_path):
+    """The check reports the cycle it finds, also when it is hidden in a function or written relatively."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("import os\nfrom pkg.b import f\n")
+    (pkg / "b.py").write_text("def f():\n    from pkg import c\n    return c\n")
+    (pkg / "c.py").write_text("def g():\n    from .a import f\n    return f\n")
+    graph = package_imports(str(tmp_path), "pkg")
+    assert graph == {"pkg": set(), "pkg.a": {"pkg.b"}, "pkg.b": {"pkg.c"}, "pkg.c": {"pkg.a"}}
+    assert find_cycle(graph) == ["pkg.a", "pkg.b", "pkg.c", "pkg.a"]
+    (pkg / "c.py").write_text("def g():\n    return 1\n")
+    assert find_cycle(package_imports(str(tmp_path), "pkg")) is None
+
+
 def test_the_layout_page_matches_the_tree():
     """docs/layout.md lists exactly the top-level folders on disk and states the import order of LAYERS."""
     with open(os.path.join(REPO, "docs", "layout.md"), encoding="utf-8") as f:

@@ -108,7 +108,7 @@ def test_plateau_with_a_warmup_is_a_clear_error():
     ("final_lr: null", "--final_lr=null: expected a number >= 0"),
 ])
 def test_bad_schedule_flags_stop_before_any_work(flag, expected):
-    from experiment.inputs import check_overrides
+    from experiment.checks import check_overrides
 
     with pytest.raises(SystemExit) as err:
         check_overrides(PAPER_YAML, flag)

@@ -263,7 +263,7 @@ def test_both_original_keys_true_is_rejected():
 
 
 def test_a_selection_flag_outside_its_values_is_stopped_before_anything_runs():
-    from experiment.inputs import check_overrides
+    from experiment.checks import check_overrides
 
     yaml_path = os.path.join(REPO, "hparams/esc/microsoft_zeroshot.yaml")
     with pytest.raises(SystemExit, match="--ssl_select=best: expected one of loss, acc, latest, null"):

@@ -1,4 +1,4 @@
-"""Every key of the paper code's YAMLs is accepted by ours, with its meaning (experiment/aliases.py).
+"""Every key of the paper code's YAMLs is accepted by ours, with its meaning (experiment/paper_keys.py).
 
 ``tests/fixtures/paper_code_yaml_keys.json`` lists the top-level keys of the
 paper code's YAMLs used by its README commands (read from
@@ -17,9 +17,9 @@ import re
 import pytest
 
 from conftest import FIXTURES, REPO
-from experiment.aliases import PAPER_KEYS, Alias, Elsewhere, Ignored, classify, translate_overrides
-from experiment.arguments import parse_arguments
-from experiment.inputs import check_overrides
+from experiment.checks import check_overrides
+from experiment.command_line import classify, parse_arguments
+from experiment.paper_keys import PAPER_KEYS, Alias, Elsewhere, Ignored
 from test_hparams_variants import load_hparams_data
 
 with open(os.path.join(FIXTURES, "paper_code_yaml_keys.json"), encoding="utf-8") as _f:
@@ -221,7 +221,7 @@ def test_a_key_provided_elsewhere_but_absent_is_a_clear_error(tmp_path):
     path.write_text("seed: 1\n", encoding="utf-8")
     message = r"--use_maxacc_ep: a key of the paper code's YAMLs that .*h.yaml does not have yet \(i12-ckpt"
     with pytest.raises(SystemExit, match=message):
-        translate_overrides(str(path), "use_maxacc_ep: True")
+        parse_arguments([str(path), "--use_maxacc_ep=True"])
 
 
 def test_prompt_keeps_its_space():

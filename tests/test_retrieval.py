@@ -128,7 +128,7 @@ def test_bad_inputs_are_refused():
 def test_full_size_yamls_load_offline(tiny_bert, tmp_path):
     """The Clotho and AudioCaps YAMLs load (full-size CNN14, a tiny BERT for bert-base-uncased) with the zero-shot
     model keys."""
-    from experiment.arguments import load_hparams
+    from experiment.command_line import load_hparams
 
     model_keys = yaml_keys("hparams/esc/microsoft_zeroshot.yaml") - {
         "dataset", "folds", "check_audio", "prompt_templates", "train_log", "train_logger", "modules",

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from experiment.arguments import expand_model_preset, parse_arguments
+from experiment.command_line import parse_arguments
 from models.checkpoints import (
     RESTRICTED_GLOBALS, UnreadableCheckpointError, read_state_dict, restricted_torch_load, safe_torch_load,
 )
@@ -153,29 +153,29 @@ def test_model_flag_expands_with_explicit_flags_winning(tmp_path):
     _, _, overrides = parse_arguments([path, "--model=laion_630k_fusion", "--d_proj=256", "--seed=3"])
     values = yaml.safe_load(overrides)
     assert values["d_proj"] == 256 and values["seed"] == 3 and "model" not in values
-    # A mapping flag reaches the YAML whole, as a YAML string (experiment.arguments._whole_mappings).
+    # A mapping flag reaches the YAML whole, as a YAML string (experiment.command_line._whole_mappings).
     assert audio_options_mapping(values["audio_options"]) == PRESETS["laion_630k_fusion"]["audio_options"]
     assert values["sample_rate"] == 48000 and values["text_model"] == "roberta-base"
     # a YAML file of model keys is a preset too
-    args = expand_model_preset(path, [f"--model={os.path.join(PRESET_DIR, 'ms_clap_2023.yaml')}"])
-    assert "--text_pooling=last_token" in args
+    _, _, overrides = parse_arguments([path, f"--model={os.path.join(PRESET_DIR, 'ms_clap_2023.yaml')}"])
+    assert "text_pooling: last_token" in overrides.splitlines()
 
 
 def test_model_flag_needs_the_keys_in_the_yaml(tmp_path):
     path = _yaml_with_model_keys(tmp_path, [k for k in PRESET_KEYS if k != "audio_options"])
     with pytest.raises(SystemExit, match="audio_options"):
-        expand_model_preset(path, ["--model=laion_630k"])
+        parse_arguments([path, "--model=laion_630k"])
     nomodel = tmp_path / "join.yaml"
     nomodel.write_text("emb_dir: null\n")
     with pytest.raises(SystemExit, match="builds no model"):
-        expand_model_preset(str(nomodel), ["--model=laion_630k"])
+        parse_arguments([str(nomodel), "--model=laion_630k"])
 
 
 def test_model_flag_is_accepted_by_every_recipe_yaml():
     """Every YAML that builds a model takes every preset: keys present, values of the right type and choice."""
     import glob
 
-    from experiment.inputs import check_overrides
+    from experiment.checks import check_overrides
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     yamls = [p for p in sorted(glob.glob(os.path.join(repo, "hparams", "*", "*.yaml")))

@@ -243,7 +243,7 @@ def test_student_yamls_validate_on_their_own_domain(domain, zs, tiny_bert, tmp_p
     """
     import re
 
-    from experiment.arguments import load_hparams
+    from experiment.command_line import load_hparams
 
     def keys(path):
         with open(os.path.join(REPO, path), encoding="utf-8") as f:

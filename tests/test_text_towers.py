@@ -350,7 +350,7 @@ def test_poolings_that_do_not_apply_are_refused(gpt2_dir, roberta_dir, tmp_path)
 
 
 def test_text_pooling_and_projection_are_checked_choices():
-    from experiment.inputs import CHOICES
+    from experiment.key_tables import CHOICES
 
     assert CHOICES["text_pooling"] == TEXT_POOLINGS and CHOICES["projection"] == ("ms", "laion")
 

@@ -20,7 +20,7 @@ from speechbrain.dataio.sampler import ReproducibleRandomSampler
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 
 from dataset.clips import EpochState
-from experiment.inputs import CHOICES
+from experiment.key_tables import CHOICES
 
 __all__ = ["CURATION_MIXING", "CurationMixer", "planned_steps"]
 

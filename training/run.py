@@ -22,7 +22,7 @@ from dataset.overfit import overfit_manifests
 from dataset.pipelines import caption_dataset
 from dataset.prepare_insper import prepare_insper
 from evaluation.zeroshot import zeroshot_validation_from_hparams
-from experiment.arguments import setup
+from experiment.command_line import setup
 from experiment.checkpoints import checkpoint_dirs
 from experiment.lock import hold_folder_lock
 from experiment.weights import load_model

@@ -26,7 +26,7 @@ import torch
 from speechbrain.nnet.schedulers import ReduceLROnPlateau, update_learning_rate
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 
-from experiment.inputs import CHOICES
+from experiment.key_tables import CHOICES
 
 __all__ = ["LR_SCHEDULES", "OPTIMIZERS", "make_optimizer", "PlateauScheduler", "plateau_from_hparams",
            "check_schedule_options", "cosine_lr", "set_lr"]

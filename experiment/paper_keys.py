@@ -1,18 +1,17 @@
-"""The paper code's YAML keys on our command lines: each is translated, honoured or ignored with a reason.
+"""The paper code's YAML keys on our command lines: what each one means in ours (a table, no logic).
 
 The YAMLs of the paper's code (zhepeiw/clap_curation, ``hparams/**``) name
 some hyperparameters differently from ours, and hold many keys that are
 objects or are never read. Every top-level key of its YAMLs for the commands
 of its README (listed in ``tests/fixtures/paper_code_yaml_keys.json``) is
-accepted as a ``--key=value`` override here, in one of four ways:
+accepted as a ``--key=value`` override, in one of four ways:
 
 - a key our YAML has (``seed``, ``batch_size``, ..., and the paper code's keys
   that are real keys of ours: ``time_stamp``, ``overfit_size``,
   ``global_contrastive``, ``num_ckpt_keep``, ``num_epoch_save``,
   ``use_wandb``, ``aud_svpth``, ``txt_svpth``, ``output_emb_path``): nothing
-  to translate; ``auto_mix_prec`` is SpeechBrain's
-  run option (``--auto_mix_prec=False`` is accepted as a switch, see
-  :func:`experiment.arguments.split_arguments`);
+  to translate; ``auto_mix_prec`` is SpeechBrain's run option
+  (``--auto_mix_prec=False`` is accepted as a switch);
 - :class:`Alias`: renamed (and its value converted) to our key with the same
   meaning, e.g. ``--freeze_txt_emb=True`` is ``--freeze_text_base=True``;
 - :class:`Ignored`: accepted with a warning that says why it has no effect
@@ -21,28 +20,16 @@ accepted as a ``--key=value`` override here, in one of four ways:
 - :class:`Elsewhere`: a real key added by another part of the project (its
   absence from a YAML is an error naming what provides it).
 
-:func:`translate_overrides` applies :data:`PAPER_KEYS` to the overrides of a
-run before :func:`experiment.inputs.check_overrides` checks them, so the
-checks, the saved ``hyperparams.yaml`` and the run see our keys only. A key
-given twice (an alias and our key, or two aliases of one key) with different
-values is an error naming both flags.
-
-``time_stamp`` (the paper code's per-run folder suffix) is resolved here too
-(:func:`derive_output_folder`): given, the output folder is the paper code's
-``<output_base>/<time_stamp>_seed_<seed>+<experiment_name>``; not given (the
-default), ours, ``<output_base>/<experiment_name>``, which a resumed run finds
-again.
+:mod:`experiment.command_line` applies :data:`PAPER_KEYS` to the overrides of
+a run before they are checked, so the checks, the saved ``hyperparams.yaml``
+and the run see our keys only; it also turns the paper code's ``time_stamp``
+into the output folder.
 """
 
 import dataclasses
-import datetime
-import json
-import os
-import re
 from typing import Callable, Optional
 
-__all__ = ["Alias", "Ignored", "Elsewhere", "PAPER_KEYS", "classify", "translate_overrides", "derive_output_folder",
-           "STAMP_NOW", "prompt_template"]
+__all__ = ["Alias", "Ignored", "Elsewhere", "PAPER_KEYS", "STAMP_NOW", "prompt_template"]
 
 #: ``--time_stamp=now``: the current time in the paper code's format (``%Y-%m-%d+%H-%M-%S``).
 STAMP_NOW = "now"
@@ -298,254 +285,3 @@ PAPER_KEYS = {
     "txt_ds_path": (Elsewhere(_FILES),),
     "output_path": (Alias("curation_csv", note="ours adds the column similarity"),),
 }
-
-
-# --------------------------------------------------------------------- lookup
-def classify(key, yaml_keys):
-    """How ``--key`` is taken by a YAML with ``yaml_keys``.
-
-    Returns
-    -------
-    ("native", None), ("run_option", None) (a SpeechBrain run option such as ``auto_mix_prec``, which the
-    paper code's YAMLs also hold), ("alias", Alias), ("ignored", Ignored), ("elsewhere", Elsewhere) or
-    ("unknown", None).
-
-    Example
-    -------
-    >>> classify("freeze_txt_emb", {"freeze_text_base"})[0], classify("seed", {"seed"})[0], classify("x", set())[0]
-    ('alias', 'native', 'unknown')
-    """
-    if key in yaml_keys:
-        return "native", None
-    from experiment.arguments import _run_option_arity
-
-    if key in _run_option_arity():
-        return "run_option", None
-    for entry in PAPER_KEYS.get(key, ()):
-        if entry.applies(yaml_keys):
-            kind = {Alias: "alias", Ignored: "ignored", Elsewhere: "elsewhere"}[type(entry)]
-            return kind, entry
-    return "unknown", None
-
-
-def _yaml_defaults(param_file):
-    from experiment.inputs import _load_round_trip
-
-    with open(param_file, encoding="utf-8") as f:
-        return _load_round_trip(f) or {}
-
-
-def _raw_lines(overrides):
-    """``{key: value text}`` of one-line ``key: value`` overrides (None for a key whose value spans lines)."""
-    raw, key = {}, None
-    for line in overrides.splitlines():
-        match = re.match(r"^([A-Za-z_][\w.-]*)\s*:\s?(.*)$", line)
-        if match:
-            key = match.group(1)
-            raw[key] = match.group(2).strip()
-        elif key is not None and line.strip():
-            raw[key] = None
-    return raw
-
-
-def _tagged(value):
-    from experiment.inputs import _tag
-
-    return bool(_tag(value))
-
-
-def _plain(value):
-    """A round-trip YAML value as plain Python (for conversions and comparisons)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, float):
-        return float(value)
-    return value
-
-
-def _same(a, b):
-    if isinstance(a, str) and isinstance(b, str):
-        return a.strip() == b.strip()
-    return a == b
-
-
-def _as_text(value):
-    """A plain value as one line of YAML (JSON is a subset of YAML's flow style)."""
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _warn(message):
-    from experiment.arguments import warn_now
-
-    warn_now(message)
-
-
-# ------------------------------------------------------------------ translation
-def translate_overrides(param_file, overrides):
-    """The overrides of a run with the paper code's keys translated to ours (see the module docstring).
-
-    Arguments
-    ---------
-    param_file : str
-        The hyperpyyaml file of the run.
-    overrides : str
-        One ``key: value`` line per override (as :func:`experiment.arguments.overrides_to_yaml` writes).
-
-    Returns
-    -------
-    str
-        The overrides in our keys: aliases renamed and converted, ignored keys
-        dropped (each with a warning saying why), ``time_stamp`` turned into the
-        output folder. Unchanged (same object) when nothing was translated.
-
-    Raises
-    ------
-    SystemExit
-        A key given twice with different values (an alias and ours), a value
-        an alias cannot convert, or a key another part of the project provides
-        that this YAML lacks.
-
-    Example
-    -------
-    >>> import os, tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "h.yaml")
-    >>> _ = open(path, "w").write("d_proj: 1024\\nfreeze_text_base: False\\n")
-    >>> print(translate_overrides(path, "shared_emb_dim: 512\\nfreeze_txt_emb: True"))
-    d_proj: 512
-    freeze_text_base: True
-    """
-    if not overrides or not isinstance(overrides, str) or not os.path.isfile(param_file):
-        return overrides
-    import ruamel.yaml
-
-    from experiment.inputs import _load_round_trip
-
-    try:
-        given = _load_round_trip(overrides)
-    except ruamel.yaml.YAMLError:
-        return overrides  # check_overrides names the line at fault
-    if not isinstance(given, dict) or not given:
-        return overrides
-    defaults = _yaml_defaults(param_file)
-    yaml_keys = {str(k) for k in defaults}
-    raw = _raw_lines(overrides)
-    out, source, problems, changed = {}, {}, [], False
-    for key, value in given.items():
-        key = str(key)
-        kind, entry = classify(key, yaml_keys)
-        if kind in ("native", "unknown"):
-            produced = {key: raw[key] if raw.get(key) is not None else None}
-            plain = {key: value}
-        elif kind == "ignored":
-            _warn(f"--{key} (a key of the paper code's YAML) is ignored: {entry.reason}.")
-            changed = True
-            continue
-        elif kind == "elsewhere":
-            problems.append(f"--{key}: a key of the paper code's YAMLs that {param_file} does not have yet "
-                            f"({entry.owner}).")
-            continue
-        else:
-            changed = True
-            if entry.convert is None:
-                converted = {entry.key: value}
-                produced = {entry.key: raw.get(key)}
-            else:
-                if _tagged(value):
-                    problems.append(f"--{key}: give a plain value (it is converted to --{entry.key}).")
-                    continue
-                try:
-                    result = entry.convert(_plain(value))
-                except SystemExit as err:
-                    problems.append(f"--{key}={raw.get(key) or value}: {err}")
-                    continue
-                converted = result if isinstance(result, dict) else {entry.key: result}
-                produced = {k: _as_text(v) for k, v in converted.items()}
-            plain = converted
-        for our_key, text in produced.items():
-            value_here = plain[our_key]
-            if our_key in out:
-                first = source[our_key]
-                if not _same(_plain(out[our_key][0]), _plain(value_here)):
-                    problems.append(
-                        f"--{first} and --{key} both set {our_key} ({'our key' if first == our_key else 'alias'} "
-                        f"and {'our key' if key == our_key else 'alias'}), with different values "
-                        f"({raw.get(first) or out[our_key][0]!r} vs {raw.get(key) or value!r}): give one of them."
-                    )
-                continue
-            out[our_key] = (value_here, text)
-            source[our_key] = key
-    if problems:
-        raise SystemExit("\n".join(problems))
-    values = {k: v[0] for k, v in out.items()}
-    folder = derive_output_folder(values, defaults)
-    if folder is not None:
-        if values.get("time_stamp") is not None and values["time_stamp"] != out["time_stamp"][0]:
-            out["time_stamp"] = (values["time_stamp"], _as_text(values["time_stamp"]))  # "now", resolved
-        out["output_folder"] = (folder, folder)
-        changed = True
-    if not changed:
-        return overrides
-    lines = []
-    for key, (value, text) in out.items():
-        if text is None:
-            if _tagged(value):
-                raise SystemExit(f"--{key}: a tagged value must fit on one line")
-            text = _as_text(_plain(value))
-        lines.append(f"{key}: {text}")
-    return "\n".join(lines)
-
-
-def derive_output_folder(given, defaults):
-    """The ``output_folder`` override the paper code's ``time_stamp`` / ``output_base`` imply, or None.
-
-    - ``--output_folder`` given: it wins (None).
-    - ``--time_stamp=<stamp>`` given (not null): the paper code's run folder,
-      ``<output_base>/<stamp>_seed_<seed>+<experiment_name>``; ``now`` is the
-      current time as the paper code writes it (``2024-05-01+13-45-10``), a new
-      folder per run like the paper code's (give the printed stamp again to
-      resume that run).
-    - else, in a YAML whose ``output_folder`` must be given (the embedding
-      step) and ``--output_base`` given: ``<output_base>/<experiment_name>``.
-    - else None: our folder, ``<output_base>/<experiment_name>``, the same for
-      the same command, which is what resuming relies on.
-
-    Example
-    -------
-    >>> derive_output_folder({"time_stamp": "2024-05-01+13-45-10"}, {"output_folder": "x", "time_stamp": None})
-    '!ref <output_base>/<time_stamp>_seed_<seed>+<experiment_name>'
-    >>> derive_output_folder({}, {"output_folder": "x", "time_stamp": None}) is None
-    True
-    """
-    from experiment.inputs import _tag
-
-    if "output_folder" in given or "output_folder" not in defaults:
-        return None
-    needs_folder = _tag(defaults.get("output_folder")) == "!PLACEHOLDER"
-    stamp = given.get("time_stamp")
-    stamped = stamp is not None and "time_stamp" in defaults and bool(str(stamp).strip())
-    if needs_folder and given.get("output_base") is None:
-        if stamped:
-            raise SystemExit("--time_stamp names a folder under --output_base: give --output_base "
-                             "(or --output_folder).")
-        return None
-    if stamped:
-        if str(stamp).strip() == STAMP_NOW:
-            if os.environ.get("WORLD_SIZE", "1") != "1":
-                raise SystemExit("--time_stamp=now under torchrun: every rank must name the same folder; "
-                                 "give the stamp itself, e.g. --time_stamp=" + _now())
-            given["time_stamp"] = _now()
-        if not re.fullmatch(r"[\w.+\-]+", str(given["time_stamp"])):
-            raise SystemExit(f"--time_stamp={given['time_stamp']}: a folder-name suffix of letters, digits, "
-                             "'.', '+', '-' and '_' (e.g. 2024-05-01+13-45-10, or now)")
-        return "!ref <output_base>/<time_stamp>_seed_<seed>+<experiment_name>"
-    if needs_folder:
-        return "!ref <output_base>/<experiment_name>"
-    return None
-
-
-def _now():
-    return datetime.datetime.now().strftime("%Y-%m-%d+%H-%M-%S")
