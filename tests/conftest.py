@@ -95,13 +95,21 @@ def tiny_bert(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def toy_world(tmp_path_factory):
-    """The tiny toy world, generated once per test session."""
+def toy_world_summary(tmp_path_factory):
+    """The tiny toy world (seed 0), generated once per test session: the summary ``generate_toy_world`` returns.
+
+    Tests read it and never write into it (tests/test_toy_world.py checks its bytes).
+    """
     from dataset.toy import generate_toy_world
 
     out = tmp_path_factory.mktemp("toy_world")
-    generate_toy_world(str(out), size="tiny", seed=0)
-    return str(out)
+    return generate_toy_world(str(out), size="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def toy_world(toy_world_summary):
+    """The folder of the tiny toy world, generated once per test session."""
+    return toy_world_summary["out_dir"]
 
 
 def load_script(name):

@@ -282,6 +282,7 @@ def clotho_layout(folder, clips):
     return [str(folder / "evaluation" / name) for name in clips]
 
 
+@pytest.mark.slow  # five whole runs of retrieval_eval.py; the cache it uses (embed_audio_files) is tested fast above
 def test_retrieval_eval_cache_follows_the_split(tiny, tmp_path, capsys, loaded):
     """retrieval_eval.py's embeddings/: the rewritten clip is scored with its new content, the deleted one is gone."""
     retrieval = load_script("retrieval_eval")
@@ -324,6 +325,7 @@ def test_retrieval_eval_cache_follows_the_split(tiny, tmp_path, capsys, loaded):
     assert second["audio_to_text"] == pytest.approx(fresh["audio_to_text"])
 
 
+@pytest.mark.slow  # three whole runs of the embedding recipe; the cache it uses is tested fast above
 def test_embedding_step_follows_the_path_list(tiny, tmp_path, capsys, loaded):
     """microsoft_curation_toemb.py: a new path list after the pool changed embeds only what changed."""
     toemb = load_script("microsoft_curation_toemb")

@@ -4,11 +4,14 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from models.loss import contrastive_loss
 
 from ddp_worker import build_model, global_batch, loss_and_grads
+
+pytestmark = pytest.mark.slow  # a torchrun launch of two ranks
 
 
 def test_torchrun_two_ranks_match_single_process(tmp_path, tiny_bert):

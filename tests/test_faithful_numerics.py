@@ -160,6 +160,7 @@ def test_per_row_needs_the_row_counts():
         caption_repeats([], "all")
 
 
+@pytest.mark.slow  # two runs of the DU recipe by subprocess; write_curated_pairs' tests above are fast
 def test_du_command_writes_per_row_pairs_by_default(tmp_path):
     """The paper's DU command on a hand-made embedding folder: per_row by default, distinct with the flag."""
     rows, text_vec = _corpus()

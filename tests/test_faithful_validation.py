@@ -271,6 +271,7 @@ def _checkpoints(save):
     return found
 
 
+@pytest.mark.slow  # trains three epochs
 def test_run_without_validation_keeps_checkpoints_by_the_training_loss(tmp_path, tiny_bert):
     """``--valid_pct=0``: 100 % of the rows trained on, a checkpoint each epoch with meta ``loss`` = the logged
     training loss, kept by it (the paper code's student regime)."""

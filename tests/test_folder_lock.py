@@ -113,6 +113,7 @@ dist.destroy_process_group()
 """
 
 
+@pytest.mark.slow  # two torchrun launches of two ranks each
 def test_ranks_of_one_torchrun_share_the_lock_and_stop_together(tmp_path):
     """Under torchrun rank 0 locks for the run: its ranks do not refuse each other; all stop if it is taken."""
     worker = tmp_path / "worker.py"
@@ -135,6 +136,7 @@ def test_ranks_of_one_torchrun_share_the_lock_and_stop_together(tmp_path):
         kill(holder)
 
 
+@pytest.mark.slow  # runs the embedding recipe to the end; test_second_writer_is_refused_with_the_holder_named is fast
 def test_second_embedding_run_stops_at_once_and_leaves_nothing(tmp_path):
     """The issue's case: microsoft_curation_toemb.py on a folder another run writes stops before writing."""
     bert = write_tiny_bert(tmp_path / "bert", vocab_words="a dog barks".split())

@@ -351,6 +351,7 @@ LAION_FRONT = dict(sample_rate=48000, window_size=1024, hop_size=480, mel_bins=6
 MSCLAP_2023_FRONT = dict(sample_rate=44100, window_size=1024, hop_size=320, mel_bins=64, fmin=50, fmax=14000)
 
 
+@pytest.mark.slow  # a published size (the small parity tests above are fast)
 def test_parity_laion_tiny_full(laion):
     ref = _laion_model(laion, LAION_FRONT, {"size": "tiny"}, classes=527, seed=5)
     ours = _ours_from(ref, LAION_FRONT, {"size": "tiny"}, classes=527)
@@ -361,6 +362,7 @@ def test_parity_laion_tiny_full(laion):
     assert rel_diff(got["clipwise_output"], expected["clipwise_output"]) < 1e-4
 
 
+@pytest.mark.slow  # a published size (the small parity tests above are fast)
 def test_parity_msclap_2023_tiny_full(msclap_htsat):
     # msclap's HTSATWrapper builds HTSAT_Swin_Transformer(config=config): msclap/models/config.py
     # (32 kHz filterbank, hop 320, tiny), fed 7 s read at 44.1 kHz.
@@ -378,6 +380,7 @@ def test_parity_msclap_2023_tiny_full(msclap_htsat):
     assert rel_diff(got["clipwise_output"], expected["clipwise_output"]) < 1e-4
 
 
+@pytest.mark.slow  # a published size (the small parity tests above are fast)
 def test_parity_laion_fused_tiny_full(laion):
     ref = _laion_model(laion, LAION_FRONT, {"size": "tiny"}, classes=527, fusion=True, seed=9)
     ours = _ours_from(ref, LAION_FRONT, {"size": "tiny"}, classes=527, enable_fusion=True, frontend="htk")
@@ -390,6 +393,7 @@ def test_parity_laion_fused_tiny_full(laion):
     assert rel_diff(got["embedding"], expected["embedding"]) < 1e-4
 
 
+@pytest.mark.slow  # a published size (the small parity tests above are fast)
 def test_parity_laion_base_full(laion):
     ref = _laion_model(laion, LAION_FRONT, {"size": "base"}, classes=527, seed=11)
     ours = _ours_from(ref, LAION_FRONT, {"size": "base"}, classes=527)

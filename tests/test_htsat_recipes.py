@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 import yaml
@@ -14,6 +15,9 @@ from inference import ClapEmbedder
 
 TRAIN = "recipes/microsoft_clap_train.py"
 ZEROSHOT = "recipes/microsoft_zeroshot.py"
+
+# It trains an HTS-AT teacher and scores it (minutes); tests/test_htsat.py checks the model in the fast tier.
+pytestmark = pytest.mark.slow
 
 
 def htsat_flags():

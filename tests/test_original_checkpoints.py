@@ -421,6 +421,7 @@ def _zeroshot(original, tmp_path, name, model_flags):
     return results, (folder / "predictions.csv").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow  # three whole zero-shot runs; the selection itself is tested fast above
 def test_zeroshot_scores_the_highest_acc_checkpoint_of_a_paper_code_run(original, tmp_path):
     """The paper's zero-shot YAML (use_maxacc_ep: True): the same predictions as the source file of that checkpoint."""
     results, predictions = _zeroshot(original, tmp_path, "original",

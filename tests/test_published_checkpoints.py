@@ -71,6 +71,7 @@ def laion_reference(laion_model_module, tmp_path_factory):  # noqa: F811
     return ref, path, folder
 
 
+@pytest.mark.slow  # LAION's published HTS-AT tiny against the reference model
 def test_from_laion_matches_the_reference(laion_reference):
     ref, path, folder = laion_reference
     clap = ClapEmbedder.from_laion(path, text_model=folder, enable_fusion=False, amodel="HTSAT-tiny")

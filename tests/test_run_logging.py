@@ -217,6 +217,7 @@ def test_num_epoch_save_and_num_ckpt_keep_reach_the_checkpointer():
 
 
 # ----------------------------------------------------------------- one short run, end to end
+@pytest.mark.slow  # trains two epochs; the loggers' unit tests above are fast
 def test_short_run_logs_to_wandb_file_and_png(toy_world, tmp_path, fake_wandb, monkeypatch):
     """Two tiny epochs (overfit mode: 4 pairs x 3) with --use_wandb=True and the paper code's folder keys."""
     import dataset.overfit

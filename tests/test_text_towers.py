@@ -365,10 +365,12 @@ def test_ms_clap_2023_gpt2_text_tower_parity(gpt2_dir):
     assert (tokens["input_ids"][3] == 0).sum() > (tokens["attention_mask"][3] == 0).sum()  # the '!' caption is in
 
 
+@pytest.mark.slow  # published size (RoBERTa-base); the tiny parity test is fast
 def test_laion_roberta_base_parity(laion_model_module, monkeypatch, tmp_path):
     _laion_parity(laion_model_module, monkeypatch, write_tiny_roberta(tmp_path / "roberta_base", full=True))
 
 
+@pytest.mark.slow  # published size (GPT-2); the tiny parity test is fast
 def test_ms_clap_2023_gpt2_full_size_parity(tmp_path, monkeypatch):
     from transformers import AutoConfig
 

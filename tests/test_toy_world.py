@@ -1,8 +1,9 @@
 """Tests of the synthetic toy world (``dataset.toy``), on the ``tiny`` size.
 
-Two worlds are generated once per module: seed 0 through the API and seed 0
-again through the command line (byte identity, CLI), the latter with the
-former module's entry point ``python -m dataset.toy_world``.
+Two worlds: seed 0 through the API (the session's ``toy_world``, which other
+modules share) and, in the slow tier, seed 0 again through the command line
+(byte identity, CLI), with the former module's entry point
+``python -m dataset.toy_world``.
 """
 
 import csv
@@ -23,10 +24,9 @@ from dataset.toy import ESC50_CLASSES, SYNTH_SR, TUT_SCENES, US8K_CLASSES
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    out = tmp_path_factory.mktemp("toy") / "world"
-    summary = toy.generate_toy_world(out, "tiny", seed=0)
-    return summary
+def world(toy_world_summary):
+    """The session's toy world (seed 0, through the API): generated once for every test module that uses one."""
+    return toy_world_summary
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +91,7 @@ def clotho_rows(out, split):
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # world_cli generates a second world
 def test_same_seed_gives_identical_bytes(world, world_cli):
     a, b = tree_hashes(world["out_dir"]), tree_hashes(world_cli)
     assert sorted(a) == sorted(b)
@@ -142,6 +143,7 @@ def test_plan_is_what_was_written(world):
     assert sorted(wavs) == sorted(s["path"] for s in specs)
 
 
+@pytest.mark.slow  # world_cli generates a second world
 def test_cli(world_cli):
     # The fixture generated a world through ``main``; here the error path.
     assert os.path.isfile(os.path.join(world_cli, "world.json"))

@@ -238,6 +238,7 @@ def test_mixer_choices_follow_the_seeded_draws(mixing, prob):
     assert mixer.counts == {"curated": got.count("curated"), "replay": got.count("replay")}
 
 
+@pytest.mark.slow  # two training runs; the formula itself: test_mixer_choices_follow_the_seeded_draws
 @pytest.mark.parametrize("prob", [0.5, 1.0])
 def test_replace_mixing_run_takes_the_formulas_batches(toy_world, tmp_path, prob):
     """A run with the paper's mixing logs, per epoch, the curated/replay counts of the seeded formula.
