@@ -10,7 +10,7 @@ right results among the top k), the share of queries with a right clip in the
 top 5, and chance (mean over queries of right clips / indexed clips, the P@k of
 a random ranking).
 
-Usage (after README command 1 and the index of the README's toy example)::
+Usage (after README command 1 and the index of the toy example in docs/retrieval.md)::
 
     python recipes/build_index.py --audio_folder=toy_results/world/clotho --output_folder=toy_results/index \
         --ssl_checkpoints_dir=toy_results/seed1234/teacher/save

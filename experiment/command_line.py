@@ -18,7 +18,7 @@ plain steps, in this order:
    :func:`setup` is what every recipe runs first: weights-only loading,
    CUDA-only options off on a CPU-only machine, DDP, then steps 1-5.
 
-A SpeechBrain 1.1.2 pitfall handled here (see the README): ``--key=a=b``
+A SpeechBrain 1.1.2 pitfall handled here (docs/hardening.md): ``--key=a=b``
 reaches the YAML as ``a b`` in SpeechBrain; here only the first ``=``
 separates key and value, so ``--pann_ckpt_path=/x/Cnn14_mAP=0.431.pth``
 names that file. Only public SpeechBrain API is used: the run options are

@@ -48,7 +48,7 @@ class Alias:
         value -> our value (default: the same value); may instead return a
         dict ``{our key: value}`` when one paper key sets several of ours.
     note : str
-        What differs, if anything (for the README table).
+        What differs, if anything (for the table of docs/paper_vs_ours.md).
     """
 
     key: str

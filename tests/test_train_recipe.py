@@ -91,7 +91,7 @@ def make_pann_file(path, **cnn_kwargs):
 
 @pytest.mark.slow
 def test_paper_command_runs_unchanged(toy_world, tmp_path):
-    """The README's teacher command (every flag, values filled in) with toy paths and tiny overrides."""
+    """The teacher command of docs/training.md (every flag, values filled in) with toy paths and tiny overrides."""
     pann = tmp_path / "ckpt" / "Cnn14_mAP=0.431.pth"
     pann.parent.mkdir()
     cnn = make_pann_file(pann, sample_rate=16000, window_size=1024, hop_size=320, mel_bins=64, fmin=50,
