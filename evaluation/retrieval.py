@@ -44,7 +44,7 @@ import numpy as np
 from dataset.corpora.audiocaps import read_audiocaps
 from dataset.corpora.clotho import read_clotho
 from dataset.corpora.files import find_metadata, read_csv_any_encoding
-from dataset.manifest import atomic_write, write_csv
+from dataset.manifest import atomic_write, read_caption_csv, write_csv
 
 RECALL_KS = (1, 5, 10)
 MAP_K = 10
@@ -267,8 +267,10 @@ def read_retrieval_set(dataset, data_folder, split):
     counts : dict
         ``clips_listed``, ``clips_missing``, ``captions_missing``.
     """
+    if dataset == "csv":
+        return _read_caption_csv_set(data_folder)
     if dataset not in DATASETS:
-        raise SystemExit(f"dataset must be one of {sorted(DATASETS)}, not {dataset!r}.")
+        raise SystemExit(f"dataset must be one of {sorted(DATASETS) + ['csv']}, not {dataset!r}.")
     reader, pattern, _ = DATASETS[dataset]
     if not os.path.isdir(data_folder):
         raise SystemExit(f"--data_folder={data_folder} is not a folder; it must hold {pattern.format(split=split)}.")
@@ -289,6 +291,24 @@ def read_retrieval_set(dataset, data_folder, split):
     listed = _listed_clips(data_folder, dataset, split)
     counts = {"clips_listed": listed, "clips_missing": max(0, listed - len(clips)),
               "captions_missing": captions_missing}
+    return clips, captions, caption_clip, counts
+
+
+def _read_caption_csv_set(path):
+    """``dataset: csv``: the clips and captions of a caption CSV (``ID,wav_path,caption``), e.g. a held-out split."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"--data_folder={path}: with dataset csv it must be a caption CSV (ID,wav_path,caption).")
+    rows = read_caption_csv(path)
+    listed = {row["wav_path"] for row in rows}
+    rows = [row for row in rows if os.path.isfile(row["wav_path"])]
+    clip_index, clips, captions, caption_clip = {}, [], [], []
+    for row in rows:
+        index = clip_index.setdefault(row["wav_path"], len(clips))
+        if index == len(clips):
+            clips.append(row["wav_path"])
+        captions.append(row["caption"])
+        caption_clip.append(index)
+    counts = {"clips_listed": len(listed), "clips_missing": len(listed) - len(clips), "captions_missing": 0}
     return clips, captions, caption_clip, counts
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from dataset.manifest import atomic_write, write_csv
 from pipeline.intervals import RESAMPLES, accuracy_interval, clip_resamples, correct_matrix, difference_interval, shown
-from pipeline.toy import ROWS, TARGETS
+from pipeline.plan import curated_key, model_rows, row_round, row_title, target_title
 
 __all__ = ["collect", "correctness", "summarise", "markdown_table", "differences", "verdicts", "write_results",
            "write_bar_chart", "machine_description"]
@@ -25,11 +25,12 @@ def collect(plans, hparams):
     for plan in plans:
         for (kind, target), stage in plan.zeroshot.items():
             out = (stage.result or {}).get("outputs") or {}
-            curated = plan.curated.get(("du", None) if kind == "du" else (kind.replace("_softclap", ""), target))
-            cur = (curated.result or {}).get("outputs", {}) if curated is not None and kind != "teacher" else {}
+            key = curated_key(kind, target)
+            curated = plan.curated.get(key) if key else None
+            cur = (curated.result or {}).get("outputs", {}) if curated is not None else {}
             predictions = os.path.join(os.path.dirname(out["json"]), "predictions.csv") if out.get("json") else None
             rows.append({
-                "seed": plan.seed, "model": ROWS[kind], "dataset": target,
+                "seed": plan.seed, "model": row_title(kind), "round": row_round(kind), "dataset": target,
                 "predictions": predictions if predictions and os.path.isfile(predictions) else None,
                 "top1": out.get("top1"), "top5": out.get("top5"), "clips": out.get("clips"),
                 "curated_pairs": cur.get("pairs"), "pair_precision": cur.get("pair_precision"),
@@ -97,7 +98,9 @@ def summarise(rows, hparams, matrices=None):
     >>> cell["seeds"], cell["top1_mean"], round(cell["top1_sd"], 4), cell["curated_pairs_mean"], cell["top1_per_seed"]
     (2, 0.375, 0.1768, None, '0.2500;0.5000')
     """
-    models = [ROWS[k] for k in ["teacher"] + list(hparams["students"])]
+    keys = model_rows(hparams)
+    models = [row_title(k) for k in keys]
+    rounds = {row_title(k): row_round(k) for k in keys} if int(hparams.get("rounds") or 1) > 1 else None
     frame = pd.DataFrame(rows, columns=["model", "dataset", *_NUMERIC])
     frame[list(_NUMERIC)] = frame[list(_NUMERIC)].apply(pd.to_numeric, errors="coerce")
     # Sample standard deviation (ddof=1); NaN (no value) for fewer than two seeds.
@@ -111,7 +114,7 @@ def summarise(rows, hparams, matrices=None):
         for target in hparams["target_sets"]:
             cell = [r for r in rows if r["model"] == model and r["dataset"] == target]
             found = (model, target) in stats.index
-            entry = {"model": model, "dataset": target,
+            entry = {"model": model, **({"round": rounds[model]} if rounds else {}), "dataset": target,
                      "seeds": int(stats.loc[(model, target), "seeds"]) if found else 0}
             for key in ("top1_mean", "top1_sd", "top5_mean", "top5_sd", "curated_pairs_mean", "pair_precision_mean"):
                 entry[key] = _value(stats.loc[(model, target), key]) if found else None
@@ -135,7 +138,7 @@ def _pct(mean, sd, low=None, high=None):
 def markdown_table(table, hparams, seeds):
     targets = hparams["target_sets"]
     cells = {(t["model"], t["dataset"]): t for t in table}
-    titles = [TARGETS[t][2] for t in targets]
+    titles = [target_title(t) for t in targets]
     lines = ["| model | " + " | ".join(titles) + " | curated pairs (" + " / ".join(titles) + ") |",
              "|---" * (len(targets) + 2) + "|"]
     for model in dict.fromkeys(t["model"] for t in table):
@@ -151,9 +154,10 @@ def markdown_table(table, hparams, seeds):
 
 def _comparisons(hparams):
     """(row, reference row) pairs: each student against the teacher, each SoftCLAP student against its plain one."""
-    pairs = [(ROWS[k], "teacher") for k in hparams["students"]]
-    pairs += [(ROWS[k], ROWS[k.replace("_softclap", "")]) for k in hparams["students"]
-              if k.endswith("softclap") and k.replace("_softclap", "") in hparams["students"]]
+    rows = model_rows(hparams)[1:]
+    pairs = [(row_title(k), "teacher") for k in rows]
+    pairs += [(row_title(k), row_title(k.replace("_softclap", ""))) for k in rows
+              if "_softclap" in k and k.replace("_softclap", "") in rows]
     return pairs
 
 
@@ -192,12 +196,12 @@ def verdicts(table, hparams, matrices=None):
         mine = [e for e in entries if e["comparison"] == comparison]
         parts = []
         for e in mine:
-            text = f"{TARGETS[e['dataset']][2]} {e['diff']:+.1f}"
+            text = f"{target_title(e['dataset'])} {e['diff']:+.1f}"
             if e["shown"] is not None:
                 text += f" [{e['ci_low']:+.1f}, {e['ci_high']:+.1f}]" + (" not shown" if e["shown"] == 0 else "")
             parts.append(text)
         if all(e["shown"] is not None for e in mine):
-            names = {s: [TARGETS[e["dataset"]][2] for e in mine if e["shown"] == s] for s in (1, -1, 0)}
+            names = {s: [target_title(e["dataset"]) for e in mine if e["shown"] == s] for s in (1, -1, 0)}
             if len(names[1]) == len(mine):
                 word = "helps"
             elif len(names[-1]) == len(mine):
@@ -223,6 +227,8 @@ def write_results(plans, hparams, seeds, machine):
     table = summarise(rows, hparams, matrices)
     per_seed_fields = ["seed", "model", "dataset", "top1", "top5", "clips", "curated_pairs", "pair_precision",
                        "threshold", "not_run"]
+    if int(hparams.get("rounds") or 1) > 1:  # self-training: which round each row belongs to
+        per_seed_fields.insert(2, "round")
     write_csv(os.path.join(out, "results_per_seed.csv"), [{k: _fmt(r[k]) for k in per_seed_fields} for r in rows],
               per_seed_fields)
     fields = list(table[0]) if table else []
@@ -235,10 +241,11 @@ def write_results(plans, hparams, seeds, machine):
         else f"seed {seeds[0]}"
     intervals = (" In brackets: the 95 % bootstrap interval over clips (percentile, pooled over seeds, "
                  f"{RESAMPLES} resamples of the per-clip predictions.csv files)." if matrices else "")
+    toy = "world_size" in hparams
     text = "\n".join([
-        "# Toy-world results",
+        "# Toy-world results" if toy else "# Results",
         "",
-        f"Zero-shot top-1 accuracy (%) on the toy target sets; {spread}. DS and ADS students are "
+        f"Zero-shot top-1 accuracy (%) on the {'toy ' if toy else ''}target sets; {spread}. DS and ADS students are "
         "trained per target set; the DU student is shared. Curated pairs: DU = unpaired clip x caption "
         "pairs, DS = training pairs kept, ADS = unpaired clip x DS caption pairs." + intervals,
         "",
@@ -250,18 +257,30 @@ def write_results(plans, hparams, seeds, machine):
         "",
         *verdicts(table, hparams, matrices),
         "",
-        f"Machine: {machine}. Settings: world {hparams['world_size']} (seed {hparams['world_seed']}), teacher "
-        f"{hparams['teacher_epochs']} epochs, students {hparams['student_steps']} steps, curation_prob "
+        f"Machine: {machine}. Settings: " + (f"world {hparams['world_size']} (seed {hparams['world_seed']}), "
+                                            if toy else f"teacher {hparams.get('teacher')}, ")
+        + f"teacher {hparams['teacher_epochs']} epochs, students {hparams['student_steps']} steps, curation_prob "
         f"{hparams['curation_prob']} ({hparams.get('curation_mixing', 'insert')} mixing), softclap_beta "
         f"{hparams['softclap_beta']} ({hparams.get('softclap_targets', 'normalized')} targets)"
         + (f", precision {hparams['precision']}" if hparams.get("precision", "fp32") != "fp32" else "")
         + f", curation crop {hparams.get('curation_eval_crop', 'center')}, caption rows "
-        f"{hparams.get('caption_rows', 'distinct')}.",
+        f"{hparams.get('caption_rows', 'distinct')}." + ("" if toy else _thresholds_line(plans)),
         "",
     ])
     atomic_write(os.path.join(out, "results.md"), lambda f: f.write(text), "w", encoding="utf-8")
     write_bar_chart(os.path.join(out, "results.png"), table, hparams, spread)
     return text
+
+
+def _thresholds_line(plans):
+    """The curation thresholds each seed used (data-derived ones are recorded here and in the stage markers)."""
+    parts = []
+    for plan in plans:
+        for (key, target), stage in plan.curated.items():
+            value = ((stage.result or {}).get("outputs") or {}).get("threshold")
+            if value is not None:
+                parts.append(f"seed {plan.seed} {row_title(key)}{' ' + target if target else ''} {value}")
+    return (" Curation thresholds: " + "; ".join(parts) + ".") if parts else ""
 
 
 def _fmt(value):
@@ -288,7 +307,7 @@ def write_bar_chart(path, table, hparams, subtitle):
         xs = [k + (i - (len(models) - 1) / 2) * width for k in range(len(targets))]
         ax.bar(xs, means, width, yerr=sds if any(sds) else None, capsize=2, label=model)
     ax.set_xticks(range(len(targets)))
-    ax.set_xticklabels([TARGETS[t][2] for t in targets])
+    ax.set_xticklabels([target_title(t) for t in targets])
     ax.set_ylabel("zero-shot top-1 (%)")
     ax.set_title(f"Toy world: teacher and students ({subtitle})", fontsize=9)
     ax.legend(fontsize=7, ncol=2)

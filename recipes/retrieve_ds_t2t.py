@@ -95,7 +95,8 @@ def ds_pairs(rows, by_caption, extra, eval_ids, drop_eval_overlap):
     pairs, overlap_pairs, dropped_pairs = [], 0, 0
     for row in rows:
         hit = by_caption.get((row.get("caption") or "").strip())
-        if hit is None:
+        if hit is None or not row.get("wav_path"):
+            # A caption without audio (a text file of the pipeline's caption pool) is a DS caption for ADS only.
             continue
         in_eval = any(i in eval_ids for i in row_ids(row.get("source_id")))
         overlap_pairs += in_eval

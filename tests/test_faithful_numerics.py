@@ -94,7 +94,7 @@ def toy_stage_commands(tmp_path):
     """The commands of the toy pipeline's embedding, DU and ADS stages (fixed thresholds: no embeddings needed)."""
     from experiment.command_line import load_hparams
     from pipeline.stages import Stage
-    from pipeline.toy import SeedPlan
+    from pipeline.plan import SeedPlan
 
     overrides = "\n".join([f"output_folder: {tmp_path}", "du_threshold: 0.5", "ads_threshold_esc50: 0.5",
                            "ads_threshold_us8k: 0.5", "ads_threshold_tut17: 0.5"])

@@ -1,0 +1,130 @@
+"""The pipeline runner's plans: the toy plan unchanged, inputs checked before any work.
+
+- The toy plan's stage commands (and so its markers' digests) equal those the toy
+  pipeline built before the runner was opened to real data
+  (``tests/fixtures/toy_plan_commands.json``, written by the code of commit 445f87f);
+- a bad input to ``recipes/pipeline.py`` is refused in one line naming the key and the fix, before anything is
+  written.
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import FIXTURES, REPO
+from experiment.command_line import load_hparams
+from pipeline.main import run_pipeline
+from pipeline.plan import SeedPlan, curated_key, model_rows, row_title
+from pipeline.stages import Stage
+
+USER = os.path.join(REPO, "hparams", "pipeline", "laion_own_audio.yaml")
+
+
+def _fake_csv(path, rows):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["ID", "wav_path", "caption"])
+        writer.writerows([f"c{i}", f"/a/{i}.wav", f"cap {i}"] for i in range(rows))
+
+
+def test_toy_plan_commands_are_those_of_the_toy_pipeline_before_the_runner_was_opened(tmp_path):
+    tmp = str(tmp_path)
+    overrides = "\n".join([f"output_folder: {tmp}", "du_threshold: 0.5", "ads_threshold_esc50: 0.5",
+                           "ads_threshold_us8k: 0.5", "ads_threshold_tut17: 0.5"])
+    hparams = load_hparams(os.path.join(REPO, "hparams/toy/pipeline.yaml"), overrides)
+    hparams["precision"] = "fp32"
+    world = Stage("world", "w", marker_dir=tmp, log_dir=tmp)
+    plan = SeedPlan(hparams, 1234, world, os.path.join(tmp, "world"))
+    _fake_csv(os.path.join(tmp, "seed1234", "teacher", "save", "train_raw.csv"), 500)
+    for stage in plan.stages:
+        if stage.name.startswith("curation"):
+            _fake_csv(os.path.join(tmp, stage.name + ".csv"), 100)
+            stage.result = {"outputs": {"csv": os.path.join(tmp, stage.name + ".csv"), "pairs": 100}}
+    got = {s.name: [a.replace(tmp, "<OUT>").replace(REPO, "<REPO>") for a in s.command()] for s in plan.stages}
+    with open(os.path.join(FIXTURES, "toy_plan_commands.json"), encoding="utf-8") as f:
+        expected = json.load(f)
+    assert list(got) == list(expected)
+    for name in expected:
+        assert got[name] == expected[name], name
+
+
+def test_row_keys_of_rounds():
+    h = {"students": ["ads", "ads_softclap"], "rounds": 2}
+    assert model_rows(h) == ["teacher", "ads", "ads_softclap", "ads@r2", "ads_softclap@r2"]
+    assert [row_title(k) for k in model_rows(h)][-1] == "ADS+SoftCLAP (round 2)"
+    assert curated_key("ads_softclap@r2", "esc50") == ("ads@r2", "esc50")
+    assert curated_key("du", "us8k") == ("du", None) and curated_key("teacher", "esc50") is None
+
+
+# ------------------------------------------------------------------ bad inputs
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("inputs")
+    audio = root / "audio" / "sub"
+    audio.mkdir(parents=True)
+    import numpy as np
+    import soundfile
+
+    soundfile.write(str(audio / "a.wav"), np.zeros(1600, dtype="float32"), 16000)
+    (root / "empty").mkdir()
+    (root / "labels.txt").write_text("dog\nrain\n", encoding="utf-8")
+    _fake_csv(str(root / "captions.csv"), 3)
+    torch.save({"state_dict": {"encoder.weight": torch.zeros(2, 2)}}, root / "unknown.pt")
+    esc = root / "ESC-50" / "meta"
+    esc.mkdir(parents=True)
+    (esc / "esc50.csv").write_text("filename,fold,target,category,esc10,src_file,take\n", encoding="utf-8")
+    return root
+
+
+def _argv(inputs, out, **changes):
+    flags = {"teacher": str(inputs / "unknown.pt"), "unpaired_audio": str(inputs / "audio"),
+             "caption_pool": f"[{inputs / 'captions.csv'}]", "label_list": str(inputs / "labels.txt"),
+             "output_folder": str(out)}
+    flags.update(changes)
+    return [USER] + [f"--{k}={v}" for k, v in flags.items() if v is not None]
+
+
+@pytest.mark.parametrize("case, changes, key", [
+    ("unknown student", {"students": "[ads, dsa]"}, "students"),
+    ("teacher of unknown architecture", {}, "teacher"),
+    ("missing teacher file", {"teacher": "/nonexistent/630k.pt"}, "teacher"),
+    ("empty unpaired folder", {"unpaired_audio": "EMPTY"}, "unpaired_audio"),
+    ("missing label list", {"label_list": "/nonexistent/labels.txt"}, "label_list"),
+    ("target folder in the wrong layout", {"target_sets": "[us8k]", "us8k_folder": "ESC"}, "us8k_folder"),
+    ("no shard matches", {"unpaired_audio": "/nonexistent/shard-{000..003}.tar"}, "unpaired_audio"),
+])
+def test_bad_input_is_one_line_naming_the_key_before_anything_is_written(inputs, tmp_path, case, changes, key):
+    replace = {"EMPTY": str(inputs / "empty"), "ESC": str(inputs / "ESC-50")}
+    changes = {k: replace.get(v, v) for k, v in changes.items()}
+    if case != "teacher of unknown architecture":
+        # A valid teacher file for the other cases: every check before the one tested passes.
+        changes.setdefault("teacher", _valid_teacher(inputs))
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        run_pipeline(_argv(inputs, out, **changes), "pipeline.py")
+    message = str(info.value.code)
+    assert message.startswith(f"--{key}:") and "\n" not in message, message
+    assert not out.exists()
+
+
+def _valid_teacher(inputs):
+    """A tiny CLAP in our own layout: its architecture is the YAML's (nothing inferred)."""
+    path = inputs / "ours.pt"
+    if not path.exists():
+        torch.save({"model": {"audio_encoder.base.bn0.weight": torch.ones(64)}}, path)
+    return str(path)
+
+
+def test_bad_input_from_the_command_line_prints_one_line_and_no_traceback(inputs, tmp_path):
+    proc = subprocess.run([sys.executable, "recipes/pipeline.py"] + _argv(inputs, tmp_path / "out"), cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().startswith("--teacher:") and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
