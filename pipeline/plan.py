@@ -154,16 +154,23 @@ class SeedPlan:
         return s
 
     # -------------------------------------------------------- commands
-    def training_flags(self, name, epochs, lr, base=None):
+    def training_flags(self, name, epochs, lr, base=None, yaml=None):
         base = base or (self.out if name == "teacher" else os.path.join(self.out, "students"))
         return self.src.train_data_flags() + [
             f"--output_base={base}", f"--experiment_name={name}", f"--seed={self.seed}",
             f"--number_of_epochs={epochs}", f"--batch_size={self.h['batch_size']}", f"--base_lr={lr}",
-            "--noprogressbar"] + self.precision_flags() + self.model_flags()
+            "--noprogressbar"] + self.precision_flags() + self.model_flags(yaml)
 
-    def model_flags(self):
-        """The pipeline's ``model_flags`` and the teacher file's architecture (every model it trains and scores)."""
-        return list(self.src.model_flags) + list(self.h.get("model_flags") or [])
+    def model_flags(self, yaml=None):
+        """The teacher file's architecture and the pipeline's ``model_flags`` (every model it trains and scores).
+
+        With ``yaml`` (the stage's recipe YAML), a model or duration key that
+        YAML does not have is left out (the DS step reads no audio, so it has
+        no ``eval_duration``); any other flag is passed, so a misspelt key is
+        still refused by the recipe.
+        """
+        flags = list(self.src.model_flags) + list(self.h.get("model_flags") or [])
+        return flags if yaml is None else _flags_for(repo_path(yaml), flags)
 
     def precision_flags(self):
         """``--precision`` (none for fp32: those commands and digests stay as they were) and ``--device``."""
@@ -179,7 +186,8 @@ class SeedPlan:
             stage = self.stage(
                 "teacher", "teacher training", deps=[self.inputs],
                 command=lambda: [repo_path(self.src.train_script), repo_path(h["train_hparams"])]
-                + self.training_flags("teacher", h["teacher_epochs"], h["teacher_lr"]) + self.src.init_flags,
+                + self.training_flags("teacher", h["teacher_epochs"], h["teacher_lr"], yaml=h["train_hparams"])
+                + self.src.init_flags,
                 outputs=lambda stdout: _training_outputs(self.teacher_save),
                 note=_training_note, train_save=self.teacher_save, distributed=True,
             )
@@ -211,7 +219,7 @@ class SeedPlan:
             + [f"--audio_pathfile={self.src.unpaired_list}", f"--text_pathfile={caption_csv()}", "--noprogressbar",
                # Always given: the YAML's default is the paper code's crop.
                f"--eval_crop={h['curation_eval_crop']}"]
-            + self.precision_flags() + self.curation_model_flags(),
+            + self.precision_flags() + self.curation_model_flags(h["toemb_hparams"]),
             outputs=lambda stdout: existing_outputs({"audio_emb": os.path.join(emb_dir, "audio_emb.npy"),
                                                      "text_emb": os.path.join(emb_dir, "text_emb.npy")}),
             distributed=True,
@@ -241,7 +249,8 @@ class SeedPlan:
                 repo_path("recipes/retrieve_ds_t2t.py"), repo_path(h["ds_hparams"].format(set=info.short)),
                 f"--target_csv_path={caption_csv()}"] + teacher.flags(clear_clap=True) + [
                 f"--emb_dir={emb_dir}", f"--sim_threshold={threshold_flag(self.src.ds_threshold(target))}"]
-            + info.ds_flags() + ["--noprogressbar"] + self.curation_model_flags() + self.precision_flags(),
+            + info.ds_flags() + ["--noprogressbar"] + self.curation_model_flags(h["ds_hparams"].format(set=info.short))
+            + self.precision_flags(),
             outputs=lambda stdout: _ds_outputs(emb_dir, info.caption_set), note=_curation_note,
         )
         self.curated[(row_key("ds", r), target)] = ds
@@ -259,9 +268,9 @@ class SeedPlan:
                 skip=lambda: None if self.pairs(key) else "no DS captions to match",
             )
 
-    def curation_model_flags(self):
+    def curation_model_flags(self, yaml):
         """Architecture flags of the curation recipes (whose YAMLs describe MS CLAP), then ``model_flags``."""
-        return list(self.src.curation_flags) + self.model_flags()
+        return list(self.src.curation_flags) + self.model_flags(yaml)
 
     def threshold(self, kind, target, emb_dir):
         """The DU / ADS threshold flag: the YAML value, or the clip-fraction quantile of the teacher's cosines."""
@@ -313,7 +322,8 @@ class SeedPlan:
                 extra += teacher.softclap_flags() + [f"--softclap_beta={h['softclap_beta']}"]
                 if h["softclap_targets"] != "normalized":
                     extra.append(f"--softclap_targets={h['softclap_targets']}")
-            flags = self.training_flags(name, epochs, h["student_lr"], base=os.path.join(where, "students")) + [
+            flags = self.training_flags(name, epochs, h["student_lr"], base=os.path.join(where, "students"),
+                                        yaml=yaml_file) + [
                 f"--train_csv_path={replay}"] + teacher.flags() + [f"--curation_prob={prob}"]
             if curated:
                 flags.append(f"--curation_csv={self.csv(curated)}")
@@ -348,7 +358,8 @@ class SeedPlan:
                              repo_path(self.h["zeroshot_hparams"].format(set=info.zeroshot_dir)),
                              f"--dataset={info.dataset}", f"--data_folder={info.folder}"] + model.flags()
             + [f"--output_base={base}", f"--experiment_name={model_name}_{target}",
-               f"--seed={self.seed}", "--noprogressbar"] + self.precision_flags() + self.model_flags(),
+               f"--seed={self.seed}", "--noprogressbar"] + self.precision_flags()
+            + self.model_flags(self.h["zeroshot_hparams"].format(set=info.zeroshot_dir)),
             outputs=lambda stdout: _zeroshot_outputs(folder),
             note=lambda out: f"top-1 {out['top1']:.3f}",
             skip=lambda: (model.stage.result or {}).get("skipped") and "its model was not trained",
@@ -380,7 +391,7 @@ class SeedPlan:
                         repo_path("recipes/retrieval_eval.py"), repo_path(h["retrieval_hparams"]), "--dataset=csv",
                         f"--data_folder={selection_csv()}"] + model.flags()
                     + [f"--output_base={os.path.dirname(folder)}", f"--experiment_name={name}", "--noprogressbar"]
-                    + self.precision_flags() + self.model_flags(),
+                    + self.precision_flags() + self.model_flags(h["retrieval_hparams"]),
                     outputs=lambda stdout, folder=folder: _retrieval_outputs(folder),
                     note=lambda out: f"R@1 {out['r1']:.3f}",
                     skip=lambda stage=stage: (stage.result or {}).get("skipped") and "not trained",
@@ -404,6 +415,29 @@ class SeedPlan:
                            + (f", R@1 {out['r1']:.3f}" if out.get("r1") is not None else " (the only student)"))
         self.selected[r] = stage
         return TeacherRef(save=lambda: stage.result["outputs"]["save"], select=h["student_select"], stage=stage)
+
+
+#: Keys a recipe YAML may lack although the pipeline gives them to every stage: the model and the durations.
+_MODEL_KEYS = ("audioenc_name", "sample_rate", "window_size", "hop_size", "mel_bins", "fmin", "fmax", "classes_num",
+               "out_emb", "text_model", "txt_emb_dim", "d_proj", "audio_width", "text_pooling", "audio_options",
+               "projection", "text_max_length", "eval_duration", "train_duration")
+_YAML_KEYS = {}
+
+
+def _flags_for(yaml_path, flags):
+    """``flags`` without the model / duration keys that ``yaml_path`` lacks (its top-level keys, read once)."""
+    import re
+
+    if yaml_path not in _YAML_KEYS:
+        with open(yaml_path, encoding="utf-8") as f:
+            _YAML_KEYS[yaml_path] = {m.group(1) for m in re.finditer(r"^([A-Za-z_][\w]*)\s*:", f.read(), re.M)}
+    keys = _YAML_KEYS[yaml_path]
+
+    def keep(flag):
+        key = flag[2:].split("=", 1)[0] if flag.startswith("--") else None
+        return key is None or key in keys or key not in _MODEL_KEYS
+
+    return [f for f in flags if keep(f)]
 
 
 def _training_outputs(save):

@@ -84,15 +84,18 @@ def miniature(toy_world, tmp_path_factory):
         with open(path, "rb") as f:
             writer.write({"__key__": stem, ext[1:]: f.read(), "json": {"source": "toy", "index": i}})
     writer.close()
-    rows = read_clotho(os.path.join(toy_world, "clotho"), splits=("development",))
+    rows, _ = read_clotho(os.path.join(toy_world, "clotho"), splits=("development",))
     write_csv(str(root / "captions.csv"), rows, fieldnames=["ID", "wav_path", "caption"])
-    held_out = read_clotho(os.path.join(toy_world, "clotho"), splits=("validation",))[:40]
+    held_out = read_clotho(os.path.join(toy_world, "clotho"), splits=("validation",))[0][:40]
     write_csv(str(root / "held_out.csv"), held_out, fieldnames=["ID", "wav_path", "caption"])
     (root / "labels.txt").write_text("dog\nrain\nchirping birds\nsiren\nengine\n", encoding="utf-8")
     roberta = write_tiny_roberta(root / "roberta", hidden=32, heads=2)
     teacher = write_laion_checkpoint(root / "630k-tiny.pt", roberta)
     model_flags = "[" + ", ".join([f"--{k}={v}" for k, v in FRONT.items()]
-                                  + [f"--text_model={roberta}", "--eval_duration=1.0", "--train_duration=1.0"]) + "]"
+                                  + [f"--text_model={roberta}", "--eval_duration=1.0", "--train_duration=1.0",
+                                     # The small spectrogram is not in the file (LAION's configuration holds it).
+                                     "'--audio_options={" + ", ".join(f"{k}: {v}" for k, v in HTSAT_SMALL.items())
+                                     + "}'"]) + "]"
     flags = [f"--teacher={teacher}", f"--unpaired_audio={audio}", f"--caption_pool=[{root / 'captions.csv'}]",
              "--target_sets=[esc50]", f"--esc50_folder={os.path.join(toy_world, 'ESC-50')}",
              f"--label_list={root / 'labels.txt'}", "--label_list_name=mine",
