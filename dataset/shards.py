@@ -71,7 +71,7 @@ def split_member_path(path):
     if cut < 0:
         return None
     tar, member = path[: cut + len(TAR_SUFFIX)], path[cut + len(TAR_SUFFIX) + 1:]
-    if not member or not tar[: -len(TAR_SUFFIX)] or os.path.isfile(path):
+    if not member or not os.path.basename(tar)[: -len(TAR_SUFFIX)] or os.path.isfile(path):
         return None
     return tar, member
 
