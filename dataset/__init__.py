@@ -4,6 +4,8 @@ May import ``models`` (the only package below it); today it imports nothing
 else of the project. Every package above reads audio and manifests through it.
 
 - :mod:`dataset.audio`: reading, resampling, the one folder walker;
+  :mod:`dataset.shards`: audio in webdataset tar shards (member paths ``<shard>.tar#<member>``,
+  shard lists, random access), :mod:`dataset.shard_index`: their resumable listing;
   :mod:`dataset.clips`: the one clip dataset (tiling, cropping, chunking, masking);
 - :mod:`dataset.manifest`: CSV manifests (real CSV quoting), atomic writes, file keys;
 - :mod:`dataset.corpora`: one reader per caption corpus, composed by

@@ -4,9 +4,14 @@
 with soundfile and resampled with torchaudio's functional API. Every failure
 to read a file becomes an :class:`AudioReadError` that names the file and the
 reason, so a bad clip in a 10^5-clip corpus is easy to find.
+
+A *member path* (``<shard>.tar#<member>``, :mod:`dataset.shards`) reads the
+member of a tar shard: soundfile decodes it from an in-memory file holding its
+bytes, with the same partial reads (``start``, ``frames``) as a file on disk.
 """
 
 import functools
+import io
 import logging
 import math
 import os
@@ -16,6 +21,8 @@ import numpy as np
 import soundfile
 import torch
 import torchaudio
+
+from dataset.shards import audio_exists, read_member_bytes, split_member_path
 
 logger = logging.getLogger(__name__)
 
@@ -34,17 +41,38 @@ class AudioReadError(RuntimeError):
 
 
 def _check_file(path):
-    """Returns ``path`` as ``str`` or raises AudioReadError if it is not a file."""
+    """Returns ``path`` as ``str`` or raises AudioReadError if it is not a file (nor a shard's member)."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not audio_exists(path):
         raise AudioReadError(f"Audio file not found: {path}")
     return path
+
+
+def _source(path):
+    """``(path as str, what soundfile opens)``: the path itself, or a ``BytesIO`` factory for a member path.
+
+    Raises AudioReadError (naming ``path``) if the file or member is missing,
+    or the shard cannot be read.
+    """
+    path = os.fspath(path)
+    if split_member_path(path) is None:
+        if not os.path.isfile(path):
+            raise AudioReadError(f"Audio file not found: {path}")
+        return path, lambda: path
+    try:
+        data = read_member_bytes(path)
+    except FileNotFoundError as e:
+        raise AudioReadError(f"Audio file not found: {path} ({e})") from e
+    except (OSError, ValueError) as e:
+        raise AudioReadError(f"Unreadable or corrupt audio file {path}: {e}") from e
+    return path, lambda: io.BytesIO(data)
 
 
 def probe_audio(path):
     """Reads an audio file's header: number of frames, sample rate, channels.
 
-    Only the header is decoded, so probing a whole corpus is cheap.
+    Only the header is decoded, so probing a whole corpus is cheap (a shard's
+    member is read whole from the shard, then only its header decoded).
 
     Arguments
     ---------
@@ -70,9 +98,12 @@ def probe_audio(path):
     >>> probe_audio(p)
     (800, 16000, 2)
     """
-    path = _check_file(path)
+    return _probe(*_source(path))
+
+
+def _probe(path, opener):
     try:
-        info = soundfile.info(path)
+        info = soundfile.info(opener())
     except (RuntimeError, OSError, ValueError) as e:
         raise AudioReadError(f"Unreadable or corrupt audio file {path}: {e}") from e
     if info.frames <= 0:
@@ -112,9 +143,12 @@ def read_audio_mono(path, start=0, frames=-1):
     >>> wav.tolist(), wav.dtype, sr
     ([0.25, 0.25], dtype('float32'), 8000)
     """
-    path = _check_file(path)
+    return _read_mono(*_source(path), start, frames)
+
+
+def _read_mono(path, opener, start=0, frames=-1):
     try:
-        data, sample_rate = soundfile.read(path, start=start, frames=frames, dtype="float32", always_2d=True)
+        data, sample_rate = soundfile.read(opener(), start=start, frames=frames, dtype="float32", always_2d=True)
     except (RuntimeError, OSError, ValueError) as e:
         raise AudioReadError(f"Unreadable or corrupt audio file {path}: {e}") from e
     if data.shape[0] == 0:
@@ -354,9 +388,10 @@ def load_audio(path, sample_rate, duration=None, crop="random", generator=None):
     >>> load_audio(p, 16000, duration=0.5, crop="start").shape
     torch.Size([8000])
     """
+    path, opener = _source(path)  # a shard's member is read once
     start, frames, local = 0, -1, None
     if duration is not None:
-        total, orig_sr, _ = probe_audio(path)
+        total, orig_sr, _ = _probe(path, opener)
         if crop == "paper":
             # The paper code's window, placed in the resampled whole file; only the frames
             # that produce it (plus the filter's reach) are read and resampled.
@@ -371,7 +406,7 @@ def load_audio(path, sample_rate, duration=None, crop="random", generator=None):
             if total > needed:
                 start, frames = crop_offset(total - needed, crop, generator), needed
                 crop = "start"
-    wav, orig_sr = read_audio_mono(path, start, frames)
+    wav, orig_sr = _read_mono(path, opener, start, frames)
     # A single NaN would spread through the resampling filter and the whole
     # batch's loss; clean it before any processing.
     if not np.isfinite(wav).all():

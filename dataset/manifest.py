@@ -12,6 +12,8 @@ import json
 import os
 import tempfile
 
+from dataset.shards import member_size, shard_key, split_member_path
+
 CAPTION_FIELDS = ["ID", "wav_path", "caption"]
 
 
@@ -195,7 +197,10 @@ def file_key(path):
     A file rewritten in place changes its modification time (and usually its
     size), so a cache keyed on these two numbers sees it, at the cost of one
     ``stat`` call per file (no read). ``(-1, -1)`` for a path that cannot be
-    stat'ed (missing, no permission).
+    stat'ed (missing, no permission). A member path (``<shard>.tar#<member>``,
+    :mod:`dataset.shards`) is keyed on the member's size and the shard's
+    modification time (rewriting a shard changes it for all its members);
+    ``(-1, -1)`` when the shard or the member is missing or the shard unreadable.
 
     Example
     -------
@@ -206,6 +211,13 @@ def file_key(path):
     >>> file_key(p), file_key(p + ".missing")
     ((4, 2), (-1, -1))
     """
+    split = split_member_path(path)
+    if split is not None:
+        key = shard_key(split[0])
+        try:
+            return (-1, -1) if key is None else (member_size(path), key[1])
+        except (OSError, ValueError):
+            return (-1, -1)
     try:
         st = os.stat(path)
     except (OSError, ValueError):

@@ -38,6 +38,7 @@ from dataset import tau19, vggsound
 from dataset.audio import AudioReadError, probe_audio
 from dataset.labels import TUT_SETS, dataset_labels
 from dataset.manifest import atomic_write, read_csv, read_json_or_none, sources_digest, write_csv
+from dataset.shards import audio_exists
 
 logger = logging.getLogger(__name__)
 
@@ -331,7 +332,7 @@ def _available(rows, check_audio, dataset):
     kept, missing, unreadable = [], [], []
     for row in tqdm(rows, desc=f"Checking {dataset} audio", unit="file", dynamic_ncols=True,
                     disable=len(rows) < 1000):
-        if not os.path.isfile(row["wav_path"]):
+        if not audio_exists(row["wav_path"]):
             missing.append(row)
             continue
         if check_audio:

@@ -316,3 +316,33 @@ def test_student_training_accepts_the_du_csv(du_csv, toy_teacher, toy_world, tmp
     check_ok(proc)
     log = (tmp_path / "student" / "train_log.txt").read_text(encoding="utf-8")
     assert re.search(r"curated_batches: [1-9]", log), log
+
+
+@pytest.mark.slow
+def test_embedding_step_reads_member_paths_of_tar_shards(toy_teacher, pathfile, emb_dir, tmp_path):
+    """The unpaired pool packed into webdataset shards (LAION's layout), listed by member path: the same rows."""
+    import webdataset as wds
+
+    from dataset.shards import member_path
+
+    with open(pathfile, encoding="utf-8") as f:
+        listed = [line.strip() for line in f if line.strip()]
+    members = []
+    for s, start in enumerate(range(0, len(listed), 20)):
+        tar = str(tmp_path / f"shard-{s:06d}.tar")
+        with wds.TarWriter(tar) as sink:
+            for path in listed[start:start + 20]:
+                stem, ext = os.path.splitext(os.path.basename(path))
+                if os.path.isfile(path):
+                    with open(path, "rb") as f:
+                        sink.write({"__key__": stem, ext[1:]: f.read(), "json": {"text": ""}})
+                members.append(member_path(tar, stem + ext))
+    member_list = tmp_path / "members.txt"
+    member_list.write_text("".join(p + "\n" for p in members), encoding="utf-8")
+    out = tmp_path / "emb"
+    check_ok(run_script(toemb_command(toy_teacher, str(member_list), out)))
+    save = out / "save"
+    assert filecmp.cmp(os.path.join(emb_dir, "audio_emb.npy"), save / "audio_emb.npy", shallow=False)
+    with open(save / "audio_skipped.csv", encoding="utf-8") as f:
+        assert [r["index"] for r in csv.DictReader(f)] == ["5"]
+    assert (save / "audio_paths.txt").read_text(encoding="utf-8").split("\n")[0] == members[0]

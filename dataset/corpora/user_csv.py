@@ -1,9 +1,9 @@
 """A user's caption CSV: ``ID,wav_path,caption`` (or ``wav_path,caption``) pairs, kept as written."""
 
 import logging
-import os
 
 from dataset.manifest import ManifestError, read_caption_csv
+from dataset.shards import audio_exists
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def read_user_csv(path):
             continue
         wav_path = record["wav_path"]
         if wav_path not in exists:
-            exists[wav_path] = bool(wav_path) and os.path.isfile(wav_path)
+            exists[wav_path] = audio_exists(wav_path)  # a file, or a shard's member (dataset.shards)
         if not exists[wav_path]:
             n_missing += 1
             continue
