@@ -45,6 +45,7 @@ from dataset.corpora.audiocaps import read_audiocaps
 from dataset.corpora.clotho import read_clotho
 from dataset.corpora.files import find_metadata, read_csv_any_encoding
 from dataset.manifest import atomic_write, read_caption_csv, write_csv
+from dataset.shards import audio_exists
 
 RECALL_KS = (1, 5, 10)
 MAP_K = 10
@@ -300,7 +301,7 @@ def _read_caption_csv_set(path):
         raise SystemExit(f"--data_folder={path}: with dataset csv it must be a caption CSV (ID,wav_path,caption).")
     rows = read_caption_csv(path)
     listed = {row["wav_path"] for row in rows}
-    rows = [row for row in rows if os.path.isfile(row["wav_path"])]
+    rows = [row for row in rows if audio_exists(row["wav_path"])]
     clip_index, clips, captions, caption_clip = {}, [], [], []
     for row in rows:
         index = clip_index.setdefault(row["wav_path"], len(clips))

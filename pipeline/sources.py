@@ -379,7 +379,8 @@ def list_unpaired(spec, folder, exclude=None):
     if os.path.isdir(spec) and not _has_tar_only(spec):
         paths = list_audio_files(spec, exclude=exclude)
     elif os.path.isdir(spec) or _is_shard_spec(spec):
-        from dataset.shards import expand_shards, index_shards
+        from dataset.shard_index import index_shards
+        from dataset.shards import expand_shards
 
         paths, report = index_shards(expand_shards(spec), index_dir=os.path.join(folder, "shard_index"),
                                      progress=True)
