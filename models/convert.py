@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "FORMATS", "LAION_EXPECTED", "MS2023_EXPECTED", "HF_EXPECTED", "detect_format", "read_any_state_dict",
-    "laion_to_ours", "ms2023_to_ours", "hf_to_laion", "convert_state_dict", "infer_architecture",
+    "laion_to_ours", "ours_to_laion", "ms2023_to_ours", "hf_to_laion", "convert_state_dict", "infer_architecture",
     "read_checkpoint", "IGNORED_SUFFIXES", "FORMAT_NAMES", "HF_ABSENT_PREFIXES", "matching_presets",
     "load_any_clap_checkpoint",
 ]
@@ -178,6 +178,27 @@ def laion_to_ours(state):
                 break
         if not _ignored(key):
             out[key] = value
+    return out
+
+
+def ours_to_laion(state):
+    """Our state dict in LAION-CLAP's layout (the inverse of :func:`laion_to_ours`), as its training saves it.
+
+    Example
+    -------
+    >>> ours_to_laion({"audio_encoder.base.bn0.weight": 1, "caption_encoder.projection.0.weight": 3,
+    ...                "logit_scale": 4})
+    {'module.audio_branch.bn0.weight': 1, 'module.text_projection.0.weight': 3, 'module.logit_scale_a': 4}
+    """
+    out = {}
+    for key, value in state.items():
+        if key == "logit_scale":
+            key = "logit_scale_a"
+        for theirs, ours in _LAION_PREFIXES:
+            if theirs != "text_model." and key.startswith(ours):
+                key = theirs + key[len(ours):]
+                break
+        out["module." + key] = value
     return out
 
 

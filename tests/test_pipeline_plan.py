@@ -128,3 +128,37 @@ def test_bad_input_from_the_command_line_prints_one_line_and_no_traceback(inputs
     assert proc.stderr.strip().startswith("--teacher:") and "Traceback" not in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_truncated_shard_gives_its_readable_samples_and_the_rest_is_counted_and_named(tmp_path, capsys):
+    import io
+
+    import numpy as np
+    import soundfile
+    import webdataset
+
+    from pipeline.sources import list_unpaired
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for n in range(2):
+        with webdataset.TarWriter(str(shards / f"part-{n:06d}.tar")) as writer:
+            for i in range(3):
+                buffer = io.BytesIO()
+                soundfile.write(buffer, np.full(8000, 0.1 * (i + 1), dtype="float32"), 16000, format="FLAC")
+                writer.write({"__key__": f"clip{n}{i}", "flac": buffer.getvalue(), "json": {"i": i}})
+    damaged = shards / "part-000001.tar"
+    import tarfile
+
+    with tarfile.open(damaged) as tar:
+        last = [m for m in tar.getmembers() if m.name.endswith(".flac")][-1]
+    data = damaged.read_bytes()
+    damaged.write_bytes(data[: last.offset_data + last.size // 2])  # cut inside the last clip
+    out = list_unpaired(str(shards / "part-{000000..000001}.tar"), str(tmp_path / "inputs"))
+    paths = open(out["paths"], encoding="utf-8").read().split()
+    assert out["clips"] == len(paths) and 3 < len(paths) < 6 and out["unreadable"] >= 1
+    assert all("#clip" in p for p in paths)
+    report = json.load(open(tmp_path / "inputs" / "unpaired_report.json", encoding="utf-8"))
+    [bad] = [r for r in report["shards"] if r.get("unreadable")]
+    assert bad["shard"].endswith("part-000001.tar") and "truncated" in bad["error"]
+    assert "part-000001.tar" in capsys.readouterr().out

@@ -24,6 +24,7 @@ from conftest import REPO, check_ok, run_script
 from dataset.audio import list_audio_files
 from dataset.corpora.clotho import read_clotho
 from dataset.manifest import read_caption_csv, write_csv
+from models.convert import ours_to_laion
 from models.factory import create_model
 from test_text_towers import write_tiny_roberta
 
@@ -31,9 +32,6 @@ PIPELINE = ["recipes/pipeline.py", "hparams/pipeline/laion_own_audio.yaml"]
 FRONT = dict(sample_rate=16000, window_size=512, hop_size=160, mel_bins=32, fmin=50, fmax=8000)
 HTSAT_SMALL = dict(spec_size=64, patch_size=4, patch_stride=4, embed_dim=16, depths=[1, 2, 1, 1],
                    num_heads=[1, 2, 2, 4], swin_window_size=8)
-# LAION's names of our modules (models.convert.laion_to_ours, inverted).
-TO_LAION = (("audio_encoder.base.", "audio_branch."), ("audio_encoder.projection.", "audio_projection."),
-            ("caption_encoder.base.", "text_branch."), ("caption_encoder.projection.", "text_projection."))
 
 
 def write_laion_checkpoint(path, roberta):
@@ -42,16 +40,7 @@ def write_laion_checkpoint(path, roberta):
     model = create_model("HTSAT", classes_num=5, out_emb=128, text_model=roberta, txt_emb_dim=32, d_proj=16,
                          text_pooling="pooler", projection="laion", audio_options=dict(HTSAT_SMALL, size=None),
                          **FRONT)
-    state = {}
-    for key, value in model.state_dict().items():
-        if key == "logit_scale":
-            state["logit_scale_a"] = value
-            continue
-        for ours, theirs in TO_LAION:
-            if key.startswith(ours):
-                key = theirs + key[len(ours):]
-                break
-        state["module." + key] = value
+    state = ours_to_laion(model.state_dict())
     torch.save({"epoch": 3, "state_dict": state}, path)
     return str(path)
 
@@ -85,7 +74,7 @@ def miniature(toy_world, tmp_path_factory):
             writer.write({"__key__": stem, ext[1:]: f.read(), "json": {"source": "toy", "index": i}})
     writer.close()
     rows, _ = read_clotho(os.path.join(toy_world, "clotho"), splits=("development",))
-    write_csv(str(root / "captions.csv"), rows, fieldnames=["ID", "wav_path", "caption"])
+    write_csv(str(root / "captions.csv"), rows[:64], fieldnames=["ID", "wav_path", "caption"])
     held_out = read_clotho(os.path.join(toy_world, "clotho"), splits=("validation",))[0][:40]
     write_csv(str(root / "held_out.csv"), held_out, fieldnames=["ID", "wav_path", "caption"])
     (root / "labels.txt").write_text("dog\nrain\nchirping birds\nsiren\nengine\n", encoding="utf-8")

@@ -83,6 +83,18 @@ def test_reduced_pipeline_writes_the_table_from_the_run(reduced_run):
 
 
 @pytest.mark.slow
+def test_the_pipeline_runner_on_the_toy_yaml_gives_the_toy_pipelines_results(reduced_run, tmp_path):
+    """``recipes/pipeline.py hparams/toy/pipeline.yaml`` is the toy pipeline: the same table, byte for byte."""
+    out, _ = reduced_run
+    other = tmp_path / "runner"
+    proc = run_script(["recipes/pipeline.py", "hparams/toy/pipeline.yaml", f"--output_folder={other}"] + REDUCED,
+                      timeout=1800)
+    check_ok(proc)
+    for name in ("results.csv", "results_per_seed.csv"):
+        assert (other / name).read_bytes() == open(os.path.join(out, name), "rb").read(), name
+
+
+@pytest.mark.slow
 def test_rerun_skips_every_stage_and_changed_settings_rerun_only_what_depends_on_them(reduced_run):
     out, first = reduced_run
     proc = run_script(PIPELINE + [f"--output_folder={out}"] + REDUCED, timeout=600)
