@@ -259,7 +259,8 @@ def write_results(plans, hparams, seeds, machine):
         "",
         f"Machine: {machine}. Settings: " + (f"world {hparams['world_size']} (seed {hparams['world_seed']}), "
                                             if toy else f"teacher {hparams.get('teacher')}, ")
-        + f"teacher {hparams['teacher_epochs']} epochs, students {hparams['student_steps']} steps, curation_prob "
+        + (f"teacher {hparams['teacher_epochs']} epochs, " if toy or hparams.get("teacher") in (None, "", "train")
+           else "") + f"students {hparams['student_steps']} steps, curation_prob "
         f"{hparams['curation_prob']} ({hparams.get('curation_mixing', 'insert')} mixing), softclap_beta "
         f"{hparams['softclap_beta']} ({hparams.get('softclap_targets', 'normalized')} targets)"
         + (f", precision {hparams['precision']}" if hparams.get("precision", "fp32") != "fp32" else "")

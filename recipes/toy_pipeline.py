@@ -36,9 +36,13 @@ Authors
  * clap-curation-recipes contributors (after Wang et al., arXiv 2305.01864)
 """
 
+import os
 import sys
 
-from pipeline.main import run_pipeline
+# recipes/pipeline.py is named as the package: import the package, not this script's folder.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+from pipeline.main import run_pipeline  # noqa: E402
 
 
 def main(argv=None):

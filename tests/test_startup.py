@@ -55,6 +55,11 @@ EXPECTED = {
         "python recipes/retrieve_ds_t2t.py hparams/curation/esc_insper_t2t_retr.yaml \\",
         [("sim_threshold", "0.7", "keep captions whose best prompt cosine >= this"),
          ("emb_dtype", "float16", "float16 | float32 storage of the DS caption embeddings")]),
+    "pipeline": (
+        "python recipes/pipeline.py hparams/pipeline/laion_own_audio.yaml --teacher=/ckpt/630k-audioset-best.pt \\",
+        [("rounds", "2", "self-training rounds"),
+         ("unpaired_audio", "null", "your audio: a folder"),
+         ("label_list_name", "own", "the name of that domain")]),
     "retrieval_eval": (
         "python recipes/retrieval_eval.py hparams/$DATASET/retrieval_eval.yaml \\",
         [("audio_chunking", "True", "embed every eval_duration window"),
