@@ -153,7 +153,7 @@ class SeedPlan:
             command=lambda: [repo_path("recipes/microsoft_clap_train.py"), repo_path(h["train_hparams"])]
             + self.training_flags("teacher", h["teacher_epochs"], h["teacher_lr"]),
             outputs=lambda stdout: _training_outputs(self.teacher_save),
-            note=_training_note, train_save=self.teacher_save,
+            note=_training_note, train_save=self.teacher_save, distributed=True,
         )
         for target in h["target_sets"]:
             self.zeroshot[("teacher", target)] = self.zeroshot_stage("teacher", target, teacher, self.teacher_save,
@@ -171,6 +171,7 @@ class SeedPlan:
             + list(h["toy_model_flags"]) + self.model_flags(),
             outputs=lambda stdout: existing_outputs({"audio_emb": os.path.join(self.emb_dir, "audio_emb.npy"),
                                               "text_emb": os.path.join(self.emb_dir, "text_emb.npy")}),
+            distributed=True,
         )
         need_du = "du" in h["students"]
         if need_du:
@@ -282,7 +283,8 @@ class SeedPlan:
 
         label = f"{ROWS[kind]} student" + (f" for {target}" if target else "")
         stage = self.stage(f"student_{name}", label, deps=deps, command=command, skip=skip,
-                           outputs=lambda stdout: _training_outputs(save), note=_training_note, train_save=save)
+                           outputs=lambda stdout: _training_outputs(save), note=_training_note, train_save=save,
+                           distributed=True)
         self.students[(kind, target)] = stage
         for t in (h["target_sets"] if target is None else [target]):
             self.zeroshot[(kind, t)] = self.zeroshot_stage(name, t, stage, save, h["student_select"])

@@ -43,6 +43,7 @@ from dataset.toy import generate_toy_world
 from experiment.command_line import CommandLine
 from experiment.lock import hold_folder_lock
 from experiment.runtime import inference_precision
+from pipeline.launch import make_launcher
 from pipeline.results import machine_description, write_results
 from pipeline.stages import Runner, Stage
 from pipeline.toy import SeedPlan, check_hparams, existing_outputs, parse_seeds
@@ -70,7 +71,8 @@ def main(argv=None):
                         outputs=lambda stdout: existing_outputs({"world_json": os.path.join(world, "world.json")}))
     plans = [SeedPlan(hparams, seed, world_stage, world) for seed in seeds]
     stages = [world_stage] + [s for plan in plans for s in plan.stages]
-    ok = Runner(stages, jobs=hparams["jobs"]).run()
+    ok = Runner(stages, jobs=hparams["jobs"], launcher=make_launcher(hparams, out),
+                nproc_per_node=hparams.get("nproc_per_node", 1), nnodes=hparams.get("nnodes", 1)).run()
     if not ok:
         print("The pipeline stopped at a failed stage (see its log above). Rerun the same command to continue.",
               flush=True)
