@@ -142,9 +142,10 @@ class SeedPlan:
         return list(self.h.get("model_flags") or [])
 
     def precision_flags(self):
-        """``--precision`` for each recipe stage; none for fp32 (those commands and digests stay as they were)."""
-        precision = self.h["precision"]
-        return [] if precision == "fp32" else [f"--precision={precision}"]
+        """``--precision`` and ``--device`` for each model stage; none for fp32 and no device (commands as before)."""
+        precision, device = self.h["precision"], self.h.get("device")
+        flags = [] if precision == "fp32" else [f"--precision={precision}"]
+        return flags + ([f"--device={device}"] if device else [])
 
     def _build(self, world_stage):
         h = self.h

@@ -210,6 +210,33 @@ def test_local_launcher_refuses_a_multi_node_command(tmp_path):
         LocalLauncher().start(stage, torchrun_argv(["x.py"], 1, 2), dict(os.environ), stage.log_path)
 
 
+def _toy_plan(tmp_path, *overrides):
+    from experiment.command_line import load_hparams
+    from pipeline.toy import SeedPlan
+
+    lines = [f"output_folder: {tmp_path}", "du_threshold: 0.5"] + [f"ads_threshold_{t}: 0.5" for t in
+                                                                   ("esc50", "us8k", "tut17")]
+    hparams = load_hparams(os.path.join(REPO, "hparams/toy/pipeline.yaml"), "\n".join(lines + list(overrides)))
+    world = Stage("world", "w", marker_dir=str(tmp_path), log_dir=str(tmp_path))
+    return {s.name: s for s in SeedPlan(hparams, 1, world, str(tmp_path / "world")).stages}
+
+
+def test_the_toy_plan_marks_training_and_embedding_stages_distributed_and_wires_device(tmp_path):
+    stages = _toy_plan(tmp_path)
+    assert sorted(n for n, s in stages.items() if s.distributed) == sorted(
+        ["teacher", "embeddings"] + [n for n in stages if n.startswith("student_")])
+    models = ("teacher", "embeddings", "zeroshot_teacher_esc50", "curation_ds_esc50")
+    plain = {n: stages[n].command() for n in models}
+    assert not any(a.startswith("--device") for argv in plain.values() for a in argv)
+    # The executor is not part of a command; a device is (its numerics differ).
+    slurm = _toy_plan(tmp_path, "executor: slurm", "slurm_cluster: local", "slurm: {partition: gpu}")
+    assert {n: slurm[n].command() for n in models} == plain
+    cuda = _toy_plan(tmp_path, "device: cuda")
+    for name, argv in plain.items():
+        with_device = cuda[name].command()
+        assert with_device.count("--device=cuda") == 1 and [a for a in with_device if a != "--device=cuda"] == argv
+
+
 # ---------------------------------------------------- the toy plan on submitit
 PIPELINE = ["recipes/toy_pipeline.py", "hparams/toy/pipeline.yaml"]
 # The cheapest plan that trains a teacher, curates (DS) and trains a student. One job at a time: every
