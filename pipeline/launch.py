@@ -263,7 +263,7 @@ class SubmititLauncher:
     def __init__(self, folder, cluster=None, slurm=None):
         submitit = _import_submitit()
         if cluster not in CLUSTERS:
-            raise SystemExit(f"slurm_cluster: {cluster!r} is not one of null (SLURM) or local")
+            raise SystemExit(f"slurm_cluster: {cluster!r} is not one of null (SLURM, detected), slurm or local")
         params = slurm_parameters(slurm)
         try:
             self.executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
