@@ -213,6 +213,8 @@ def _nested_problem(default, value):
     """Unknown keys of a mapping override (``--train_dataloader_opts={batch_size: 4}``), or None."""
     if not (isinstance(default, dict) and isinstance(value, dict)) or tag(default) or tag(value):
         return None
+    if not default:
+        return None  # an empty mapping names no keys: it takes any (the pipeline's slurm parameters)
     for key, sub in value.items():
         if key not in default:
             close = difflib.get_close_matches(str(key), [str(k) for k in default], n=3, cutoff=0.6)

@@ -72,7 +72,8 @@ RANGES = {
     **dict.fromkeys(
         ("batch_size", "number_of_epochs", "teacher_epochs", "student_steps", "jobs", "text_batch_size",
          "shard_size", "audio_bs", "text_bs", "caption_bs", "top_k", "sample_rate", "text_max_length",
-         "window_size", "hop_size", "mel_bins", "classes_num", "out_emb", "txt_emb_dim", "d_proj"),
+         "window_size", "hop_size", "mel_bins", "classes_num", "out_emb", "txt_emb_dim", "d_proj",
+         "nproc_per_node", "nnodes"),
         _POSITIVE_INT),
     "max_chunks": dataclasses.replace(_POSITIVE_INT, text="a positive integer (or null: no cap)", nullable=True),
     **dict.fromkeys(("num_workers", "warmup_steps"), _NON_NEGATIVE_INT),
@@ -125,6 +126,9 @@ CHOICES = {
     # the text tower's token pooling and both towers' head (models.text_encoder, models.projection)
     "text_pooling": TEXT_POOLINGS,
     "projection": PROJECTIONS,
+    # where the pipeline's stages run (pipeline.launch: EXECUTORS, CLUSTERS)
+    "executor": ("local", "slurm"),
+    "slurm_cluster": (None, "slurm", "local"),
 }
 
 #: What an input file holds (the text of the error that names it); PATH_LIST and LABEL_FILE are read line by

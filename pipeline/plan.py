@@ -147,9 +147,8 @@ class SeedPlan:
         self.selected = {}  # round -> selection stage (its outputs name the next teacher)
         self._build()
 
-    def stage(self, name, label, distributed=False, **kwargs):
+    def stage(self, name, label, **kwargs):
         s = Stage(name, f"seed {self.seed} · {label}", marker_dir=self.marker_dir, log_dir=self.log_dir, **kwargs)
-        s.distributed = distributed  # its recipe runs under torchrun (training, embedding)
         self.stages.append(s)
         return s
 

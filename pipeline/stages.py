@@ -5,24 +5,22 @@ in-process function, and records a marker ``<name>.json`` holding a digest
 of its command and of the digests of the stages it depends on. A rerun skips
 every stage whose marker matches, reruns those whose inputs changed together
 with everything downstream, and resumes a killed training stage from its last
-checkpoint (``--resume_interrupt=True``).
+checkpoint (``--resume_interrupt=True``). Where a command runs (a subprocess,
+a SLURM job, under torchrun) is the launcher's business (:mod:`pipeline.launch`).
 """
 
 import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 
 from dataset.manifest import atomic_write, read_json_or_none
 from experiment.checkpoints import checkpoint_dirs
+from pipeline.launch import REPO, LocalLauncher, torchrun_argv
 
 __all__ = ["REPO", "RESUME_FLAGS", "Stage", "Runner", "read_text"]
 
-#: The repository root: recipes run from there.
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESUME_FLAGS = ("--resume_interrupt=", "--prev_ckpt_dir=")
 
 
@@ -55,14 +53,17 @@ class Stage:
         ``skip() -> str or None``: a reason not to run (e.g. no curated pairs).
     marker_dir, log_dir : str
         Where the stage's marker (``<name>.json``) and log (``<name>.log``) go.
+    distributed : bool
+        Its recipe runs under torchrun (DDP): the runner's ``nproc_per_node`` /
+        ``nnodes`` apply to it.
     """
 
     def __init__(self, name, label, deps=(), command=None, run=None, outputs=None, note=None,
-                 train_save=None, skip=None, marker_dir=None, log_dir=None):
+                 train_save=None, skip=None, marker_dir=None, log_dir=None, distributed=False):
         self.name, self.label, self.deps = name, label, list(deps)
         self.command, self.run, self.note = command, run, note
         self.outputs = outputs or (lambda stdout: {})
-        self.train_save, self.skip = train_save, skip
+        self.train_save, self.skip, self.distributed = train_save, skip, distributed
         self.marker_path = os.path.join(marker_dir, f"{name}.json")
         self.log_path = os.path.join(log_dir, f"{name}.log")
         self.result = None  # the marker dict once done
@@ -77,22 +78,38 @@ class Stage:
 
 
 class Runner:
-    """Runs stages in dependency order, ``jobs`` at a time, printing one line per stage."""
+    """Runs stages in dependency order, ``jobs`` at a time, printing one line per stage.
 
-    def __init__(self, stages, jobs=1):
+    Arguments
+    ---------
+    stages : list of Stage
+    jobs : int
+        Stages run (or submitted) side by side.
+    launcher : optional
+        Starts the commands (:mod:`pipeline.launch`); default: local subprocesses.
+    nproc_per_node, nnodes : int
+        torchrun's processes per machine and machines for the ``distributed``
+        stages (1, 1: no torchrun); part of those stages' commands and digests.
+    """
+
+    def __init__(self, stages, jobs=1, launcher=None, nproc_per_node=1, nnodes=1):
         self.stages = stages
         self.jobs = max(1, int(jobs))
+        self.launcher = launcher or LocalLauncher()
+        self.nproc_per_node, self.nnodes = nproc_per_node, nnodes
+        torchrun_argv([], nproc_per_node, nnodes)  # ValueError now, not at the first distributed stage
         self.done = 0
         self.failed = []
         self.cpus = os.cpu_count() or 1
 
-    def _env(self, sharing):
+    def _env(self, sharing, processes=1):
         """Threads per subprocess: the CPUs split between the stages that will run side by side.
 
         Oversubscribing the cores (two PyTorch processes with two threads each
-        on two cores) makes every operator several times slower.
+        on two cores) makes every operator several times slower. A torchrun
+        stage's ``processes`` share its part.
         """
-        threads = str(max(1, self.cpus // max(1, sharing)))
+        threads = str(max(1, self.cpus // max(1, sharing) // max(1, processes)))
         return dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
 
     def _line(self, stage, text):
@@ -102,6 +119,8 @@ class Runner:
         """Builds the command (or the reason not to run) and digest; True if the marker says it is done."""
         stage.skip_reason = stage.skip() if stage.skip else None
         stage.argv = None if stage.skip_reason or not stage.command else stage.command()
+        if stage.argv and stage.distributed:
+            stage.argv = torchrun_argv(stage.argv, self.nproc_per_node, self.nnodes)
         stage.digest = stage.compute_digest([f"not run: {stage.skip_reason}"] if stage.skip_reason else stage.argv)
         marker = read_json_or_none(stage.marker_path)
         if marker and marker.get("digest") == stage.digest and _outputs_present(marker):
@@ -146,16 +165,25 @@ class Runner:
             os.makedirs(os.path.dirname(stage.train_save), exist_ok=True)
             with open(stage.train_save + ".digest", "w", encoding="utf-8") as f:
                 f.write(stage.digest)
-        os.makedirs(os.path.dirname(stage.log_path), exist_ok=True)
-        log = open(stage.log_path, "w", encoding="utf-8")
-        proc = subprocess.Popen([sys.executable] + argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                env=self._env(sharing))
-        return proc, log, time.perf_counter()
+        processes = self.nproc_per_node if stage.distributed else 1
+        handle = self.launcher.start(stage, argv, self._env(sharing, processes), stage.log_path)
+        return handle, time.perf_counter()
 
     def run(self):
-        """Runs every stage; returns True if all succeeded (failures are reported with their log)."""
-        pending = list(self.stages)
+        """Runs every stage; returns True if all succeeded (failures are reported with their log).
+
+        Interrupted (Ctrl-C), it cancels the commands it started (SLURM jobs too) before raising.
+        """
         running = {}
+        try:
+            return self._run(running)
+        except BaseException:
+            for handle, _ in running.values():
+                handle.cancel()
+            raise
+
+    def _run(self, running):
+        pending = list(self.stages)
         while pending or running:
             ready = [s for s in pending if all(d.result is not None for d in s.deps)]
             # Finished stages are skipped at once, even while every lane is busy.
@@ -178,7 +206,7 @@ class Runner:
                               len(running) + 1 + len([s for s in ready if s.result is None and s in pending]))
                 try:
                     started = self._start(stage, sharing)
-                except Exception as err:  # an in-process stage: report like a failed subprocess
+                except Exception as err:  # an in-process stage, or a launch: report like a failed subprocess
                     self._fail(stage, f"{type(err).__name__}: {err}")
                     continue
                 if started:
@@ -190,14 +218,14 @@ class Runner:
                     break
                 continue
             time.sleep(0.2)
-            for stage, (proc, log, begin) in list(running.items()):
-                if proc.poll() is None:
+            for stage, (handle, begin) in list(running.items()):
+                code = handle.poll()
+                if code is None:
                     continue
-                log.close()
                 del running[stage]
                 stdout = read_text(stage.log_path) or ""
-                if proc.returncode != 0:
-                    self._fail(stage, f"exit code {proc.returncode}")
+                if code != 0:
+                    self._fail(stage, f"exit code {code}")
                     continue
                 try:
                     outputs = stage.outputs(stdout)
