@@ -132,8 +132,8 @@ class Sources:
 
 
 def _per_target(h, kind, target, default):
-    """``<kind>_threshold_<target>`` when the YAML has it, else ``<kind>_thresholds[target]``, else ``default``."""
-    if f"{kind}_threshold_{target}" in h:
+    """``<kind>_threshold_<target>`` when the YAML sets it, else ``<kind>_thresholds[target]``, else ``default``."""
+    if h.get(f"{kind}_threshold_{target}") is not None:
         return h[f"{kind}_threshold_{target}"]
     table = h.get(f"{kind}_thresholds") or {}
     return table.get(target, default)

@@ -104,6 +104,13 @@ VARIANTS = {
     # ---- the toy pipeline
     # With a tiny HTS-AT: only its architecture flags differ (those of the CNN14 leave the curation flags).
     "hparams/toy/pipeline_htsat.yaml": ("hparams/toy/pipeline.yaml", {"toy_model_flags", "model_flags"}),
+    # ---- the pipeline on your data (base: the paper's setup)
+    # A LAION-CLAP file as teacher, your audio and labels, thresholds from the teacher's cosines, two rounds.
+    "hparams/pipeline/laion_own_audio.yaml": ("hparams/pipeline/paper.yaml", {
+        "output_folder", "teacher", "teacher_epochs", "batch_size", "caption_pool", "target_sets", "rounds",
+        "du_threshold", "ds_threshold", "ds_threshold_esc50", "ds_threshold_us8k", "ds_threshold_tut17",
+        "ads_threshold_esc50", "ads_threshold_us8k", "ads_threshold_tut17", "curation_eval_crop", "caption_rows",
+        "students", "student_steps", "student_lr", "curation_mixing", "softclap_targets"}),
 }
 
 # YAML files of no family: their keys are their own.

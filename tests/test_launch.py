@@ -212,7 +212,7 @@ def test_local_launcher_refuses_a_multi_node_command(tmp_path):
 
 def _toy_plan(tmp_path, *overrides):
     from experiment.command_line import load_hparams
-    from pipeline.toy import SeedPlan
+    from pipeline.plan import SeedPlan
 
     lines = [f"output_folder: {tmp_path}", "du_threshold: 0.5"] + [f"ads_threshold_{t}: 0.5" for t in
                                                                    ("esc50", "us8k", "tut17")]
