@@ -162,3 +162,27 @@ def test_a_truncated_shard_gives_its_readable_samples_and_the_rest_is_counted_an
     [bad] = [r for r in report["shards"] if r.get("unreadable")]
     assert bad["shard"].endswith("part-000001.tar") and "truncated" in bad["error"]
     assert "part-000001.tar" in capsys.readouterr().out
+
+
+def test_one_of_our_runs_as_teacher_is_loaded_from_its_save_folder_with_its_architecture(inputs, tmp_path):
+    from pipeline.sources import check_user_inputs, user_sources
+
+    run = tmp_path / "my_teacher"
+    (run / "save" / "CKPT+2026-01-01+00-00-00+00").mkdir(parents=True)
+    (run / "hyperparams.yaml").write_text("audioenc_name: HTSAT\nd_proj: 256\nsample_rate: 32000\n", encoding="utf-8")
+    overrides = "\n".join(f"{k}: {v}" for k, v in {
+        "teacher": str(run), "unpaired_audio": str(inputs / "audio"), "caption_pool": f"[{inputs / 'captions.csv'}]",
+        "label_list": str(inputs / "labels.txt"), "output_folder": str(tmp_path / "out"), "rounds": 1}.items())
+    hparams = load_hparams(USER, overrides)
+    hparams["precision"], hparams["device"] = "fp32", None
+    checked = check_user_inputs(hparams)
+    assert checked["teacher_run"] == str(run / "save") and checked["arch"]["audioenc_name"] == "HTSAT"
+    sources = user_sources(hparams, checked, str(tmp_path / "out"))
+    inputs_stage = Stage("inputs", "i", marker_dir=str(tmp_path), log_dir=str(tmp_path))
+    plan = SeedPlan(hparams, 1234, inputs_stage, sources=sources)
+    names = [s.name for s in plan.stages]
+    assert "teacher" not in names and names[:2] == ["caption_pool", "embeddings"], names
+    embeddings = plan.stages[1].command()
+    assert f"--ssl_checkpoints_dir={run / 'save'}" in embeddings
+    assert f"--model={tmp_path / 'out' / 'inputs' / 'teacher_model.yaml'}" in embeddings
+    assert not (tmp_path / "out").exists()  # nothing written by the checks and the plan
