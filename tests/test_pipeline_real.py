@@ -155,7 +155,7 @@ def test_folder_and_shards_give_the_same_embeddings_and_pairs(miniature, folder_
     for key in a:
         assert np.array_equal(a[key], b[key]), key
     def pairs(save, name):
-        [path] = [p for p in os.listdir(save) if p.startswith(f"{name}_pairs_thr")]
+        [path] = [p for p in os.listdir(save) if p.startswith(f"{name}_pairs_thr") and p.endswith(".csv")]
         return sorted((os.path.splitext(os.path.basename(r["wav_path"].split("#")[-1]))[0], r["caption"],
                        r.get("similarity")) for r in read_caption_csv(os.path.join(save, path)))
 
