@@ -282,6 +282,22 @@ def read_retrieval_set(dataset, data_folder, split):
             f"{err}\n--data_folder must be the {dataset} root holding {pattern.format(split=split)} "
             "(directly or one folder down) and the audio below it."
         ) from err
+    clips, captions, caption_clip = _clips_and_captions(rows)
+    listed = _listed_clips(data_folder, dataset, split)
+    counts = {"clips_listed": listed, "clips_missing": max(0, listed - len(clips)),
+              "captions_missing": captions_missing}
+    return clips, captions, caption_clip, counts
+
+
+def _clips_and_captions(rows):
+    """The distinct clips of caption rows (first appearance order), the captions and each caption's clip index.
+
+    Example
+    -------
+    >>> _clips_and_captions([{"wav_path": "a", "caption": "x"}, {"wav_path": "b", "caption": "y"},
+    ...                      {"wav_path": "a", "caption": "z"}])
+    (['a', 'b'], ['x', 'y', 'z'], [0, 1, 0])
+    """
     clip_index, clips, captions, caption_clip = {}, [], [], []
     for row in rows:
         index = clip_index.setdefault(row["wav_path"], len(clips))
@@ -289,10 +305,7 @@ def read_retrieval_set(dataset, data_folder, split):
             clips.append(row["wav_path"])
         captions.append(row["caption"])
         caption_clip.append(index)
-    listed = _listed_clips(data_folder, dataset, split)
-    counts = {"clips_listed": listed, "clips_missing": max(0, listed - len(clips)),
-              "captions_missing": captions_missing}
-    return clips, captions, caption_clip, counts
+    return clips, captions, caption_clip
 
 
 def _read_caption_csv_set(path):
@@ -302,13 +315,7 @@ def _read_caption_csv_set(path):
     rows = read_caption_csv(path)
     listed = {row["wav_path"] for row in rows}
     rows = [row for row in rows if audio_exists(row["wav_path"])]
-    clip_index, clips, captions, caption_clip = {}, [], [], []
-    for row in rows:
-        index = clip_index.setdefault(row["wav_path"], len(clips))
-        if index == len(clips):
-            clips.append(row["wav_path"])
-        captions.append(row["caption"])
-        caption_clip.append(index)
+    clips, captions, caption_clip = _clips_and_captions(rows)
     counts = {"clips_listed": len(listed), "clips_missing": len(listed) - len(clips), "captions_missing": 0}
     return clips, captions, caption_clip, counts
 

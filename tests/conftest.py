@@ -160,6 +160,31 @@ TOY_TRAINING = TOY_MODEL + [
 ]
 
 
+def kill_at_first_complete_checkpoint(args, save, timeout=900):
+    """Starts ``args`` in its own process group, kills the group (the pipeline and its stages) once ``save``
+    holds a complete checkpoint (its completion marker ``zz_complete.ckpt`` is written last: killed while one is
+    being written, the resumed run would drop it and train that epoch again, which is right but not what the
+    callers pin)."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline and not any((p / "zz_complete.ckpt").exists() for p in save.glob("CKPT+*")):
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def trained_epochs(run_folder):
+    """The epoch numbers of a training run's ``train_log.txt``, in order."""
+    with open(os.path.join(run_folder, "train_log.txt"), encoding="utf-8") as f:
+        return [int(line.split(",")[0].split()[1]) for line in f if line.startswith("epoch")]
+
+
 def check_ok(proc):
     assert proc.returncode == 0, (
         f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-5000:]}"

@@ -2,14 +2,12 @@
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import REPO, check_ok, run_script
+from conftest import REPO, check_ok, kill_at_first_complete_checkpoint, run_script, trained_epochs
 from pipeline.launch import (DEFAULT_TIMEOUT_MIN, HEAD_NODE, LocalLauncher, SubmititLauncher, make_launcher,
                              slurm_parameters, torchrun_argv, torchrun_nodes)
 from pipeline.stages import Runner, Stage
@@ -273,21 +271,11 @@ def test_a_killed_submitit_run_resumes_the_teacher_from_its_checkpoint(tmp_path)
     out = tmp_path / "killed"
     plan = [a for a in TINY_PLAN if not a.startswith("--teacher_epochs=")] + ["--teacher_epochs=3"]
     args = [sys.executable] + PIPELINE + [f"--output_folder={out}"] + plan + ON_SUBMITIT
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    save = out / "seed1234" / "teacher" / "save"
-    deadline = time.time() + 900
-    while time.time() < deadline and not any((p / "zz_complete.ckpt").exists() for p in save.glob("CKPT+*")):
-        assert proc.poll() is None, proc.stdout.read()
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)  # the runner and its local submitit jobs
-    proc.wait()
+    kill_at_first_complete_checkpoint(args, out / "seed1234" / "teacher" / "save")  # runner and its jobs
     assert not (out / "seed1234" / "stages" / "teacher.json").exists()
 
     again = run_script(args[1:], timeout=1500)
     check_ok(again)
     assert "teacher training: done in" in again.stdout
-    epochs = [line for line in (out / "seed1234" / "teacher" / "train_log.txt").read_text().splitlines()
-              if line.startswith("epoch")]
-    assert [int(line.split(",")[0].split()[1]) for line in epochs] == [1, 2, 3], epochs
+    assert trained_epochs(out / "seed1234" / "teacher") == [1, 2, 3]
     assert (out / "results.csv").exists()

@@ -186,3 +186,15 @@ def test_one_of_our_runs_as_teacher_is_loaded_from_its_save_folder_with_its_arch
     assert f"--ssl_checkpoints_dir={run / 'save'}" in embeddings
     assert f"--model={tmp_path / 'out' / 'inputs' / 'teacher_model.yaml'}" in embeddings
     assert not (tmp_path / "out").exists()  # nothing written by the checks and the plan
+
+
+def test_a_caption_csv_is_a_retrieval_set_of_the_clips_on_disk(inputs, tmp_path):
+    from evaluation.retrieval import read_retrieval_set
+
+    rows = [("a", str(inputs / "audio" / "sub" / "a.wav"), "rain"), ("b", str(inputs / "audio" / "sub" / "a.wav"),
+            "wind"), ("c", str(tmp_path / "gone.wav"), "a dog")]
+    path = tmp_path / "held_out.csv"
+    path.write_text("ID,wav_path,caption\n" + "".join(f"{i},{w},{c}\n" for i, w, c in rows), encoding="utf-8")
+    clips, captions, caption_clip, counts = read_retrieval_set("csv", str(path), "any")
+    assert clips == [rows[0][1]] and captions == ["rain", "wind"] and caption_clip == [0, 0]
+    assert counts == {"clips_listed": 2, "clips_missing": 1, "captions_missing": 0}

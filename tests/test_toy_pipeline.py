@@ -4,14 +4,12 @@ import csv
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import REPO, check_ok, run_script
+from conftest import check_ok, kill_at_first_complete_checkpoint, run_script, trained_epochs
 from dataset.manifest import read_caption_csv
 from pipeline.results import markdown_table, summarise, verdicts
 from pipeline.stages import Stage
@@ -121,17 +119,7 @@ def test_killed_pipeline_continues_where_it_stopped(tmp_path):
     args = [sys.executable] + PIPELINE + [f"--output_folder={out}", "--world_size=tiny", "--teacher_epochs=3",
                                           "--target_sets=[esc50]", "--students=[ds]", "--student_steps=2",
                                           "--ds_threshold_esc50=0.0", "--batch_size=16"]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    save = out / "seed1234" / "teacher" / "save"
-    deadline = time.time() + 900
-    # A complete checkpoint (its completion marker is written last): killed while one is being written,
-    # the resumed run would drop it and train that epoch again, which is right but not what this test pins.
-    while time.time() < deadline and not any((p / "zz_complete.ckpt").exists() for p in save.glob("CKPT+*")):
-        assert proc.poll() is None, proc.stdout.read()
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_at_first_complete_checkpoint(args, out / "seed1234" / "teacher" / "save")
     assert not (out / "seed1234" / "stages" / "teacher.json").exists()
 
     again = run_script(args[1:], timeout=1200)
@@ -139,9 +127,7 @@ def test_killed_pipeline_continues_where_it_stopped(tmp_path):
     assert "toy world (tiny, seed 0): already done, skipped" in again.stdout
     # Without --resume_interrupt the training recipe refuses a folder with checkpoints, so finishing
     # means the pipeline resumed it; the epochs continue instead of starting over.
-    epochs = [line for line in (out / "seed1234" / "teacher" / "train_log.txt").read_text().splitlines()
-              if line.startswith("epoch")]
-    assert [int(line.split(",")[0].split()[1]) for line in epochs] == [1, 2, 3], epochs
+    assert trained_epochs(out / "seed1234" / "teacher") == [1, 2, 3]
     assert (out / "results.md").exists()
 
 
