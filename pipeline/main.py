@@ -49,8 +49,6 @@ def _inputs_stage(hparams, checked, out):
     The listing is made when the stage's command is built, so that the stage's
     digest (and so every stage after it) changes when the audio does.
     """
-    from embeddings.keys import list_digest
-    from embeddings.lists import read_path_list
     from pipeline.sources import list_unpaired, prepare_inputs, user_sources
 
     sources = user_sources(hparams, checked, out)
@@ -60,7 +58,7 @@ def _inputs_stage(hparams, checked, out):
 
     def command():
         listing.update(list_unpaired(hparams["unpaired_audio"], folder, exclude=out))
-        return ["inputs", str(hparams["unpaired_audio"]), list_digest(read_path_list(listing["paths"]))]
+        return ["inputs", str(hparams["unpaired_audio"]), listing["digest"]]
 
     stage = Stage("inputs", "unpaired audio listed", marker_dir=os.path.join(out, "stages"),
                   log_dir=os.path.join(out, "logs"), command=command, run=lambda: dict(listing),

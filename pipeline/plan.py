@@ -17,6 +17,8 @@ world (:func:`pipeline.sources.toy_sources`) or the user's folders
 import os
 
 from experiment.checkpoints import checkpoint_dirs
+from dataset.manifest import read_json_or_none
+from pipeline.sources import merge_caption_pool
 from pipeline.stages import Stage, read_text
 from pipeline.toy import (
     ROWS, TARGETS, cosine_threshold, count_rows, existing_outputs, pair_precision, printed_path, repo_path,
@@ -145,6 +147,7 @@ class SeedPlan:
         self.curated = {}   # (row key, target) -> stage giving the curated CSV (DU: target None)
         self.students = {}  # (row key, target) -> (stage, save folder)
         self.selected = {}  # round -> selection stage (its outputs name the next teacher)
+        self.pool_stage = None  # the merge of the caption pool, when it is more than the teacher's captions
         self._build()
 
     def stage(self, name, label, **kwargs):
@@ -212,7 +215,7 @@ class SeedPlan:
         caption_csv = self.src.caption_csv(self)
         toemb = self.stage(
             f"{prefix}embeddings", f"{label}curation embeddings (unpaired audio, teacher captions)",
-            deps=teacher.deps + [self.inputs] + self.src.caption_deps(self),
+            deps=teacher.deps + self.caption_deps(),
             command=lambda: [repo_path("recipes/microsoft_curation_toemb.py"), repo_path(h["toemb_hparams"]),
                              f"--output_folder={where}/curation"] + teacher.flags(clear_clap=True)
             + [f"--audio_pathfile={self.src.unpaired_list}", f"--text_pathfile={caption_csv()}", "--noprogressbar",
@@ -266,6 +269,21 @@ class SeedPlan:
                 outputs=self.curation_outputs, note=_curation_note,
                 skip=lambda: None if self.pairs(key) else "no DS captions to match",
             )
+
+    def caption_deps(self):
+        """The stage that merges the caption pool of this seed (made once; none for the teacher's captions)."""
+        pool = self.src.caption_pool(self)
+        if pool is None:
+            return []
+        if self.pool_stage is None:
+            files, with_teacher = pool
+            target = self.src.caption_csv(self)()
+            teacher_csv = [os.path.join(self.teacher_save, "train_raw.csv")] if with_teacher else []
+            self.pool_stage = self.stage(
+                "caption_pool", "caption pool", deps=[self.inputs] + (self.teacher.deps if with_teacher else []),
+                command=lambda: ["caption_pool", target] + files + (["teacher"] if with_teacher else []),
+                run=lambda: merge_caption_pool(target, teacher_csv + files))
+        return [self.pool_stage]
 
     def curation_model_flags(self, yaml):
         """Architecture flags of the curation recipes (whose YAMLs describe MS CLAP), then ``model_flags``."""
@@ -385,7 +403,7 @@ class SeedPlan:
                 model = TeacherRef(save=save, select=h["student_select"], stage=stage)
                 scores.append(self.stage(
                     f"r{r}_select_{name}", f"round {r} · held-out R@1 of {name}",
-                    deps=model.deps + self.src.caption_deps(self),
+                    deps=model.deps + self.caption_deps(),
                     command=lambda model=model, name=name, folder=folder: [
                         repo_path("recipes/retrieval_eval.py"), repo_path(h["retrieval_hparams"]), "--dataset=csv",
                         f"--data_folder={selection_csv()}"] + model.flags()
@@ -474,8 +492,6 @@ def _threshold_from_name(path):
 
 
 def _zeroshot_outputs(folder):
-    from dataset.manifest import read_json_or_none
-
     path = os.path.join(folder, "zeroshot_results.json")
     results = read_json_or_none(path)
     if results is None:
@@ -484,8 +500,6 @@ def _zeroshot_outputs(folder):
 
 
 def _retrieval_outputs(folder):
-    from dataset.manifest import read_json_or_none
-
     path = os.path.join(folder, "retrieval_results.json")
     results = read_json_or_none(path)
     if results is None:

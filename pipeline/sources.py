@@ -4,15 +4,15 @@
 anything is written, with one line naming the key and the fix;
 :class:`Sources` then tells :class:`pipeline.plan.SeedPlan` which files and
 flags each stage gets. The toy world's sources are
-:func:`pipeline.toy.toy_sources`.
+:func:`pipeline.sources.toy_sources`.
 """
 
-import csv
+import json
 import os
 import re
 
-from dataset.audio import list_audio_files, walk_audio_files
-from dataset.manifest import atomic_write, read_caption_csv, write_csv
+from dataset.audio import AUDIO_EXTENSIONS, list_audio_files, walk_audio_files
+from dataset.manifest import atomic_write, read_caption_csv, read_csv, write_csv
 from pipeline.toy import ROWS
 
 __all__ = ["Target", "Sources", "ZEROSHOT_SETS", "check_user_inputs", "user_sources", "list_unpaired",
@@ -27,6 +27,10 @@ ZEROSHOT_SETS = {
     "vggsound": ("vggsound", "vggsound", None, "VGGSound"),
     "tau19": ("tau19", "tau19", None, "TAU2019"),
 }
+
+
+#: What a folder of unpaired audio may hold: audio files, or webdataset shards.
+_AUDIO_OR_SHARD = AUDIO_EXTENSIONS + (".tar",)
 
 
 class Target:
@@ -95,20 +99,11 @@ class Sources:
             return lambda: os.path.join(plan.teacher_save, "train_raw.csv")
         return lambda: os.path.join(plan.out, "inputs", "captions.csv")
 
-    def caption_deps(self, plan):
-        """The per-seed stage that merges the caption pool (none when it is the teacher's captions)."""
+    def caption_pool(self, plan):
+        """``(files, with_teacher)`` of the pool to merge per seed; None when it is the teacher's captions alone."""
         if self.caption_files is None:
-            return []
-        if getattr(plan, "_pool_stage", None) is None:
-            with_teacher = "teacher" in self.caption_files
-            files = [f for f in self.caption_files if f != "teacher"]
-            target = os.path.join(plan.out, "inputs", "captions.csv")
-            plan._pool_stage = plan.stage(
-                "caption_pool", "caption pool", deps=[plan.inputs] + (plan.teacher.deps if with_teacher else []),
-                command=lambda: ["caption_pool", target] + files + (["teacher"] if with_teacher else []),
-                run=lambda: merge_caption_pool(
-                    target, ([os.path.join(plan.teacher_save, "train_raw.csv")] if with_teacher else []) + files))
-        return [plan._pool_stage]
+            return None
+        return [f for f in self.caption_files if f != "teacher"], "teacher" in self.caption_files
 
     def replay_csv(self, plan, caption_csv):
         """The DU student's replay set: the teacher's training pairs (or the caption pool's pairs with audio)."""
@@ -226,7 +221,7 @@ def label_lists(h):
 
 def _has_audio(folder):
     """True as soon as one audio file or ``.tar`` shard is found below ``folder``."""
-    for _ in walk_audio_files(folder, extensions=(".wav", ".flac", ".ogg", ".mp3", ".tar")):
+    for _ in walk_audio_files(folder, extensions=_AUDIO_OR_SHARD):
         return True
     return False
 
@@ -252,7 +247,7 @@ def _check_unpaired(h):
     if not os.path.isfile(spec):
         _fail("unpaired_audio", f"{spec} does not exist.")
     if spec.endswith(".csv"):
-        rows = _read_rows(spec)
+        rows = read_csv(spec)
         if not rows or _path_column(rows[0]) is None:
             _fail("unpaired_audio", f"{spec} has no rows or no wav_path (or path) column.")
     elif not any(line.strip() for line in open(spec, encoding="utf-8")):
@@ -352,11 +347,6 @@ def check_user_inputs(h):
 
 
 # -------------------------------------------------------------- inputs
-def _read_rows(path):
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def _path_column(row):
     for key in ("wav_path", "path", "filepath", "file_name", "filename"):
         if key in row:
@@ -372,6 +362,7 @@ def list_unpaired(spec, folder, exclude=None):
     shard and resumable (``folder/shard_index/``). A truncated shard gives its
     readable samples; the rest are counted in ``unpaired_report.json``.
     """
+    from embeddings.keys import list_digest
     from embeddings.lists import read_path_list, write_path_list
 
     spec = os.fspath(spec)
@@ -385,7 +376,7 @@ def list_unpaired(spec, folder, exclude=None):
         paths, report = index_shards(expand_shards(spec), index_dir=os.path.join(folder, "shard_index"),
                                      progress=True)
     elif spec.endswith(".csv"):
-        rows = _read_rows(spec)
+        rows = read_csv(spec)
         column = _path_column(rows[0])
         base = os.path.dirname(os.path.abspath(spec))
         paths = [p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p))
@@ -398,8 +389,6 @@ def list_unpaired(spec, folder, exclude=None):
     target = os.path.join(folder, "unpaired_paths.txt")
     write_path_list(target, paths)
     unreadable = sum(int(r.get("unreadable", 0)) for r in report)
-    import json
-
     atomic_write(os.path.join(folder, "unpaired_report.json"),
                  lambda f: f.write(json.dumps({"clips": len(paths), "shards": report}, indent=1) + "\n"), "w",
                  encoding="utf-8")
@@ -407,13 +396,13 @@ def list_unpaired(spec, folder, exclude=None):
         if entry.get("unreadable") or entry.get("error"):
             print(f"    shard {entry['shard']}: {entry.get('samples', 0)} samples read, {entry.get('unreadable', 0)} "
                   f"not readable ({entry.get('error', '')})", flush=True)
-    return {"paths": target, "clips": len(paths), "unreadable": unreadable}
+    return {"paths": target, "clips": len(paths), "unreadable": unreadable, "digest": list_digest(paths)}
 
 
 def _has_tar_only(folder):
     """A folder of shards: ``.tar`` files below it and no audio file."""
     tars = audio = False
-    for path in walk_audio_files(folder, extensions=(".wav", ".flac", ".ogg", ".mp3", ".tar")):
+    for path in walk_audio_files(folder, extensions=_AUDIO_OR_SHARD):
         if path.endswith(".tar"):
             tars = True
         else:

@@ -2,7 +2,7 @@
 
 - The toy plan's stage commands (and so its markers' digests) equal those the toy
   pipeline built before the runner was opened to real data
-  (``tests/fixtures/toy_plan_commands.json``, written by the code of commit 445f87f);
+  (``tests/fixtures/toy_plan_commands.json`` and ``toy_plan_deps.json``, written by the code of commit 445f87f);
 - a bad input to ``recipes/pipeline.py`` is refused in one line naming the key and the fix, before anything is
   written.
 """
@@ -52,6 +52,9 @@ def test_toy_plan_commands_are_those_of_the_toy_pipeline_before_the_runner_was_o
     assert list(got) == list(expected)
     for name in expected:
         assert got[name] == expected[name], name
+    # The same dependencies too, so the same digests: a toy run made before the runner was opened is skipped.
+    with open(os.path.join(FIXTURES, "toy_plan_deps.json"), encoding="utf-8") as f:
+        assert {s.name: [d.name for d in s.deps] for s in plan.stages} == json.load(f)
 
 
 def test_row_keys_of_rounds():
