@@ -13,6 +13,7 @@ import time
 from experiment.command_line import CommandLine
 from experiment.lock import hold_folder_lock
 from experiment.runtime import inference_precision
+from pipeline.audit import check_leakage_keys
 from pipeline.plan import SeedPlan
 from pipeline.results import machine_description, write_results
 from pipeline.stages import Runner, Stage
@@ -78,6 +79,7 @@ def run_pipeline(argv, script):
     hparams["device"] = _device(hparams)
     toy = "world_size" in hparams
     check_hparams(hparams, toy=toy)
+    check_leakage_keys(hparams)
     checked = None
     if not toy:
         from pipeline.sources import check_user_inputs
@@ -100,9 +102,47 @@ def run_pipeline(argv, script):
         return 1
     text = write_results(plans, hparams, seeds, machine_description())
     print("\n" + text)
-    print(f"Results: {os.path.join(out, 'results.md')}, results.csv, results_per_seed.csv, results.png "
-          f"({(time.perf_counter() - begin) / 60:.1f} min)", flush=True)
+    report = write_run_report(plans, hparams, out)
+    print(f"Results: {os.path.join(out, 'results.md')}, results.csv, results_per_seed.csv, results.png; "
+          f"curation report: {report} ({(time.perf_counter() - begin) / 60:.1f} min)", flush=True)
     return 0
+
+
+def write_run_report(plans, hparams, out):
+    """``report.html`` / ``report.md`` of the run: each seed's round-1 curated sets, the leakage audit, the table."""
+    from curation.report import CuratedSet, write_report
+    from pipeline.audit import read_leakage_rows
+    from pipeline.plan import target_title
+
+    sets = []
+    for plan in plans:
+        tag = f"seed {plan.seed} · " if len(plans) > 1 else ""
+        for (key, target), stage in plan.curated.items():
+            outputs = (stage.result or {}).get("outputs") or {}
+            if "@r" in key or not outputs.get("csv"):
+                continue
+            emb_dir = os.path.dirname(outputs["csv"])
+            info = plan.src.targets.get(target) if target else None
+            caption_set = "text" if key == "du" else info.caption_set
+            threshold = outputs.get("threshold")
+            if key == "ds":
+                threshold = plan.src.ds_threshold(target)
+            labels = _target_labels(emb_dir, caption_set) if key == "ds" else None
+            sets.append(CuratedSet(name=f"{tag}{key.upper()}" + (f" {target_title(target)}" if target else ""),
+                                   kind=key, emb_dir=emb_dir, pairs_csv=outputs["csv"], caption_set=caption_set,
+                                   threshold=threshold, labels=labels, seed=plan.seed))
+    title = ("Toy-world curation report" if "world_size" in hparams else "Curation report") + f": {out}"
+    written = write_report(out, sets, results_csv=os.path.join(out, "results.csv"),
+                           leakage_rows=read_leakage_rows(plans), title=title)
+    return written["html"]
+
+
+def _target_labels(emb_dir, caption_set):
+    """Every label of a DS caption set (recorded by the DS step in ``embeddings.json``), so empty labels show."""
+    from dataset.manifest import read_json_or_none
+
+    info = read_json_or_none(os.path.join(emb_dir, "embeddings.json")) or {}
+    return (info.get(caption_set) or {}).get("labels")
 
 
 def _launcher(hparams, out):

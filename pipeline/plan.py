@@ -18,6 +18,7 @@ import os
 
 from experiment.checkpoints import checkpoint_dirs
 from dataset.manifest import read_json_or_none
+from pipeline.audit import audit_policy, audit_settings, clean_csv, leaked_paths, run_audit, write_audit_list
 from pipeline.sources import merge_caption_pool
 from pipeline.stages import Stage, read_text
 from pipeline.toy import (
@@ -148,6 +149,7 @@ class SeedPlan:
         self.students = {}  # (row key, target) -> (stage, save folder)
         self.selected = {}  # round -> selection stage (its outputs name the next teacher)
         self.pool_stage = None  # the merge of the caption pool, when it is more than the teacher's captions
+        self.audit = None  # the leakage audit (pipeline.audit), before any student trains
         self._build()
 
     def stage(self, name, label, **kwargs):
@@ -226,6 +228,8 @@ class SeedPlan:
                                                      "text_emb": os.path.join(emb_dir, "text_emb.npy")}),
             distributed=True,
         )
+        if r == 1 and audit_policy(h) != "off":
+            self.audit = self.leakage_stages(teacher, toemb, emb_dir, caption_csv)
         if "du" in h["students"]:
             self.curated[(row_key("du", r), None)] = self.stage(
                 f"{prefix}curation_du", f"{label}DU curation", deps=[toemb],
@@ -269,6 +273,39 @@ class SeedPlan:
                 outputs=self.curation_outputs, note=_curation_note,
                 skip=lambda: None if self.pairs(key) else "no DS captions to match",
             )
+
+    def leakage_stages(self, teacher, toemb, emb_dir, caption_csv):
+        """The teacher's embeddings of the evaluation clips and the pair set's clips, then the audit (one per seed)."""
+        h = self.h
+        folder = os.path.join(self.out, "leakage")
+        scored = {t: (self.src.targets[t].dataset, self.src.targets[t].folder) for t in self.src.scored}
+        def command():
+            # The clips are listed when the stage starts (the teacher's training pairs exist by then); like the
+            # zero-shot stages, the target folders are named by path.
+            write_audit_list(folder, scored, caption_csv())
+            return [repo_path("recipes/microsoft_curation_toemb.py"), repo_path(h["toemb_hparams"]),
+                    f"--output_folder={folder}", f"--audio_pathfile={folder}/audit_paths.txt", "--text_pathfile=",
+                    "--noprogressbar", f"--eval_crop={h['curation_eval_crop']}"] + teacher.flags(clear_clap=True) \
+                + self.precision_flags() + self.curation_model_flags(h["toemb_hparams"])
+
+        embed = self.stage(
+            "leakage_embeddings", "leakage audit: evaluation and training-pair clips embedded",
+            deps=teacher.deps + self.caption_deps(), command=command,
+            outputs=lambda stdout: existing_outputs({"audio_emb": os.path.join(folder, "save", "audio_emb.npy")}),
+            distributed=True,
+        )
+        return self.stage(
+            "leakage", "leakage audit", deps=[toemb, embed],
+            command=lambda: ["leakage", *map(str, audit_settings(h)), emb_dir, folder],
+            run=lambda: run_audit(folder, emb_dir, self.seed, h),
+            note=lambda out: (f"{out['unpaired']} of {out['checked_unpaired']} unpaired clips and {out['pairs']} of "
+                              f"{out['checked_pairs']} training-pair clips are evaluation clips "
+                              f"({out['exact']} exact, {out['near']} near; {out['policy']})"),
+        )
+
+    def audited(self, path):
+        """A CSV a student reads, without the clips the audit dropped (the same path when none)."""
+        return clean_csv(path, leaked_paths(self.audit), os.path.join(self.out, "leakage", "clean"))
 
     def caption_deps(self):
         """The stage that merges the caption pool of this seed (made once; none for the teacher's captions)."""
@@ -321,10 +358,11 @@ class SeedPlan:
         base = kind.replace("_softclap", "")
         replay_key = (row_key("ds", r), target) if base in ("ds", "ads") else None
         curated = (row_key("du", r), None) if base == "du" else ((row_key("ads", r), target) if base == "ads" else None)
-        deps = teacher.deps + [self.curated[k] for k in (replay_key, curated) if k]
+        deps = teacher.deps + [self.curated[k] for k in (replay_key, curated) if k] + \
+            ([self.audit] if self.audit is not None else [])
 
         def command():
-            replay = self.csv(replay_key) if replay_key else self.src.replay_csv(self, caption_csv)
+            replay = self.audited(self.csv(replay_key) if replay_key else self.src.replay_csv(self, caption_csv))
             prob = float(h["curation_prob"]) if curated else 0.0
             replay_batches = max(1, count_rows(replay) // int(h["batch_size"]))
             # Replay batches per student_steps: every step is one with replace; a share 1 - p with insert.
@@ -343,7 +381,7 @@ class SeedPlan:
                                         yaml=yaml_file) + [
                 f"--train_csv_path={replay}"] + teacher.flags() + [f"--curation_prob={prob}"]
             if curated:
-                flags.append(f"--curation_csv={self.csv(curated)}")
+                flags.append(f"--curation_csv={self.audited(self.csv(curated))}")
             return [repo_path(script), repo_path(yaml_file)] + flags + extra
 
         def skip():

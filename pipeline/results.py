@@ -267,10 +267,32 @@ def write_results(plans, hparams, seeds, machine):
         + f", curation crop {hparams.get('curation_eval_crop', 'center')}, caption rows "
         f"{hparams.get('caption_rows', 'distinct')}." + ("" if toy else _thresholds_line(plans)),
         "",
+        *_leakage_lines(plans, out),
     ])
     atomic_write(os.path.join(out, "results.md"), lambda f: f.write(text), "w", encoding="utf-8")
     write_bar_chart(os.path.join(out, "results.png"), table, hparams, spread)
     return text
+
+
+def _leakage_lines(plans, out):
+    """The leakage audit's counts per seed (``leakage.csv`` beside ``results.md`` lists every clip found)."""
+    from pipeline.audit import LEAKAGE_FIELDS, read_leakage_rows
+
+    audits = [(plan.seed, (plan.audit.result or {}).get("outputs") or {}) for plan in plans
+              if getattr(plan, "audit", None) is not None]
+    if not audits:
+        return []
+    rows = read_leakage_rows(plans)
+    write_csv(os.path.join(out, "leakage.csv"), rows, LEAKAGE_FIELDS)
+    lines = ["Leakage audit (evaluation clips found by content in the training audio; every clip in leakage.csv):", ""]
+    for seed, counts in audits:
+        lines.append(f"- seed {seed}: {counts.get('unpaired', 0)} of {counts.get('checked_unpaired', 0)} unpaired "
+                     f"clips and {counts.get('pairs', 0)} of {counts.get('checked_pairs', 0)} training-pair clips "
+                     f"match one of {counts.get('references', 0)} evaluation clips ({counts.get('exact', 0)} exact, "
+                     f"{counts.get('near', 0)} near duplicates); policy {counts.get('policy')}"
+                     + (", dropped before the students trained" if counts.get("policy") == "drop"
+                        and (counts.get("unpaired") or counts.get("pairs")) else "") + ".")
+    return lines + [""]
 
 
 def _thresholds_line(plans):

@@ -33,10 +33,9 @@ def _fake_csv(path, rows):
         writer.writerows([f"c{i}", f"/a/{i}.wav", f"cap {i}"] for i in range(rows))
 
 
-def test_toy_plan_commands_are_those_of_the_toy_pipeline_before_the_runner_was_opened(tmp_path):
-    tmp = str(tmp_path)
+def _toy_plan(tmp, leakage):
     overrides = "\n".join([f"output_folder: {tmp}", "du_threshold: 0.5", "ads_threshold_esc50: 0.5",
-                           "ads_threshold_us8k: 0.5", "ads_threshold_tut17: 0.5"])
+                           "ads_threshold_us8k: 0.5", "ads_threshold_tut17: 0.5", f"leakage: {leakage}"])
     hparams = load_hparams(os.path.join(REPO, "hparams/toy/pipeline.yaml"), overrides)
     hparams["precision"] = "fp32"
     world = Stage("world", "w", marker_dir=tmp, log_dir=tmp)
@@ -46,15 +45,48 @@ def test_toy_plan_commands_are_those_of_the_toy_pipeline_before_the_runner_was_o
         if stage.name.startswith("curation"):
             _fake_csv(os.path.join(tmp, stage.name + ".csv"), 100)
             stage.result = {"outputs": {"csv": os.path.join(tmp, stage.name + ".csv"), "pairs": 100}}
-    got = {s.name: [a.replace(tmp, "<OUT>").replace(REPO, "<REPO>") for a in s.command()] for s in plan.stages}
-    with open(os.path.join(FIXTURES, "toy_plan_commands.json"), encoding="utf-8") as f:
-        expected = json.load(f)
+    return plan
+
+
+def _commands(plan, tmp, skip=()):
+    return {s.name: [a.replace(tmp, "<OUT>").replace(REPO, "<REPO>") for a in s.command()] for s in plan.stages
+            if s.name not in skip}
+
+
+def _fixture(name):
+    with open(os.path.join(FIXTURES, name), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_toy_plan_commands_are_those_of_the_toy_pipeline_before_the_runner_was_opened(tmp_path):
+    tmp = str(tmp_path)
+    plan = _toy_plan(tmp, "off")
+    got = _commands(plan, tmp)
+    expected = _fixture("toy_plan_commands.json")
     assert list(got) == list(expected)
     for name in expected:
         assert got[name] == expected[name], name
     # The same dependencies too, so the same digests: a toy run made before the runner was opened is skipped.
-    with open(os.path.join(FIXTURES, "toy_plan_deps.json"), encoding="utf-8") as f:
-        assert {s.name: [d.name for d in s.deps] for s in plan.stages} == json.load(f)
+    assert {s.name: [d.name for d in s.deps] for s in plan.stages} == _fixture("toy_plan_deps.json")
+
+
+def test_the_leakage_audit_adds_two_stages_before_the_students_and_changes_no_command(tmp_path):
+    """With the audit on (the default) and nothing found, every command is the one without it."""
+    tmp = str(tmp_path)
+    plan = _toy_plan(tmp, "drop")
+    audit = ("leakage_embeddings", "leakage")
+    expected = _fixture("toy_plan_commands.json")
+    names = [s.name for s in plan.stages]
+    at = names.index("embeddings") + 1
+    assert names == list(expected)[:at] + list(audit) + list(expected)[at:]
+    got = _commands(plan, tmp, skip=audit)
+    for name in expected:
+        assert got[name] == expected[name], name
+    deps = {s.name: [d.name for d in s.deps] for s in plan.stages}
+    for name, old in _fixture("toy_plan_deps.json").items():
+        assert deps[name] == old + (["leakage"] if name.startswith("student") else []), name
+    assert deps["leakage_embeddings"] == ["teacher"] and deps["leakage"] == ["embeddings", "leakage_embeddings"]
+    assert plan.audit.name == "leakage"
 
 
 def test_row_keys_of_rounds():

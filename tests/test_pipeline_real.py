@@ -182,3 +182,65 @@ def test_killed_run_finishes_with_identical_results(miniature, folder_run):
     assert "already done, skipped" in again.stdout
     for name in ("results.csv", "results_per_seed.csv"):
         assert (killed / name).read_bytes() == (out / name).read_bytes(), name
+
+
+# ------------------------------------------------------------------ leakage audit
+def _plant_leaks(miniature, toy_world):
+    """The unpaired folder plus one ESC-50 clip re-encoded (Vorbis, 22.05 kHz) and trimmed under another name,
+    and a caption pool whose extra pair's clip is another ESC-50 clip as FLAC (the same samples)."""
+    import shutil
+
+    from dataset.audio import read_audio_mono, resample
+
+    root = miniature["root"]
+    audio = root / "leaky_audio"
+    if not audio.exists():
+        shutil.copytree(miniature["audio"], audio)
+    esc = sorted(os.listdir(os.path.join(toy_world, "ESC-50", "audio")))
+    near_src, exact_src = (os.path.join(toy_world, "ESC-50", "audio", esc[i]) for i in (3, 7))
+    wav, sr = read_audio_mono(near_src)
+    wav = resample(torch.from_numpy(wav), sr, 22050).numpy()
+    planted = audio / "a" / "Yfound-on-the-web.ogg"
+    soundfile.write(str(planted), wav[int(1.37 * 22050):-int(0.81 * 22050)], 22050, format="OGG", subtype="VORBIS")
+    wav, sr = soundfile.read(exact_src, dtype="int16")
+    pair_clip = root / "pair_clips" / "renamed.flac"
+    pair_clip.parent.mkdir(exist_ok=True)
+    soundfile.write(str(pair_clip), wav, sr, subtype="PCM_16")
+    rows = read_caption_csv(str(root / "captions.csv"))
+    rows.append({"ID": "leaky_pair", "wav_path": str(pair_clip), "caption": "A dog barks twice in the yard."})
+    write_csv(str(root / "leaky_captions.csv"), rows, fieldnames=["ID", "wav_path", "caption"])
+    return {"audio": str(audio), "planted": str(planted), "near_src": near_src, "pair_clip": str(pair_clip),
+            "exact_src": exact_src, "captions": str(root / "leaky_captions.csv")}
+
+
+@pytest.mark.slow
+def test_a_planted_evaluation_clip_is_found_by_content_and_dropped(miniature, toy_world):
+    leaks = _plant_leaks(miniature, toy_world)
+    out = miniature["root"] / "run_leaky"
+    proc = _run(miniature, out, [f"--unpaired_audio={leaks['audio']}", f"--caption_pool=[{leaks['captions']}]",
+                                 "--rounds=1", "--ads_clip_fraction=1.0"])
+    rows = list(__import__("csv").DictReader(open(out / "leakage.csv", encoding="utf-8")))
+    found = {(r["set"], r["path"], r["reference"], r["kind"], r["action"]) for r in rows}
+    # Exactly the two planted clips: none of the 48 toy clips or 64 caption-pool clips is taken for a target clip.
+    assert found == {("unpaired", leaks["planted"], leaks["near_src"], "near", "dropped"),
+                     ("pairs", leaks["pair_clip"], leaks["exact_src"], "exact", "dropped")}, rows
+    near = next(r for r in rows if r["kind"] == "near")
+    assert float(near["offset_s"]) == pytest.approx(-1.37, abs=0.03) or \
+        float(near["offset_s"]) == pytest.approx(1.37, abs=0.03), near
+    # Dropped: the ADS pairs held the planted clip (every clip gets a caption) and the DS pairs the planted pair;
+    # the students read copies without them.
+    marker = json.load(open(out / "seed1234" / "stages" / "student_ads_esc50.json", encoding="utf-8"))
+    flags = dict(a[2:].split("=", 1) for a in marker["argv"] if a.startswith("--") and "=" in a)
+    for key, planted in (("curation_csv", leaks["planted"]), ("train_csv_path", leaks["pair_clip"])):
+        assert os.path.dirname(flags[key]) == str(out / "seed1234" / "leakage" / "clean"), key
+        assert planted not in {r["wav_path"] for r in read_caption_csv(flags[key])}, key
+    ads = json.load(open(out / "seed1234" / "stages" / "curation_ads_esc50.json", encoding="utf-8"))["outputs"]
+    assert leaks["planted"] in {r["wav_path"] for r in read_caption_csv(ads["csv"])}
+    # Counted in the results and in the report.
+    md = open(out / "results.md", encoding="utf-8").read()
+    pair_clips = len({r["wav_path"] for r in read_caption_csv(leaks["captions"])})
+    assert f"- seed 1234: 1 of 49 unpaired clips and 1 of {pair_clips} training-pair clips match" in md, md
+    assert "1 exact, 1 near duplicates); policy drop, dropped before the students trained." in md
+    html = open(out / "report.html", encoding="utf-8").read()
+    assert "Yfound-on-the-web.ogg" in html and "renamed.flac" in html
+    assert "1 exact, 1 near" in proc.stdout
