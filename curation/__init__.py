@@ -9,4 +9,6 @@ May import ``models``, ``dataset``, ``experiment``, ``evaluation`` and
   the evaluation-overlap audit;
 - :mod:`curation.paper_files` and :mod:`curation.paper_outputs`: the paper
   code's embedding files, read and written next to ours.
+- :mod:`curation.report` (with :mod:`curation.svg`, its figures): the page a
+  person opens to judge the curated sets (``python -m curation.report --emb_dir=DIR``).
 """
