@@ -23,8 +23,8 @@ import os
 
 from dataset.manifest import atomic_write, read_caption_csv, read_csv, write_csv
 
-__all__ = ["POLICIES", "LEAKAGE_FIELDS", "check_leakage_keys", "audit_policy", "audit_settings", "write_audit_list", "run_audit",
-           "clean_csv", "leaked_paths", "read_leakage_rows"]
+__all__ = ["POLICIES", "LEAKAGE_FIELDS", "check_leakage_keys", "audit_policy", "audit_settings", "write_audit_list",
+           "run_audit", "clean_csv", "leaked_paths", "read_leakage_rows"]
 
 POLICIES = ("drop", "warn", "fail", "off")
 LEAKAGE_FIELDS = ["seed", "target", "set", "path", "reference", "kind", "cosine", "mel_corr", "offset_s", "action"]

@@ -112,7 +112,6 @@ def write_run_report(plans, hparams, out):
     """``report.html`` / ``report.md`` of the run: each seed's round-1 curated sets, the leakage audit, the table."""
     from curation.report import CuratedSet, write_report
     from pipeline.audit import read_leakage_rows
-    from pipeline.plan import target_title
 
     sets = []
     for plan in plans:
@@ -128,7 +127,7 @@ def write_run_report(plans, hparams, out):
             if key == "ds":
                 threshold = plan.src.ds_threshold(target)
             labels = _target_labels(emb_dir, caption_set) if key == "ds" else None
-            sets.append(CuratedSet(name=f"{tag}{key.upper()}" + (f" {target_title(target)}" if target else ""),
+            sets.append(CuratedSet(name=f"{tag}{key.upper()}" + (f" {target}" if target else ""),
                                    kind=key, emb_dir=emb_dir, pairs_csv=outputs["csv"], caption_set=caption_set,
                                    threshold=threshold, labels=labels, seed=plan.seed))
     title = ("Toy-world curation report" if "world_size" in hparams else "Curation report") + f": {out}"

@@ -81,6 +81,29 @@ def test_reduced_pipeline_writes_the_table_from_the_run(reduced_run):
 
 
 @pytest.mark.slow
+def test_the_toy_run_has_no_leak_and_a_report_page_a_browser_renders(reduced_run):
+    """The audit finds no evaluation clip in the toy world's training audio; the report shows every curated set."""
+    from report_checks import NoChromium, check_report_html, console_errors, is_blank_png, open_in_chromium
+
+    out, proc = reduced_run
+    assert read_rows(os.path.join(out, "leakage.csv")) == []
+    audit = json.load(open(os.path.join(out, "seed1234", "stages", "leakage.json")))["outputs"]
+    assert audit["exact"] == audit["near"] == 0 and audit["checked_unpaired"] > 0 and audit["checked_pairs"] > 0
+    assert "0 exact, 0 near duplicates); policy drop." in open(os.path.join(out, "results.md")).read()
+    page = os.path.join(out, "report.html")
+    sets = [("du", "du")] + [(f"{kind}-{t}", kind) for kind in ("ds", "ads") for t in ("esc50", "tut17")]
+    check_report_html(page, sets, expect_leaks=False)
+    assert os.path.isfile(os.path.join(out, "report.md"))
+    try:
+        dom, messages, png = open_in_chromium(page)
+    except NoChromium as err:
+        pytest.skip(str(err))
+    assert not console_errors(messages), console_errors(messages)
+    assert dom.count("<audio") == 20 * len(sets) and dom.count("<svg") >= 2 * len(sets)
+    assert png and not is_blank_png(png)
+
+
+@pytest.mark.slow
 def test_the_pipeline_runner_on_the_toy_yaml_gives_the_toy_pipelines_results(reduced_run, tmp_path):
     """``recipes/pipeline.py hparams/toy/pipeline.yaml`` is the toy pipeline: the same table, byte for byte."""
     out, _ = reduced_run
