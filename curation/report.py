@@ -861,6 +861,7 @@ def main(argv=None):
     parser.add_argument("--results", help="a results.csv to show (top1_mean, top1_ci_low, top1_ci_high)")
     parser.add_argument("--out", help="output folder (default: <emb_dir>/report)")
     parser.add_argument("--title", default=None, help="page title (default: Curation report: <folder>)")
+    parser.add_argument("--leakage", help="a leakage.csv to show (python -m curation.audit, or a pipeline run's)")
     parser.add_argument("--excerpt_format", choices=("ogg", "wav"), default="ogg")
     args = parser.parse_args(argv)
     sets = sets_from_emb_dir(args.emb_dir, args.pairs)
@@ -868,7 +869,13 @@ def main(argv=None):
         parser.error(f"no DU/DS/ADS pairs CSV in {args.emb_dir} (give --pairs)")
     out = args.out or os.path.join(args.emb_dir, "report")
     title = args.title or f"Curation report: {os.path.abspath(args.emb_dir)}"
-    written = write_report(out, sets, results_csv=args.results, title=title, excerpt_format=args.excerpt_format)
+    leakage = None
+    if args.leakage:
+        from dataset.manifest import read_csv
+
+        leakage = read_csv(args.leakage)
+    written = write_report(out, sets, results_csv=args.results, leakage_rows=leakage, title=title,
+                           excerpt_format=args.excerpt_format)
     print(written["html"])
     return written
 

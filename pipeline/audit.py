@@ -21,14 +21,15 @@ the same audio, so the same clips are dropped there.
 import json
 import os
 
-from dataset.manifest import atomic_write, read_caption_csv, read_csv, write_csv
+import numpy as np
+
+from curation.audit import LEAKAGE_FIELDS, audit_sets, drop_leaked, read_embeddings, write_leakage_csv
+from dataset.manifest import atomic_write, read_caption_csv, read_csv
 
 __all__ = ["POLICIES", "LEAKAGE_FIELDS", "check_leakage_keys", "audit_policy", "audit_settings", "write_audit_list",
            "run_audit", "clean_csv", "leaked_paths", "read_leakage_rows"]
 
 POLICIES = ("drop", "warn", "fail", "off")
-LEAKAGE_FIELDS = ["seed", "target", "set", "path", "reference", "kind", "cosine", "mel_corr", "offset_s", "action"]
-_ACTIONS = {"drop": "dropped", "warn": "warned", "fail": "stopped"}
 
 
 def audit_policy(hparams):
@@ -100,17 +101,6 @@ def write_audit_list(folder, targets, caption_csv):
     return list_digest(paths)
 
 
-def _embeddings(emb_dir):
-    """``{path: row}`` and the audio embedding matrix of an embedding folder."""
-    import numpy as np
-
-    from embeddings.lists import read_path_list
-
-    paths = read_path_list(os.path.join(emb_dir, "audio_paths.txt"))
-    emb = np.load(os.path.join(emb_dir, "audio_emb.npy"), mmap_mode="r")
-    return {p: i for i, p in enumerate(paths)}, emb
-
-
 def run_audit(folder, pool_emb_dir, seed, hparams):
     """Compares the pool and the pair set with every target's clips; writes ``leakage.csv``; returns the counts.
 
@@ -119,44 +109,28 @@ def run_audit(folder, pool_emb_dir, seed, hparams):
     RuntimeError
         With ``leakage: fail``, when a clip leaked (naming the count and the CSV).
     """
-    import numpy as np
-
-    from curation.leakage import audio_digests, find_leaks
-
     policy, cosine, mel_corr, top_k = audit_settings(hparams)
     with open(os.path.join(folder, "audit_sets.json"), encoding="utf-8") as f:
         sets = json.load(f)
-    audit_index, audit_emb = _embeddings(os.path.join(folder, "save"))
-    pool_index, pool_emb = _embeddings(pool_emb_dir)
-    pool = list(pool_index)
-    pairs = [p for p in sets["pairs"] if p in audit_index]
-    everything = list(dict.fromkeys(pool + list(audit_index)))
-    digests = audio_digests(everything, cache_path=os.path.join(folder, "digests.json"), progress=True)
-    rows = []
-    for target, references in sets["references"].items():
-        refs = [p for p in references if p in audit_index]
-        if not refs:
-            continue
-        ref_emb = np.asarray(audit_emb[[audit_index[p] for p in refs]], dtype=np.float32)
-        for set_name, candidates, emb in (
-            ("unpaired", pool, pool_emb),
-            ("pairs", pairs, audit_emb[[audit_index[p] for p in pairs]] if pairs else None),
-        ):
-            if not candidates:
-                continue
-            for leak in find_leaks(candidates, np.asarray(emb, dtype=np.float32), refs, ref_emb, cosine=cosine,
-                                   mel_corr=mel_corr, top_k=top_k, digests=digests):
-                rows.append({"seed": seed, "target": target, "set": set_name, **{
-                    k: leak.get(k) for k in ("path", "reference", "kind", "cosine", "mel_corr", "offset_s")},
-                    "action": _ACTIONS.get(policy, "")})
-    csv_path = os.path.join(folder, "leakage.csv")
-    write_csv(csv_path, [{k: _text(r[k]) for k in LEAKAGE_FIELDS} for r in rows], LEAKAGE_FIELDS)
+    audit_paths, audit_emb = read_embeddings(os.path.join(folder, "save"))
+    row = {p: i for i, p in enumerate(audit_paths)}
+    pool = read_embeddings(pool_emb_dir)
+
+    def subset(paths):
+        paths = [p for p in paths if p in row]  # an unreadable clip has no embedding (the hash saw it neither)
+        return paths, audit_emb[[row[p] for p in paths]] if paths else np.zeros((0, audit_emb.shape[1]))
+
+    pairs = subset(sets["pairs"])
+    rows = audit_sets({"unpaired": pool, "pairs": pairs}, {t: subset(r) for t, r in sets["references"].items()},
+                      policy=policy, cosine=cosine, mel_corr=mel_corr, top_k=top_k,
+                      cache_path=os.path.join(folder, "digests.json"), progress=True, seed=seed)
+    csv_path = write_leakage_csv(os.path.join(folder, "leakage.csv"), rows)
     counts = {
         "csv": csv_path, "policy": policy,
         "unpaired": len({r["path"] for r in rows if r["set"] == "unpaired"}),
         "pairs": len({r["path"] for r in rows if r["set"] == "pairs"}),
         "exact": sum(r["kind"] == "exact" for r in rows), "near": sum(r["kind"] == "near" for r in rows),
-        "checked_unpaired": len(pool), "checked_pairs": len(pairs),
+        "checked_unpaired": len(pool[0]), "checked_pairs": len(pairs[0]),
         "references": sum(len(v) for v in sets["references"].values()),
     }
     if rows and policy == "fail":
@@ -169,12 +143,6 @@ def run_audit(folder, pool_emb_dir, seed, hparams):
     return counts
 
 
-def _text(value):
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return "" if value is None else value
-
-
 def leaked_paths(audit_stage):
     """The clips a finished audit stage drops (empty unless its policy is ``drop``)."""
     out = ((audit_stage.result or {}).get("outputs") or {}) if audit_stage is not None else {}
@@ -185,19 +153,15 @@ def leaked_paths(audit_stage):
 
 def clean_csv(path, dropped, folder):
     """``path`` itself when none of its rows' clips is in ``dropped``; else a copy without them in ``folder``."""
-    if not dropped:
+    if not dropped or not any(r.get("wav_path") in dropped for r in read_csv(path)):
         return path
-    rows = read_csv(path)
-    kept = [r for r in rows if r.get("wav_path") not in dropped]
-    if len(kept) == len(rows):
-        return path
-    os.makedirs(folder, exist_ok=True)
     import hashlib
 
+    os.makedirs(folder, exist_ok=True)
     stem = os.path.splitext(os.path.basename(path))[0]
     tag = hashlib.sha1(os.path.abspath(path).encode("utf-8")).hexdigest()[:8]
     target = os.path.join(folder, f"{stem}_{tag}.csv")
-    write_csv(target, kept, list(rows[0]))
+    drop_leaked(path, dropped, target)
     return target
 
 

@@ -262,3 +262,52 @@ def test_find_leaks_toy_world_no_false_positives(toy_world_summary, tmp_path):
     assert abs(found[0]["offset_s"] - TRIM_START_S) <= 0.015
     others = max(leak["mel_corr"] for leak in best if leak["path"] != planted)
     assert others < DEFAULT_MEL_CORR - 0.1, others
+
+
+# ------------------------------------------------------------ by hand: python -m curation.audit / curation.report
+def _emb_dir(folder, paths, emb):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "audio_paths.txt"), "w", encoding="utf-8") as f:
+        f.write("".join(p + "\n" for p in paths))
+    np.save(os.path.join(folder, "audio_emb.npy"), emb)
+    return folder
+
+
+def test_audit_command_finds_drops_and_shows_the_leak_on_the_report(esc_dupes, tmp_path, capsys):
+    """A curation folder run by hand: the audit command lists the leaked clips, cleans the pairs CSV and
+    the report command shows them."""
+    from curation.audit import main as audit_main
+    from curation.report import main as report_main
+    from dataset.manifest import read_csv, write_csv
+
+    copy, original = esc_dupes["ogg"]
+    exact, exact_src = esc_dupes["exact"]
+    others = [p for p in ESC_CLIPS if p not in (original, exact_src)]
+    pool = [copy, exact] + others
+    emb = unit_rows(len(pool))
+    save = _emb_dir(str(tmp_path / "save"), pool, emb)
+    refs = [original, exact_src]
+    ref_emb = emb[:2].copy()  # the copies' teacher embeddings equal their originals': the cosine gate passes
+    eval_dir = _emb_dir(str(tmp_path / "esc50_emb"), refs, ref_emb)
+    write_csv(os.path.join(save, "du_pairs_thr0.5.csv"),
+              [{"ID": f"{i}", "wav_path": p, "caption": f"caption {i}", "similarity": "0.6"} for i, p in
+               enumerate(pool)], ["ID", "wav_path", "caption", "similarity"])
+    audit = str(tmp_path / "audit")
+    code = audit_main([f"--emb_dir={save}", f"--eval_emb_dir={eval_dir}", "--pairs",
+                       os.path.join(save, "du_pairs_thr0.5.csv"), f"--out={audit}", "--cosine=-1.0"])
+    assert code == 0
+    rows = read_csv(os.path.join(audit, "leakage.csv"))
+    assert {(r["path"], r["reference"], r["kind"], r["action"]) for r in rows} == {
+        (copy, original, "near", "dropped"), (exact, exact_src, "exact", "dropped")}
+    kept = read_csv(os.path.join(audit, "du_pairs_thr0.5_clean.csv"))
+    assert [r["wav_path"] for r in kept] == others
+    assert "2 of 5 clips are evaluation clips (1 exact, 1 near)" in capsys.readouterr().out
+    assert audit_main([f"--emb_dir={save}", f"--eval_emb_dir={eval_dir}", f"--out={audit}", "--policy=fail",
+                       "--cosine=-1.0"]) == 1
+    written = report_main([f"--emb_dir={save}", f"--leakage={os.path.join(audit, 'leakage.csv')}",
+                           f"--out={tmp_path / 'page'}"])
+    html = open(written["html"], encoding="utf-8").read()
+    assert 'class="leakage-counts"' in html and os.path.basename(copy) in html
+    with pytest.raises(SystemExit, match="audio_emb.npy has 2 rows for 3 paths"):
+        _emb_dir(str(tmp_path / "bad"), refs + [copy], ref_emb)
+        audit_main([f"--emb_dir={tmp_path / 'bad'}", f"--eval_emb_dir={eval_dir}", f"--out={audit}"])
