@@ -102,7 +102,10 @@ def run_pipeline(argv, script):
         return 1
     text = write_results(plans, hparams, seeds, machine_description())
     print("\n" + text)
-    report = write_run_report(plans, hparams, out)
+    try:
+        report = write_run_report(plans, hparams, out)
+    except Exception as err:  # the table is written; a page that cannot be drawn must not hide it
+        report = f"not written ({type(err).__name__}: {err})"
     print(f"Results: {os.path.join(out, 'results.md')}, results.csv, results_per_seed.csv, results.png; "
           f"curation report: {report} ({(time.perf_counter() - begin) / 60:.1f} min)", flush=True)
     return 0

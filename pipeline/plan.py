@@ -228,7 +228,7 @@ class SeedPlan:
                                                      "text_emb": os.path.join(emb_dir, "text_emb.npy")}),
             distributed=True,
         )
-        if r == 1 and audit_policy(h) != "off":
+        if r == 1 and audit_policy(h) != "off" and self.src.scored:  # a label list alone has no evaluation clips
             self.audit = self.leakage_stages(teacher, toemb, emb_dir, caption_csv)
         if "du" in h["students"]:
             self.curated[(row_key("du", r), None)] = self.stage(
