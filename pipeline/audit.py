@@ -79,9 +79,8 @@ def _pair_clips(caption_csv):
 def write_audit_list(folder, targets, caption_csv):
     """Writes ``folder/audit_paths.txt`` (evaluation clips, then the pair set's clips) and the references per target.
 
-    ``targets``: ``{name: (dataset, data folder)}`` of the scored target sets.
-    Returns the digest of the list (part of the embedding stage's command, so a
-    change of the clips reruns the audit).
+    ``targets``: ``{name: (dataset, data folder)}`` of the scored target sets
+    (every clip their zero-shot score uses). Returns the digest of the list.
     """
     from dataset.prepare_zeroshot import prepare_zeroshot
     from embeddings.keys import list_digest
@@ -117,7 +116,7 @@ def run_audit(folder, pool_emb_dir, seed, hparams):
     pool = read_embeddings(pool_emb_dir)
 
     def subset(paths):
-        paths = [p for p in paths if p in row]  # an unreadable clip has no embedding (the hash saw it neither)
+        paths = [p for p in paths if p in row]  # a clip the teacher could not read has no row
         return paths, audit_emb[[row[p] for p in paths]] if paths else np.zeros((0, audit_emb.shape[1]))
 
     pairs = subset(sets["pairs"])
