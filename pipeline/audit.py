@@ -20,6 +20,7 @@ the same audio, so the same clips are dropped there.
 
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -122,7 +123,7 @@ def run_audit(folder, pool_emb_dir, seed, hparams):
     pairs = subset(sets["pairs"])
     rows = audit_sets({"unpaired": pool, "pairs": pairs}, {t: subset(r) for t, r in sets["references"].items()},
                       policy=policy, cosine=cosine, mel_corr=mel_corr, top_k=top_k,
-                      cache_path=os.path.join(folder, "digests.json"), progress=True, seed=seed)
+                      cache_path=os.path.join(folder, "digests.json"), progress=sys.stderr.isatty(), seed=seed)
     csv_path = write_leakage_csv(os.path.join(folder, "leakage.csv"), rows)
     counts = {
         "csv": csv_path, "policy": policy,

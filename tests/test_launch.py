@@ -222,7 +222,7 @@ def _toy_plan(tmp_path, *overrides):
 def test_the_toy_plan_marks_training_and_embedding_stages_distributed_and_wires_device(tmp_path):
     stages = _toy_plan(tmp_path)
     assert sorted(n for n, s in stages.items() if s.distributed) == sorted(
-        ["teacher", "embeddings"] + [n for n in stages if n.startswith("student_")])
+        ["teacher", "embeddings", "leakage_embeddings"] + [n for n in stages if n.startswith("student_")])
     models = ("teacher", "embeddings", "zeroshot_teacher_esc50", "curation_ds_esc50")
     plain = {n: stages[n].command() for n in models}
     assert not any(a.startswith("--device") for argv in plain.values() for a in argv)
