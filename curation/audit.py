@@ -29,7 +29,8 @@ from dataset.manifest import read_csv, write_csv
 __all__ = ["LEAKAGE_FIELDS", "ACTIONS", "read_embeddings", "audit_sets", "drop_leaked", "write_leakage_csv", "main"]
 
 #: The columns of ``leakage.csv``.
-LEAKAGE_FIELDS = ["seed", "target", "set", "path", "reference", "kind", "cosine", "mel_corr", "offset_s", "action"]
+LEAKAGE_FIELDS = ["seed", "target", "set", "path", "reference", "kind", "cosine", "mel_corr", "offset_s", "wave_corr",
+                  "action"]
 #: What a policy did to a leaked clip.
 ACTIONS = {"drop": "dropped", "warn": "warned", "fail": "stopped"}
 
@@ -47,7 +48,7 @@ def read_embeddings(emb_dir):
 
 
 def audit_sets(candidate_sets, reference_sets, *, policy="drop", cosine=None, mel_corr=None, top_k=None,
-               cache_path=None, progress=False, seed=""):
+               wave_corr=None, cache_path=None, progress=False, seed=""):
     """One row per leaked clip of each training set, for each evaluation set.
 
     Arguments
@@ -58,12 +59,13 @@ def audit_sets(candidate_sets, reference_sets, *, policy="drop", cosine=None, me
         ``{target name: (paths, embeddings)}`` of the evaluation clips.
     policy : str
         Recorded as each row's action (``drop`` -> ``dropped``).
-    cosine, mel_corr, top_k : optional
+    cosine, mel_corr, top_k, wave_corr : optional
         :func:`curation.leakage.find_leaks`'s gates (None: its defaults).
     cache_path : str, optional
         The decoded-audio digests' cache (resumable).
     """
-    gates = {k: v for k, v in (("cosine", cosine), ("mel_corr", mel_corr), ("top_k", top_k)) if v is not None}
+    gates = {k: v for k, v in (("cosine", cosine), ("mel_corr", mel_corr), ("top_k", top_k), ("wave_corr", wave_corr))
+             if v is not None}
     everything = list(dict.fromkeys(p for paths, _ in [*candidate_sets.values(), *reference_sets.values()]
                                     for p in paths))
     digests = audio_digests(everything, cache_path=cache_path, progress=progress)
@@ -79,7 +81,7 @@ def audit_sets(candidate_sets, reference_sets, *, policy="drop", cosine=None, me
                                    digests=digests, progress=progress, **gates):
                 rows.append({"seed": seed, "target": target, "set": set_name,
                              **{k: leak.get(k) for k in ("path", "reference", "kind", "cosine", "mel_corr",
-                                                         "offset_s")},
+                                                         "offset_s", "wave_corr")},
                              "action": ACTIONS.get(policy, "")})
     return rows
 
@@ -112,6 +114,7 @@ def main(argv=None):
     parser.add_argument("--cosine", type=float, default=None, help="teacher cosine gate (default: 0.9)")
     parser.add_argument("--mel_corr", type=float, default=None, help="log-mel correlation that confirms (0.9)")
     parser.add_argument("--top_k", type=int, default=None, help="evaluation clips checked per clip (3)")
+    parser.add_argument("--wave_corr", type=float, default=None, help="8-kHz waveform correlation that confirms (0.5)")
     parser.add_argument("--out", default="leakage_audit", help="output folder (default: leakage_audit)")
     args = parser.parse_args(argv)
     try:
@@ -125,7 +128,8 @@ def main(argv=None):
             raise SystemExit(f"curation.audit: --pairs {path} does not exist")
     os.makedirs(args.out, exist_ok=True)
     rows = audit_sets({"unpaired": pool}, refs, policy=args.policy, cosine=args.cosine, mel_corr=args.mel_corr,
-                      top_k=args.top_k, cache_path=os.path.join(args.out, "digests.json"), progress=True)
+                      top_k=args.top_k, wave_corr=args.wave_corr, cache_path=os.path.join(args.out, "digests.json"),
+                      progress=True)
     csv_path = write_leakage_csv(os.path.join(args.out, "leakage.csv"), rows)
     leaked = {r["path"] for r in rows}
     print(f"{len(leaked)} of {len(pool[0])} clips are evaluation clips "

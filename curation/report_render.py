@@ -44,7 +44,8 @@ def read_results(path):
     return models, datasets, values
 
 
-LEAK_KEYS = ("seed", "target", "set", "path", "reference", "kind", "cosine", "mel_corr", "offset_s", "action")
+LEAK_KEYS = ("seed", "target", "set", "path", "reference", "kind", "cosine", "mel_corr", "offset_s", "wave_corr",
+             "action")
 
 
 def leakage_counts(rows):

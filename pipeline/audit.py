@@ -39,7 +39,8 @@ def audit_policy(hparams):
 
 
 def audit_settings(hparams):
-    """``(policy, cosine, mel_corr, top_k)`` from the YAML's ``leakage*`` keys (defaults: :mod:`curation.leakage`)."""
+    """``(policy, cosine, mel_corr, top_k, wave_corr)`` from the YAML's ``leakage*`` keys (defaults:
+    :func:`curation.leakage.find_leaks`'s)."""
     from curation.leakage import find_leaks
     import inspect
 
@@ -49,8 +50,10 @@ def audit_settings(hparams):
     cosine = hparams.get("leakage_cosine")
     mel = hparams.get("leakage_mel_corr")
     top_k = hparams.get("leakage_top_k")
+    wave = hparams.get("leakage_wave_corr")
     return (policy, float(defaults["cosine"] if cosine is None else cosine),
-            float(defaults["mel_corr"] if mel is None else mel), int(defaults["top_k"] if top_k is None else top_k))
+            float(defaults["mel_corr"] if mel is None else mel), int(defaults["top_k"] if top_k is None else top_k),
+            float(defaults["wave_corr"] if wave is None else wave))
 
 
 def check_leakage_keys(hparams):
@@ -58,7 +61,8 @@ def check_leakage_keys(hparams):
     policy = audit_policy(hparams)
     if policy not in POLICIES:
         raise SystemExit(f"--leakage must be one of {', '.join(POLICIES)}; got {policy!r}.")
-    for key, low, high in (("leakage_cosine", -1.0, 1.0), ("leakage_mel_corr", -1.0, 1.0)):
+    for key, low, high in (("leakage_cosine", -1.0, 1.0), ("leakage_mel_corr", -1.0, 1.0),
+                           ("leakage_wave_corr", 0.0, 1.0)):
         value = hparams.get(key)
         if value is not None and not low <= float(value) <= high:
             raise SystemExit(f"--{key} must be a correlation in [{low}, {high}]; got {value}.")
@@ -109,7 +113,7 @@ def run_audit(folder, pool_emb_dir, seed, hparams):
     RuntimeError
         With ``leakage: fail``, when a clip leaked (naming the count and the CSV).
     """
-    policy, cosine, mel_corr, top_k = audit_settings(hparams)
+    policy, cosine, mel_corr, top_k, wave_corr = audit_settings(hparams)
     with open(os.path.join(folder, "audit_sets.json"), encoding="utf-8") as f:
         sets = json.load(f)
     audit_paths, audit_emb = read_embeddings(os.path.join(folder, "save"))
@@ -122,7 +126,7 @@ def run_audit(folder, pool_emb_dir, seed, hparams):
 
     pairs = subset(sets["pairs"])
     rows = audit_sets({"unpaired": pool, "pairs": pairs}, {t: subset(r) for t, r in sets["references"].items()},
-                      policy=policy, cosine=cosine, mel_corr=mel_corr, top_k=top_k,
+                      policy=policy, cosine=cosine, mel_corr=mel_corr, top_k=top_k, wave_corr=wave_corr,
                       cache_path=os.path.join(folder, "digests.json"), progress=sys.stderr.isatty(), seed=seed)
     csv_path = write_leakage_csv(os.path.join(folder, "leakage.csv"), rows)
     counts = {

@@ -188,11 +188,12 @@ def test_find_leaks_real_esc50(esc_dupes, monkeypatch):
     by_kind = dict(zip(kinds, leaks))
     assert by_kind["exact"] == {"path": esc_dupes["exact"][0], "reference": esc_dupes["exact"][1],
                                 "kind": "exact", "cosine": pytest.approx(float(cand_emb[0] @ ref_emb[1]), abs=1e-5),
-                                "mel_corr": 1.0, "offset_s": 0.0}
+                                "mel_corr": 1.0, "offset_s": 0.0, "wave_corr": 1.0}
     for kind in kinds[1:]:
         leak = by_kind[kind]
         assert leak["kind"] == "near" and leak["reference"] == esc_dupes[kind][1], leak
         assert leak["mel_corr"] >= 0.95 > DEFAULT_MEL_CORR, leak
+        assert leak["wave_corr"] >= 0.95, leak  # the samples below 4 kHz survive the codec
         assert abs(leak["offset_s"] - TRIM_START_S) <= 0.015, leak
 
     # Every pair of different real clips: far below the threshold.
@@ -255,13 +256,14 @@ def test_find_leaks_toy_world_no_false_positives(toy_world_summary, tmp_path):
     cand_emb[len(pool)] = ref_emb[7]  # the planted copy's top reference is its original
 
     # mel_corr=-1: every candidate reports its best-correlated reference among its top 3, the margin.
-    best = find_leaks(candidates, cand_emb, targets, ref_emb, cosine=-1.0, mel_corr=-1.0, top_k=3)
+    best = find_leaks(candidates, cand_emb, targets, ref_emb, cosine=-1.0, mel_corr=-1.0, top_k=3, wave_corr=-1.0)
     assert len(best) == len(candidates)
     found = [leak for leak in best if leak["mel_corr"] >= DEFAULT_MEL_CORR]
     assert [(leak["path"], leak["reference"]) for leak in found] == [(planted, planted_ref)]
     assert abs(found[0]["offset_s"] - TRIM_START_S) <= 0.015
     others = max(leak["mel_corr"] for leak in best if leak["path"] != planted)
     assert others < DEFAULT_MEL_CORR - 0.1, others
+    assert max(leak["wave_corr"] for leak in best if leak["path"] != planted) < 0.5 < found[0]["wave_corr"]
 
 
 # ------------------------------------------------------------ by hand: python -m curation.audit / curation.report
@@ -311,3 +313,32 @@ def test_audit_command_finds_drops_and_shows_the_leak_on_the_report(esc_dupes, t
     with pytest.raises(SystemExit, match="audio_emb.npy has 2 rows for 3 paths"):
         _emb_dir(str(tmp_path / "bad"), refs + [copy], ref_emb)
         audit_main([f"--emb_dir={tmp_path / 'bad'}", f"--eval_emb_dir={eval_dir}", f"--out={audit}"])
+
+
+def _sweep(rng, n, sr=16000):
+    """A siren: one sweep pattern (0.5-1.1 kHz, 1.2 s period) with its own small drift, phase and noise."""
+    t = np.arange(n) / sr
+    track = 800 + 300 * np.sin(2 * np.pi * t / 1.2) + np.cumsum(rng.normal(0, 0.05, n))
+    phase = 2 * np.pi * np.cumsum(track) / sr + rng.uniform(0, 2 * np.pi)
+    return 0.3 * (np.sin(phase) + 0.5 * np.sin(2 * phase)) + 0.01 * rng.normal(size=n)
+
+
+def test_two_recordings_of_one_repeating_pattern_are_not_taken_for_copies(tmp_path):
+    """The demo toy world's synthetic sirens reach a log-mel correlation of 0.93: the spectrogram's pattern repeats.
+    The waveform at the aligned offset tells them apart; a lossy, trimmed copy keeps it."""
+    from curation.leakage import aligned_correlation, waveform_correlation
+
+    sr = 16000
+    a, b = (str(tmp_path / f"{name}.wav") for name in ("a", "b"))
+    soundfile.write(a, _sweep(np.random.default_rng(0), 5 * sr), sr)
+    soundfile.write(b, _sweep(np.random.default_rng(50), 5 * sr), sr)
+    copy = lossy_trimmed_copy(a, str(tmp_path / "copy.ogg"), 22050, format="OGG", subtype="VORBIS")
+    mel, offset, _ = aligned_correlation(mel_signature(a), mel_signature(b))
+    assert mel > DEFAULT_MEL_CORR  # the mel check alone would take b for a copy of a
+    assert waveform_correlation(a, b, offset) < 0.3
+    mel_copy, offset_copy, _ = aligned_correlation(mel_signature(a), mel_signature(copy))
+    assert mel_copy > DEFAULT_MEL_CORR and waveform_correlation(a, copy, offset_copy) > 0.9
+    emb = unit_rows(1)
+    leaks = find_leaks([b, copy], np.repeat(emb, 2, axis=0), [a], emb, cosine=-1.0)
+    assert [(x["path"], x["kind"]) for x in leaks] == [(copy, "near")]
+    assert leaks[0]["wave_corr"] > 0.9
