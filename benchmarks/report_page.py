@@ -15,6 +15,7 @@ then
 Usage::
 
     python benchmarks/report_page.py [--work DIR] [--json] [--out FILE]
+    python benchmarks/report_page.py --page toy_results/report.html --out FILE   # a run's own page
 """
 
 from __future__ import annotations
@@ -152,6 +153,40 @@ def time_dump_dom(binary, page, repeats):
     return round(statistics.median(times), 3), [round(t, 3) for t in times]
 
 
+def browser_load(page, work, repeats):
+    """Headless Chromium's ``--dump-dom`` time of ``page`` and of an empty page (browser start-up), medians."""
+    binary = chromium_binary()
+    if binary is None:
+        return {"browser": "no chromium on PATH: load time not measured"}
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
+    empty = os.path.join(work, "empty.html")
+    with open(empty, "w", encoding="utf-8") as f:
+        f.write("<!DOCTYPE html><html><head><title>empty</title></head><body></body></html>\n")
+    time_dump_dom(binary, empty, 1)  # warm the file cache
+    page_median, page_runs = time_dump_dom(binary, page, repeats)
+    empty_median, empty_runs = time_dump_dom(binary, empty, repeats)
+    return {
+        "browser": version,
+        "dump_dom_report_seconds": page_median, "dump_dom_report_runs": page_runs,
+        "dump_dom_empty_seconds": empty_median, "dump_dom_empty_runs": empty_runs,
+        "page_load_beyond_startup_seconds": round(page_median - empty_median, 3),
+    }
+
+
+def measure_existing(page, repeats):
+    """Size and load time of a report a run wrote (``--page``), e.g. the toy pipeline's."""
+    work = tempfile.mkdtemp(prefix="report-page-bench-")
+    try:
+        html_bytes = os.path.getsize(page)
+        files_bytes = folder_bytes(os.path.join(os.path.dirname(os.path.abspath(page)), "report_files"))
+        result = {"machine": describe("cpu"), "page": os.path.abspath(page), "html_bytes": html_bytes,
+                  "report_files_bytes": files_bytes, "total_mb": round((html_bytes + files_bytes) / 1e6, 3)}
+        result.update(browser_load(page, work, repeats))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--work", default=None, help="working folder (default: a temporary one, removed)")
@@ -162,7 +197,13 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="browser runs per page (median)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--out", default=None, help="also write the JSON here")
+    parser.add_argument("--page", default=None,
+                        help="measure this report.html (e.g. a toy run's) instead of a synthesised one")
     args = parser.parse_args(argv)
+    if args.page:
+        result = measure_existing(args.page, args.repeats)
+        emit_json(result, args.out, to_stdout=True)
+        return result
 
     from curation.report import sets_from_emb_dir, write_report
 
@@ -194,23 +235,7 @@ def main(argv=None):
             "total_mb": round((html_bytes + files_bytes) / 1e6, 3),
             "md_bytes": os.path.getsize(written["md"]),
         }
-        binary = chromium_binary()
-        if binary is None:
-            result["browser"] = "no chromium on PATH: load time not measured"
-        else:
-            version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
-            empty = os.path.join(work, "empty.html")
-            with open(empty, "w", encoding="utf-8") as f:
-                f.write("<!DOCTYPE html><html><head><title>empty</title></head><body></body></html>\n")
-            time_dump_dom(binary, empty, 1)  # warm the file cache
-            page_median, page_runs = time_dump_dom(binary, written["html"], args.repeats)
-            empty_median, empty_runs = time_dump_dom(binary, empty, args.repeats)
-            result.update({
-                "browser": version,
-                "dump_dom_report_seconds": page_median, "dump_dom_report_runs": page_runs,
-                "dump_dom_empty_seconds": empty_median, "dump_dom_empty_runs": empty_runs,
-                "page_load_beyond_startup_seconds": round(page_median - empty_median, 3),
-            })
+        result.update(browser_load(written["html"], work, args.repeats))
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
