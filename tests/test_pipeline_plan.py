@@ -10,6 +10,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -233,3 +234,69 @@ def test_a_caption_csv_is_a_retrieval_set_of_the_clips_on_disk(inputs, tmp_path)
     clips, captions, caption_clip, counts = read_retrieval_set("csv", str(path), "any")
     assert clips == [rows[0][1]] and captions == ["rain", "wind"] and caption_clip == [0, 0]
     assert counts == {"clips_listed": 2, "clips_missing": 1, "captions_missing": 0}
+
+
+# ------------------------------------------------------------------ the leakage audit's policies
+def _audit_folder(tmp_path):
+    """An audit folder as the two stages leave it: a pool with a lossy trimmed copy of an evaluation clip, a pair
+    set holding a renamed FLAC of another; ``(folder, pool emb dir, {name: path})``."""
+    import numpy as np
+    import soundfile
+
+    from test_leakage import ESC_CLIPS, lossy_trimmed_copy, unit_rows
+
+    copy = lossy_trimmed_copy(ESC_CLIPS[2], str(tmp_path / "Ypool.ogg"), 22050, format="OGG", subtype="VORBIS")
+    samples, sr = soundfile.read(ESC_CLIPS[1], dtype="int16")
+    flac = str(tmp_path / "renamed.flac")
+    soundfile.write(flac, samples, sr)
+    refs, pool, pairs = ESC_CLIPS[:3], [copy, ESC_CLIPS[3]], [flac, ESC_CLIPS[4]]
+    folder, pool_dir = tmp_path / "leakage", tmp_path / "pool"
+    emb = unit_rows(3)
+    for where, paths, rows in ((folder / "save", refs + pairs, np.vstack([emb, emb[1], unit_rows(1, seed=9)])),
+                               (pool_dir, pool, np.vstack([emb[2], unit_rows(1, seed=8)]))):
+        where.mkdir(parents=True)
+        (where / "audio_paths.txt").write_text("".join(p + "\n" for p in paths), encoding="utf-8")
+        np.save(where / "audio_emb.npy", rows.astype(np.float16))
+    (folder / "audit_sets.json").write_text(json.dumps({"references": {"esc50": refs}, "pairs": pairs}))
+    return str(folder), str(pool_dir), {"copy": copy, "flac": flac, "other": ESC_CLIPS[3]}
+
+
+@pytest.mark.parametrize("policy", ["drop", "warn", "fail"])
+def test_the_audit_drops_warns_or_stops(tmp_path, policy, capsys):
+    from pipeline.audit import clean_csv, run_audit
+
+    folder, pool_dir, paths = _audit_folder(tmp_path)
+    if policy == "fail":
+        with pytest.raises(RuntimeError, match=r"1 unpaired clip\(s\) and 1 training pair clip\(s\) are evaluation "
+                                               r"clips \(listed in .*leakage.csv\); remove them, or set --leakage"):
+            run_audit(folder, pool_dir, 7, {"leakage": policy})
+        return
+    counts = run_audit(folder, pool_dir, 7, {"leakage": policy})
+    assert (counts["unpaired"], counts["pairs"], counts["exact"], counts["near"]) == (1, 1, 1, 1)
+    rows = list(csv.DictReader(open(counts["csv"], encoding="utf-8")))
+    action = {"drop": "dropped", "warn": "warned"}[policy]
+    assert {(r["seed"], r["set"], r["path"], r["kind"], r["action"]) for r in rows} == {
+        ("7", "unpaired", paths["copy"], "near", action), ("7", "pairs", paths["flac"], "exact", action)}
+    assert ("WARNING" in capsys.readouterr().out) == (policy == "warn")
+    # A student's CSV: a copy without the leaked clips; one with nothing to drop is given as it is.
+    pairs_csv = tmp_path / "pairs.csv"
+    pairs_csv.write_text(f"ID,wav_path,caption\na,{paths['copy']},x\nb,{paths['other']},y\n", encoding="utf-8")
+    clean_dir = str(tmp_path / "clean")
+    cleaned = clean_csv(str(pairs_csv), {r["path"] for r in rows}, clean_dir)
+    assert os.path.dirname(cleaned) == clean_dir
+    assert [r["wav_path"] for r in csv.DictReader(open(cleaned, encoding="utf-8"))] == [paths["other"]]
+    assert clean_csv(cleaned, {r["path"] for r in rows}, clean_dir) == cleaned
+    assert clean_csv(str(pairs_csv), set(), clean_dir) == str(pairs_csv)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("leakage", "maybe", "--leakage must be one of drop, warn, fail, off; got 'maybe'"),
+    ("leakage_mel_corr", 1.5, "--leakage_mel_corr must be a correlation in [-1.0, 1.0]; got 1.5"),
+    ("leakage_wave_corr", -0.2, "--leakage_wave_corr must be a correlation in [0.0, 1.0]; got -0.2"),
+    ("leakage_top_k", 0, "--leakage_top_k must be at least 1; got 0"),
+])
+def test_bad_leakage_keys_are_refused_in_one_line(key, value, message):
+    from pipeline.audit import check_leakage_keys
+
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        check_leakage_keys({key: value})
