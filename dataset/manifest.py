@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 
+from dataset.disk import disk_full
 from dataset.shards import member_size, shard_key, split_member_path
 
 CAPTION_FIELDS = ["ID", "wav_path", "caption"]
@@ -35,6 +36,12 @@ def atomic_write(path, write_fn, mode="w", **open_kwargs):
     **open_kwargs
         Passed to ``open`` (e.g. ``encoding``, ``newline``).
 
+    Raises
+    ------
+    dataset.disk.DiskFullError
+        The disk is full (``ENOSPC``, ``EDQUOT``): the temporary file is
+        removed, the message names the folder and how much had been written.
+
     Example
     -------
     >>> import tempfile, os
@@ -45,17 +52,27 @@ def atomic_write(path, write_fn, mode="w", **open_kwargs):
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    except OSError as err:
+        full = disk_full(err, path, 0)
+        if full is not err:
+            raise full from None
+        raise
     # mkstemp creates 0600 files; outputs should get the usual permissions (umask).
     os.chmod(tmp, 0o666 & ~_current_umask())
     try:
         with os.fdopen(fd, mode, **open_kwargs) as f:
             write_fn(f)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
+        written = os.path.getsize(tmp) if os.path.exists(tmp) else None
         if os.path.exists(tmp):
             os.remove(tmp)
+        full = disk_full(err, path, written)
+        if full is not err:  # a full disk: one line naming the folder, nothing left under the final name
+            raise full from None
         raise
 
 

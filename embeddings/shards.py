@@ -20,6 +20,7 @@ import os
 import numpy as np
 import torch
 
+from dataset.disk import DiskFullError
 from dataset.manifest import atomic_write
 from embeddings.store import STORAGE_DTYPES, write_rows
 
@@ -124,10 +125,8 @@ def embed_items(
     os.makedirs(shard_dir, exist_ok=True)
     if config is not None:
         check_shard_config(shard_dir, name, dict(config, batch_size=batch_size, shard_size=shard_size, dtype=dtype))
-    pending = [
-        (s, e) for k, (s, e) in enumerate(shard_ranges(len(dataset), shard_size))
-        if k % world_size == rank and not os.path.isfile(shard_path(shard_dir, name, s, e))
-    ]
+    mine = [(s, e) for k, (s, e) in enumerate(shard_ranges(len(dataset), shard_size)) if k % world_size == rank]
+    pending = [(s, e) for s, e in mine if not os.path.isfile(shard_path(shard_dir, name, s, e))]
     if not pending:
         return 0
     # Fixed batches inside fixed shards: a resumed shard sees the same batches, hence the same bytes.
@@ -155,8 +154,13 @@ def embed_items(
             if bar is not None:
                 bar.update(len(ok))
             if sum(len(o) for o in oks) == stop - start:
-                _save_shard(shard_path(shard_dir, name, start, stop), np.concatenate(embs), np.concatenate(oks),
-                            errors)
+                try:
+                    _save_shard(shard_path(shard_dir, name, start, stop), np.concatenate(embs),
+                                np.concatenate(oks), errors)
+                except DiskFullError as err:
+                    err.kept = (f"{len(mine) - len(pending) + done} of {len(mine)} '{name}' shards are complete "
+                                f"in {shard_dir} and kept")
+                    raise
                 done += 1
                 embs, oks, errors = [], [], []
                 start, stop = next(shard_iter, (None, None))

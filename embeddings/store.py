@@ -31,6 +31,7 @@ import os
 
 import numpy as np
 
+from dataset.disk import disk_full, is_disk_full
 from dataset.manifest import atomic_write
 from embeddings.lists import read_caption_table, read_path_list
 
@@ -104,24 +105,44 @@ def write_rows(out_path, shape, dtype, fill):
 
     Written through a memmap (bounded memory for millions of rows) into a
     temporary file of the same folder, then moved into place; the temporary
-    file is removed if anything fails.
+    file is removed if anything fails. Its blocks are reserved before any row
+    is written (``posix_fallocate``): on a full disk the write stops at once
+    with :class:`dataset.disk.DiskFullError`, where writing through the
+    memmap would kill the process (``SIGBUS``).
     """
+    if shape[0] == 0:
+        save_npy(out_path, np.zeros(shape, dtype=dtype))
+        return
     folder = os.path.dirname(os.path.abspath(out_path))
     tmp = os.path.join(folder, f".{os.path.basename(out_path)}.{os.getpid()}.tmp")
-    if shape[0] == 0:
-        np.save(tmp, np.zeros(shape, dtype=dtype))
-        os.replace(tmp + ".npy", out_path)
-        return
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        _reserve(tmp)
         fill(out)
         out.flush()
         del out
         os.replace(tmp, out_path)
-    except BaseException:
+    except BaseException as err:
+        written = None
         if os.path.exists(tmp):
+            written = os.stat(tmp).st_blocks * 512  # the memmap file is sparse: its allocated bytes
             os.remove(tmp)
+        full = disk_full(err, out_path, written)
+        if full is not err:
+            raise full from None
         raise
+
+
+def _reserve(path):
+    """Allocates every block of ``path`` now (a file system that cannot is left to allocate as it writes)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as err:
+        if is_disk_full(err):
+            raise
+    finally:
+        os.close(fd)
 
 
 def load_audio_set(emb_dir):

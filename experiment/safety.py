@@ -22,6 +22,7 @@ import os
 import pickle
 import sys
 
+from dataset.disk import DiskFullError, is_disk_full
 from models.checkpoints import CheckpointMismatchError, UnreadableCheckpointError, unreadable
 
 __all__ = ["USER_ERRORS", "enforce_weights_only", "run_cli"]
@@ -74,12 +75,14 @@ def enforce_weights_only():
 
 
 #: Errors whose message says everything: a command line prints it without a traceback.
-USER_ERRORS = (UnreadableCheckpointError, CheckpointMismatchError)
+USER_ERRORS = (UnreadableCheckpointError, CheckpointMismatchError, DiskFullError)
 
 
 def run_cli(main):
-    """Runs a recipe's ``main()`` weights-only; a checkpoint error ends it with its message only (exit status 1).
+    """Runs a recipe's ``main()`` weights-only; a checkpoint error or a full disk ends it with one line (status 1).
 
+    A full disk met by a writer that does not name its folder (a library's
+    own file) is told in one line too, with the file when the error names it.
     SpeechBrain logs any other uncaught exception with its traceback, as before.
     """
     enforce_weights_only()
@@ -87,3 +90,10 @@ def run_cli(main):
         return main()
     except USER_ERRORS as err:
         raise SystemExit(f"ERROR: {err}") from None
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        where = f" in {os.path.dirname(os.path.abspath(err.filename))}" if err.filename else ""
+        raise SystemExit(f"ERROR: No space left on device{where} ({err.strerror}"
+                         + (f": {err.filename}" if err.filename else "") + "). Free space on the disk of the "
+                         "output folder and run the same command again: it goes on from what is complete.") from None

@@ -6,12 +6,17 @@ targets).
 """
 
 import logging
+import shutil
 
 import torch
 import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process
 
-from experiment.checkpoints import COMPLETION_MARKER, CompletionMarker, RNGState, remove_incomplete_checkpoints
+from dataset.disk import DiskFullError, is_full_disk_failure, tree_bytes
+from experiment.checkpoints import (
+    COMPLETION_MARKER, CompletionMarker, RNGState, checkpoint_dirs, is_complete_checkpoint,
+    remove_incomplete_checkpoints,
+)
 from models.text_encoder import tokenize
 from training.schedule import cosine_lr, plateau_from_hparams, set_lr
 
@@ -179,8 +184,30 @@ class CLAPBrain(sb.Brain):
         meta = {k: float(v) for k, v in stats.items() if k in ("loss", "R@1", "acc")}
         keep = {"max_keys": ["acc"]} if "acc" in meta else {"min_keys": ["loss"]}
         if epoch % getattr(self.hparams, "num_epoch_save", 1) == 0:  # the paper code's num_epoch_save
-            self.checkpointer.save_and_keep_only(meta=meta, num_to_keep=getattr(self.hparams, "num_ckpt_keep", 1),
-                                                 **keep)
+            try:
+                self.checkpointer.save_and_keep_only(meta=meta, num_to_keep=getattr(self.hparams, "num_ckpt_keep", 1),
+                                                     **keep)
+            except (OSError, RuntimeError) as err:  # torch.save reports a failed write as a RuntimeError
+                if not is_full_disk_failure(err, str(self.checkpointer.checkpoints_dir)):
+                    raise
+                raise self._checkpoint_disk_full(epoch) from None
+
+    def _checkpoint_disk_full(self, epoch):
+        """Removes the checkpoint a full disk cut short; the error naming its folder, its size and what is kept."""
+        ckpt_dir = str(self.checkpointer.checkpoints_dir)
+        expected = [n for n in self.checkpointer.recoverables if n != COMPLETION_MARKER]
+        written, kept = 0, 0
+        for ckpt in checkpoint_dirs(ckpt_dir):
+            if is_complete_checkpoint(ckpt, expected):
+                kept += 1
+            else:  # without its completion marker it would never be loaded; removed so that it frees its space
+                written += tree_bytes(ckpt)
+                shutil.rmtree(ckpt, ignore_errors=True)
+        return DiskFullError(
+            ckpt_dir, f"the checkpoint of epoch {epoch}", written,
+            f"{kept} complete checkpoint(s) of earlier epochs kept, from which the run resumes" if kept
+            else "no earlier checkpoint, so the run starts over",
+        )
 
     def _end_epoch_without_validation(self, stats, epoch):
         """End of an epoch of a run without validation (``valid_pct: 0``), as the paper's code.
