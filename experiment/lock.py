@@ -25,6 +25,7 @@ run goes on with a warning.
 """
 
 import atexit
+import errno
 import fcntl
 import json
 import os
@@ -33,6 +34,7 @@ import socket
 import sys
 import time
 
+from dataset.disk import DiskFullError, is_disk_full
 from experiment.runtime import rank_and_world, warn_now
 
 __all__ = ["LOCK_FILE", "FolderLock", "hold_folder_lock"]
@@ -112,16 +114,38 @@ def _busy_message(folder, what, holder, path):
             f"Wait for that run to end (or stop it), or give this run another output folder.")
 
 
+def _not_writable(folder, what, err):
+    """The one-line refusal of a folder this run cannot write (read-only, no permission, full)."""
+    if is_disk_full(err):
+        full = DiskFullError(folder, f"its lock file {LOCK_FILE}", 0, "nothing else was written")
+        return SystemExit(f"ERROR: {full}")
+    reason = f"not writable ({err.strerror or 'permission denied'})"  # EACCES, EPERM or EROFS
+    inside = not err.filename or os.path.abspath(err.filename) in (folder, os.path.join(folder, LOCK_FILE))
+    where = folder if inside else f"{folder} (at {err.filename})"
+    return SystemExit(f"ERROR: {where} is {reason}: {what} writes its output there and stopped before writing "
+                      "anything. Give an output folder you can write, or make this one writable.")
+
+
+def _open_lock_file(folder, path, what):
+    """Creates ``folder`` if missing and opens its lock file; one line naming the folder if it cannot be written."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) and not is_disk_full(err):
+            raise
+        raise _not_writable(folder, what, err) from None
+
+
 def _acquire(folder, what):
     """Locks ``folder`` (created if missing) for this process; SystemExit naming the holder if it is taken."""
     held = _HELD.get(folder)
     if held is not None:
         held.depth += 1
         return held
-    os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, LOCK_FILE)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = _open_lock_file(folder, path, what)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -141,8 +165,14 @@ def _acquire(folder, what):
         # Its holder deleted that file (ending normally) between our open and our lock: take the new one.
         os.close(fd)
     record = json.dumps(_holder_record(what)).encode("utf-8") + b"\n"
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, record, 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, record, 0)
+    except OSError as err:
+        os.close(fd)
+        if not is_disk_full(err):
+            raise
+        raise _not_writable(folder, what, err) from None
     lock = _HELD[folder] = FolderLock(folder, path, fd)
     return lock
 
