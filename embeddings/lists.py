@@ -7,6 +7,7 @@ one row each, in the order of the text rows.
 
 from __future__ import annotations
 
+import json
 import os
 
 from dataset.manifest import atomic_write, write_csv
@@ -19,18 +20,41 @@ __all__ = [
 CAPTION_TABLE_FIELDS = ["ID", "caption", "wav_path", "source", "source_ids", "n_rows"]
 
 
-def read_path_list(path):
-    """Reads a list of audio files, one path a line (blank lines ignored).
+def _needs_quoting(path):
+    """True for a path one plain line cannot give back: a line break or another control character, spaces at
+    either end, a leading quote, or bytes that are not UTF-8 (held as surrogates, as ``os.listdir`` gives them)."""
+    return (path != path.strip() or path.startswith('"')
+            or any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in path))
 
-    Relative paths are taken relative to the list's folder.
+
+def _decode_line(line):
+    """The path of a list line: a JSON string (how :func:`write_path_list` writes an unusual name) or the line."""
+    if len(line) >= 2 and line.startswith('"') and line.endswith('"'):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            return line
+        if isinstance(value, str):
+            return value
+    return line
+
+
+def read_path_list(path):
+    r"""Reads a list of audio files, one path a line (blank lines ignored).
+
+    Relative paths are taken relative to the list's folder. A line written
+    as a JSON string (``"..."``) is decoded: that is how
+    :func:`write_path_list` stores a name holding a line break, spaces at an
+    end or bytes that are not UTF-8, so that any legal file name comes back
+    as it was.
 
     Example
     -------
     >>> import os, tempfile
     >>> d = tempfile.mkdtemp()
     >>> p = os.path.join(d, "list.txt")
-    >>> _ = open(p, "w").write("/a/Y1.wav\\n\\nb.wav\\n")
-    >>> read_path_list(p) == ["/a/Y1.wav", os.path.join(d, "b.wav")]
+    >>> _ = open(p, "w").write('/a/Y1.wav\n\nb.wav\n"/a/two\\nlines.wav"\n')
+    >>> read_path_list(p) == ["/a/Y1.wav", os.path.join(d, "b.wav"), "/a/two\nlines.wav"]
     True
     """
     path = os.fspath(path)
@@ -38,22 +62,31 @@ def read_path_list(path):
         raise FileNotFoundError(f"Audio path list not found: {path} (expected one audio file path per line).")
     base = os.path.dirname(os.path.abspath(path))
     with open(path, encoding="utf-8") as f:
-        lines = [line.strip() for line in f]
+        lines = [_decode_line(line.strip()) for line in f]
     return [p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p)) for p in lines if p]
 
 
 def write_path_list(path, paths):
-    """Writes one path a line (atomically).
+    r"""Writes one path a line (atomically); a name that a plain line cannot hold is written as a JSON string.
+
+    Lists written before (plain lines only) read as they did: a plain path
+    never starts with a quote.
 
     Example
     -------
     >>> import os, tempfile
     >>> p = os.path.join(tempfile.mkdtemp(), "paths.txt")
-    >>> write_path_list(p, ["/a/Y1.wav", "/a/Y 2,b.wav"])
+    >>> write_path_list(p, ["/a/Y1.wav", "/a/Y 2,b.wav", "/a/new\nline.wav", "/a/space at the end.wav "])
+    >>> open(p).read().splitlines()[2:]
+    ['"/a/new\\nline.wav"', '"/a/space at the end.wav "']
     >>> read_path_list(p)
-    ['/a/Y1.wav', '/a/Y 2,b.wav']
+    ['/a/Y1.wav', '/a/Y 2,b.wav', '/a/new\nline.wav', '/a/space at the end.wav ']
     """
-    atomic_write(path, lambda f: f.write("".join(p + "\n" for p in paths)), "w", encoding="utf-8", newline="")
+    def line(p):
+        return json.dumps(p) if _needs_quoting(p) else p
+
+    atomic_write(path, lambda f: f.write("".join(line(p) + "\n" for p in paths)), "w", encoding="utf-8",
+                 newline="")
 
 
 def caption_table(rows):

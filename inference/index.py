@@ -5,7 +5,8 @@ An index folder (written by ``recipes/build_index.py``, read by
 
 =====================  ==========================================================
 ``index.faiss``        the faiss index (row i = line i of ``paths.txt``)
-``paths.txt``          the indexed files, one absolute path a line
+``paths.txt``          the indexed files, one absolute path a line (a name holding a
+                       line break or other unusual characters as a JSON string)
 ``index.json``         model source and architecture, dims, counts, index options
                        (written last: its presence means the index is complete)
 ``embeddings/``        the float32 embeddings (``audio_emb.npy``), their paths,
@@ -21,10 +22,12 @@ The embeddings are unit-norm, so inner-product scores are cosines.
 import json
 import math
 import os
+import shlex
 
 import numpy as np
 
 from dataset.manifest import atomic_write
+from embeddings.keys import list_digest
 from embeddings.lists import read_path_list, write_path_list
 from experiment.checkpoints import SELECTIONS, find_checkpoint
 from inference.embedder import ClapEmbedder
@@ -32,9 +35,9 @@ from models.factory import ARCHITECTURE_KEYS
 from models.precision import PRECISIONS
 
 __all__ = [
-    "INDEX_FILE", "PATHS_FILE", "INFO_FILE", "EMB_DIR", "INDEX_TYPES", "FORMAT_VERSION", "check_listable",
+    "INDEX_FILE", "PATHS_FILE", "INFO_FILE", "EMB_DIR", "INDEX_TYPES", "FORMAT_VERSION", "IndexFileError",
     "make_index", "save_index", "load_index", "add_model_arguments", "model_load_args", "model_record", "search",
-    "load_searcher", "format_table",
+    "load_searcher", "format_table", "rebuild_hint",
 ]
 
 INDEX_FILE = "index.faiss"
@@ -43,14 +46,6 @@ INFO_FILE = "index.json"
 EMB_DIR = "embeddings"
 INDEX_TYPES = ("flat", "ivf")
 FORMAT_VERSION = 1
-
-
-def check_listable(paths):
-    """Raises ValueError for a path that ``paths.txt`` (one path a line, stripped) could not give back."""
-    for path in paths:
-        if "\n" in path or "\r" in path or path != path.strip():
-            raise ValueError(f"Cannot index {path!r}: a path with a line break or leading/trailing spaces "
-                             "does not survive the one-path-a-line list; rename the file.")
 
 
 def make_index(emb, index_type="flat", nlist=None, nprobe=None):
@@ -122,31 +117,112 @@ def save_index(folder, index, paths, info):
     blob = faiss.serialize_index(index)
     atomic_write(os.path.join(folder, INDEX_FILE), lambda f: f.write(blob.tobytes()), "wb")
     write_path_list(os.path.join(folder, PATHS_FILE), paths)
+    info = dict(info, paths_digest=list_digest(paths))  # search.py tells an edited paths.txt by it
     text = json.dumps(info, indent=1, sort_keys=True, ensure_ascii=False)
     atomic_write(os.path.join(folder, INFO_FILE), lambda f: f.write(text + "\n"), "w", encoding="utf-8")
 
 
+class IndexFileError(RuntimeError):
+    """A file of an index folder is missing, damaged or disagrees with the others: the message names it."""
+
+
+def rebuild_hint(folder, info=None):
+    """How to rebuild the index of ``folder``: the build_index.py command, with what ``index.json`` recorded."""
+    info = info if isinstance(info, dict) else {}
+    source = info.get("audio_source")
+    flag = "--audio_pathfile" if source and os.path.isfile(source) else "--audio_folder"
+    load = (info.get("model") or {}).get("load") if isinstance(info.get("model"), dict) else None
+    model = [f"--{k}={shlex.quote(str(v))}" for k, v in (load if isinstance(load, dict) else {}).items()
+             if k in ("clap_ckpt_path", "laion_ckpt_path", "ssl_checkpoints_dir") and v]
+    command = " ".join([f"python recipes/build_index.py {flag}={shlex.quote(source) if source else '<audio>'}",
+                        f"--output_folder={shlex.quote(os.path.abspath(folder))}"] + model)
+    return (f"rebuild the index: {command} (and the other flags it was built with; "
+            "its embeddings/ are reused, so this takes seconds)")
+
+
+def _damaged(folder, name, detail, info=None):
+    return IndexFileError(f"{os.path.join(os.path.abspath(folder), name)} {detail}; {rebuild_hint(folder, info)}.")
+
+
+def _read_info(folder):
+    """``index.json`` as a dict with the keys a search needs, or IndexFileError naming it."""
+    info_path = os.path.join(folder, INFO_FILE)
+    if not os.path.isfile(info_path):
+        raise IndexFileError(f"{os.path.abspath(info_path)} not found: give the --output_folder of "
+                             "recipes/build_index.py (an interrupted build has no index.json; run it again).")
+    try:
+        with open(info_path, encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError) as err:
+        raise _damaged(folder, INFO_FILE, f"cannot be read ({type(err).__name__}: {err})") from None
+    if not isinstance(info, dict):
+        raise _damaged(folder, INFO_FILE, f"holds a {type(info).__name__}, not the index's description")
+    model = info.get("model")
+    problems = [k for k in ("count", "dim") if not isinstance(info.get(k), int) or isinstance(info.get(k), bool)]
+    if not isinstance(model, dict) or not all(isinstance(model.get(k), dict) for k in ("load", "architecture")) \
+            or "fingerprint" not in model:
+        problems.append("model")
+    if problems:
+        raise _damaged(folder, INFO_FILE, f"is damaged: {', '.join(problems)} missing or of the wrong type", info)
+    return info
+
+
+def _read_faiss(folder, info):
+    import faiss
+
+    path = os.path.join(folder, INDEX_FILE)
+    if not os.path.isfile(path):
+        raise _damaged(folder, INDEX_FILE, "not found", info)
+    try:
+        index = faiss.read_index(path)
+    except RuntimeError:  # faiss reports a short or foreign file as a RuntimeError quoting its C++ source
+        raise _damaged(folder, INDEX_FILE, "cannot be read by faiss: it is truncated or not a faiss index",
+                       info) from None
+    if index.d != info["dim"]:
+        raise _damaged(folder, INDEX_FILE, f"holds {index.d}-dimensional vectors where index.json says {info['dim']}",
+                       info)
+    return index
+
+
+def _read_paths(folder, info):
+    path = os.path.join(folder, PATHS_FILE)
+    if not os.path.isfile(path):
+        raise _damaged(folder, PATHS_FILE, "not found", info)
+    try:
+        paths = read_path_list(path)
+    except (OSError, ValueError) as err:  # ValueError: not UTF-8
+        raise _damaged(folder, PATHS_FILE, f"cannot be read ({type(err).__name__}: {err})", info) from None
+    return paths
+
+
 def load_index(folder):
-    """Reads an index folder written by :func:`save_index`.
+    """Reads an index folder written by :func:`save_index`, checking that its three files agree.
 
     Returns
     -------
     (index, paths, info)
         The faiss index, its N paths (row order) and the ``index.json`` dict.
-    """
-    import faiss
 
-    info_path = os.path.join(folder, INFO_FILE)
-    if not os.path.isfile(info_path):
-        raise FileNotFoundError(f"{info_path} not found: give the --output_folder of recipes/build_index.py "
-                                "(an interrupted build has no index.json; run it again).")
-    with open(info_path, encoding="utf-8") as f:
-        info = json.load(f)
-    index = faiss.read_index(os.path.join(folder, INDEX_FILE))
-    paths = read_path_list(os.path.join(folder, PATHS_FILE))
-    if index.ntotal != len(paths) or index.ntotal != info.get("count"):
-        raise RuntimeError(f"{folder}: index.faiss holds {index.ntotal} vectors, paths.txt {len(paths)} paths and "
-                           f"index.json says {info.get('count')}; rebuild the index.")
+    Raises
+    ------
+    IndexFileError
+        A file is missing, cannot be read, or disagrees with the others
+        (counts, dimension, the digest of the paths): the message names the
+        file and gives the build_index.py command that rebuilds the index.
+    """
+    info = _read_info(folder)
+    index = _read_faiss(folder, info)
+    paths = _read_paths(folder, info)
+    n_index, n_paths, n_info = index.ntotal, len(paths), info["count"]
+    if not n_index == n_paths == n_info:
+        # The file that disagrees with the two others is the damaged one.
+        name = (PATHS_FILE if n_index == n_info else INDEX_FILE if n_paths == n_info
+                else INFO_FILE if n_index == n_paths else PATHS_FILE)
+        raise _damaged(folder, name, f"does not match the index: index.faiss holds {n_index} vectors, "
+                                     f"paths.txt {n_paths} paths and index.json says {n_info}", info)
+    if info.get("paths_digest") and list_digest(paths) != info["paths_digest"]:
+        raise _damaged(folder, PATHS_FILE, "was changed since the index was built (its paths differ from those "
+                                           "index.json recorded)", info)
     return index, paths, info
 
 
@@ -265,19 +341,30 @@ def load_searcher(index_folder, **model_flags):
     record = info["model"]
     load = dict(record["load"], **record["architecture"])
     load.update(model_flags)
+    source = record.get("source", "?")
     try:
         embedder = ClapEmbedder.from_pretrained(**load)
     except FileNotFoundError as err:
         raise SystemExit(
-            f"Cannot load the model that built {index_folder} ({record['source']}): {err}\n"
+            f"Cannot load the model that built {index_folder} ({source}): {err}\n"
             "If it has moved, give its new place with --ssl_checkpoints_dir / --clap_ckpt_path."
         ) from err
+    except (TypeError, ValueError, KeyError, RuntimeError) as err:  # an architecture edited in index.json
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise IndexFileError(
+            f"The model recorded in {os.path.abspath(os.path.join(index_folder, INFO_FILE))} cannot be built "
+            f"({first}); check the model flags given, or if index.json was edited, {rebuild_hint(index_folder, info)}."
+        ) from None
     if embedder.fingerprint != record["fingerprint"]:
         raise SystemExit(
             f"The model loaded ({embedder.source}) is not the one that built {index_folder} "
-            f"({record['source']}): its weights differ. Rebuild the index or give the original model flags."
+            f"({source}): its weights differ. Rebuild the index or give the original model flags."
         )
     return index, paths, info, embedder
+
+
+def _unprintable(path):
+    return any(ord(c) < 32 or ord(c) == 127 for c in path)
 
 
 def format_table(query, results):
@@ -291,7 +378,9 @@ def format_table(query, results):
          1  0.5000  /a/dog 1.wav
     """
     lines = [f"query: {query}", "  rank   score  path"]
-    lines += [f"{r['rank']:>6}  {r['score']:.4f}  {r['path']}" for r in results]
+    # A name holding a line break is shown as a JSON string, so that each result keeps its one line.
+    lines += [f"{r['rank']:>6}  {r['score']:.4f}  {json.dumps(r['path']) if _unprintable(r['path']) else r['path']}"
+              for r in results]
     if not results:
         lines.append("  (no result)")
     return "\n".join(lines)

@@ -48,7 +48,7 @@ from experiment.safety import run_cli
 from experiment.usage import flag_parser, positive_int
 from inference.embedder import ClapEmbedder
 from inference.index import (
-    EMB_DIR, FORMAT_VERSION, INDEX_TYPES, add_model_arguments, check_listable, make_index, model_load_args,
+    EMB_DIR, FORMAT_VERSION, INDEX_TYPES, add_model_arguments, make_index, model_load_args,
     model_record, save_index,
 )
 
@@ -98,7 +98,6 @@ def main(argv=None):
                              "(one audio path per line).")
     if not paths:
         raise SystemExit(f"No audio files found in {args.audio_folder} (extensions {', '.join(AUDIO_EXTENSIONS)}).")
-    check_listable(paths)
     hold_folder_lock(out, "build_index.py")
 
     load_args = model_load_args(args)

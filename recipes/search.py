@@ -22,7 +22,9 @@ import sys
 
 from experiment.safety import run_cli
 from experiment.usage import flag_parser, positive_int
-from inference.index import add_model_arguments, format_table, load_searcher, model_load_args, search
+from inference.index import (
+    IndexFileError, add_model_arguments, format_table, load_searcher, model_load_args, search,
+)
 
 
 def parse_arguments(argv):
@@ -63,7 +65,10 @@ def main(argv=None):
     args = parse_arguments(sys.argv[1:] if argv is None else argv)
     given = {k: v for k, v in model_load_args(args).items()
              if v is not None and (k != "ssl_select" or args.ssl_checkpoints_dir)}
-    index, paths, info, embedder = load_searcher(args.index_folder, **given)
+    try:
+        index, paths, info, embedder = load_searcher(args.index_folder, **given)
+    except IndexFileError as err:  # a damaged index folder: one line naming the file and the rebuild command
+        raise SystemExit(f"ERROR: {err}") from None
     results = search(index, paths, embedder.embed_text(args.queries), args.topk, args.nprobe)
     answers = [{"query": q, "results": r} for q, r in zip(args.queries, results)]
     if args.json:
