@@ -420,7 +420,7 @@ def load_audio(path, sample_rate, duration=None, crop="random", generator=None):
 
 
 # ------------------------------------------------------------ folders
-def walk_audio_files(folder, extensions=AUDIO_EXTENSIONS, exclude=None):
+def walk_audio_files(folder, extensions=AUDIO_EXTENSIONS, exclude=None, outside_links=None):
     """Every audio file below ``folder``, by extension, in one sorted depth-first walk.
 
     The one folder walker of the project (corpus preparation, the index).
@@ -438,6 +438,10 @@ def walk_audio_files(folder, extensions=AUDIO_EXTENSIONS, exclude=None):
         Extensions to keep (compared case-insensitively).
     exclude : str, optional
         A folder inside ``folder`` to leave out (e.g. an output folder).
+    outside_links : list, optional
+        Given, the walk never leaves ``folder``: a symbolic link (to a
+        folder or a file) that leads out of it is not followed but appended
+        to this list. Links within it are followed, each real folder once.
 
     Yields
     ------
@@ -458,6 +462,17 @@ def walk_audio_files(folder, extensions=AUDIO_EXTENSIONS, exclude=None):
     exclude = os.path.realpath(exclude) if exclude else None
     visited = set()
     stack = [os.path.abspath(os.fspath(folder))]
+    root = os.path.realpath(stack[0])
+
+    def leaves(entry):
+        """True for a link that leads out of ``folder`` when the walk must stay inside (recorded)."""
+        if outside_links is None or not entry.is_symlink():
+            return False
+        target = os.path.realpath(entry.path)
+        if target == root or target.startswith(root.rstrip(os.sep) + os.sep):
+            return False
+        outside_links.append(entry.path)
+        return True
     while stack:
         current = stack.pop()
         real = os.path.realpath(current)
@@ -474,9 +489,11 @@ def walk_audio_files(folder, extensions=AUDIO_EXTENSIONS, exclude=None):
         for entry in entries:
             try:
                 if entry.is_dir():
-                    subfolders.append(entry.path)
+                    if not leaves(entry):
+                        subfolders.append(entry.path)
                 elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in extensions:
-                    yield entry.path
+                    if not leaves(entry):
+                        yield entry.path
             except OSError:
                 continue  # a dangling link or a file removed during the walk
         stack.extend(reversed(subfolders))
@@ -490,7 +507,11 @@ def readable_extensions():
 
 
 def list_audio_files(folder, exclude=None):
-    """Audio files below ``folder`` that soundfile can decode (recursive, sorted, absolute).
+    """Audio files below ``folder`` that soundfile can decode (recursive, sorted, absolute), never outside it.
+
+    Symbolic links within ``folder`` are followed (each real folder once, so
+    a loop ends); a link that leads out of it (``up -> ..``, a link to
+    another disk) is not, and one warning gives their count and the first of them.
 
     Arguments
     ---------
@@ -516,4 +537,10 @@ def list_audio_files(folder, exclude=None):
     folder = os.path.abspath(os.fspath(folder))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"Audio folder not found: {folder}")
-    return list(walk_audio_files(folder, readable_extensions(), exclude))
+    outside = []
+    paths = list(walk_audio_files(folder, readable_extensions(), exclude, outside_links=outside))
+    if outside:
+        logger.warning("Skipped %d symbolic link(s) in %s that lead out of it (e.g. %s -> %s): only files inside "
+                       "the folder given are listed (to include those, give their folder as its own input).",
+                       len(outside), folder, outside[0], os.path.realpath(outside[0]))
+    return paths
