@@ -12,6 +12,7 @@ already holds what was asked.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -19,10 +20,12 @@ import time
 import numpy as np
 
 from dataset.clips import AudioClips, collate_audio
+from dataset.disk import DiskFullError
 from embeddings.encoders import TextItems, audio_batch_encoder, collate_texts, text_batch_encoder
 from embeddings.keys import CACHE_KEY, list_digest, listing_digest, shared_file_keys
 from embeddings.lists import write_caption_table
 from embeddings.options import CaptionEmbeddingOptions
+from embeddings.resume import LayoutItems, shard_layout
 from embeddings.shards import embed_items, merge_shards, prepare_shard_dir, remove_shards, wait_for_ranks
 from embeddings.store import AUDIO_EMB, AUDIO_SKIPPED, SHARD_DIR, load_embedding_info, update_info
 from embeddings.update import commit_update, drop_old_version_shards, plan_update, stored_listing, write_update
@@ -88,18 +91,21 @@ def embed_audio_files(model, paths, out_dir, options):
     todo = np.flatnonzero(reuse < 0)
     logger.info("Audio embeddings in %s: %d unchanged, %d changed (re-embedded), %d new, %d removed.",
                 out_dir, counts["unchanged"], counts["changed"], counts["new"], counts["removed"])
-    todo_paths = [paths[i] for i in todo]
-    config = dict(recorded, cache_key=CACHE_KEY, items=len(todo),
-                  items_digest=listing_digest(todo_paths, keys[todo]))
+    config = dict(recorded, cache_key=CACHE_KEY)
     for k in ("dtype", "batch_size"):  # added by prepare_shard_dir
         config.pop(k)
     if options.rank == 0:
         drop_old_version_shards(shard_dir)
+    # The shards' items: todo, or an interrupted run's list whose gone files are dropped (embeddings.resume).
+    layout = shard_layout(shard_dir, out_dir, config, todo, paths, keys, options)
+    config.update(items=len(layout.paths), items_digest=layout.digest)
     prepare_shard_dir(shard_dir, "audio", config, options.dtype, options.batch_size, options.shard_size,
                       options.rank, options.world_size)
     model.eval()
-    dataset = AudioClips(todo_paths, options.sample_rate, options.duration, crop=options.crop,
+    dataset = AudioClips(layout.paths, options.sample_rate, options.duration, crop=options.crop,
                          chunking=options.chunking, max_chunks=options.max_chunks)
+    if (layout.owner < 0).any():
+        dataset = LayoutItems(dataset, layout.owner)
     start = time.time()
     embed_items(
         dataset, collate_audio, audio_batch_encoder(model, options.device, options.batch_size, options.precision),
@@ -109,7 +115,8 @@ def embed_audio_files(model, paths, out_dir, options):
     )
     wait_for_ranks(options.world_size)
     if options.rank == 0:
-        errors = write_update(out_dir, paths, keys, reuse, old, counts, section, options)
+        with _merging(shard_dir, "audio"):
+            errors = write_update(out_dir, paths, keys, reuse, old, counts, section, options, layout.owner)
         logger.info(
             "Embedded %d files and kept %d: %d rows, %d unreadable (listed in %s), in %.0f s.",
             len(todo), counts["unchanged"], section["rows"], len(errors), AUDIO_SKIPPED, time.time() - start,
@@ -118,6 +125,16 @@ def embed_audio_files(model, paths, out_dir, options):
             logger.warning("Skipped %s: %s", paths[i], errors[i])
     wait_for_ranks(options.world_size)
     return load_embedding_info(out_dir).get("audio", section)
+
+
+@contextlib.contextmanager
+def _merging(shard_dir, name):
+    """A full disk while the shards are merged says that they are all complete and kept."""
+    try:
+        yield
+    except DiskFullError as err:
+        err.kept = f"every '{name}' shard is complete in {shard_dir} and kept (a rerun only merges them)"
+        raise
 
 
 def _finish_interrupted_update(out_dir, shard_dir, options):
@@ -207,8 +224,9 @@ def embed_captions(model, tokenizer, table, out_dir, options=None, prefix="text"
     )
     wait_for_ranks(world_size)
     if rank == 0:
-        merge_shards(shard_dir, prefix, len(texts), options.shard_size, options.batch_size, emb_path)
-        write_caption_table(os.path.join(out_dir, f"{prefix}_captions.csv"), table)
+        with _merging(shard_dir, prefix):
+            merge_shards(shard_dir, prefix, len(texts), options.shard_size, options.batch_size, emb_path)
+            write_caption_table(os.path.join(out_dir, f"{prefix}_captions.csv"), table)
         section["rows"] = len(texts)
         update_info(out_dir, prefix, section)
         remove_shards(shard_dir, prefix)

@@ -113,7 +113,8 @@ def merge_update(shard_dir, todo, reuse, old, n_items, shard_size, batch_size, d
     shard_dir : str
         Where the ``audio`` shards of the embedded items are.
     todo : numpy.ndarray
-        int64, increasing: the items (list indices) that went through the model, in shard order.
+        int64: the item (list index) of each shard entry, in shard order; -1 for an entry that is
+        dropped (its file gone since an interrupted run, :mod:`embeddings.resume`).
     reuse : numpy.ndarray
         int64 ``[n_items]``: for each item, its index in the old listing (``old``), or -1.
     old : dict or None
@@ -145,10 +146,11 @@ def merge_update(shard_dir, todo, reuse, old, n_items, shard_size, batch_size, d
         errors[int(i)] = old["errors"][int(reuse[i])]
     dim = None
     for s, e in ranges:
+        live = todo[s:e] >= 0
         with np.load(shard_path(shard_dir, "audio", s, e)) as shard:
-            ok[todo[s:e]] = shard["ok"]
+            ok[todo[s:e][live]] = shard["ok"][live]
             dim = shard["emb"].shape[1]
-            for i in np.flatnonzero(~shard["ok"]):
+            for i in np.flatnonzero(~shard["ok"] & live):
                 errors[int(todo[s + i])] = str(shard["error"][i])
     old_emb = np.load(old["emb_path"], mmap_mode="r") if old is not None and len(reused) else None
     if dim is None:
@@ -164,7 +166,7 @@ def merge_update(shard_dir, todo, reuse, old, n_items, shard_size, batch_size, d
             out[dst[b : b + 65536]] = np.asarray(old_emb[src[b : b + 65536]], dtype=storage)
         for s, e in ranges:
             with np.load(shard_path(shard_dir, "audio", s, e)) as shard:
-                good = shard["ok"]
+                good = shard["ok"] & (todo[s:e] >= 0)
                 out[out_row[todo[s:e][good]]] = shard["emb"][good]
 
     # On Linux the old matrix may be replaced while mapped: its data stays readable until unmapped.
@@ -172,7 +174,7 @@ def merge_update(shard_dir, todo, reuse, old, n_items, shard_size, batch_size, d
     return ok, errors
 
 
-def write_update(out_dir, paths, keys, reuse, old, counts, section, options):
+def write_update(out_dir, paths, keys, reuse, old, counts, section, options, owner=None):
     """Writes the updated audio files next to the shards, then moves them into ``out_dir`` (:func:`commit_update`).
 
     Arguments
@@ -189,6 +191,9 @@ def write_update(out_dir, paths, keys, reuse, old, counts, section, options):
         The ``audio`` section to record; its ``rows``, ``skipped`` and ``update`` are set here.
     options : embeddings.options.AudioEmbeddingOptions
         ``shard_size``, ``batch_size`` and ``dtype`` of the shards.
+    owner : numpy.ndarray, optional
+        The item of each shard entry, -1 for a dropped one (:class:`embeddings.resume.Layout`);
+        default: the items ``reuse < 0`` in order.
 
     Returns
     -------
@@ -196,7 +201,7 @@ def write_update(out_dir, paths, keys, reuse, old, counts, section, options):
         ``{item: reason}`` of the unreadable files.
     """
     shard_dir = os.path.join(out_dir, SHARD_DIR)
-    todo = np.flatnonzero(reuse < 0)
+    todo = np.flatnonzero(reuse < 0) if owner is None else owner
     ok, errors = merge_update(shard_dir, todo, reuse, old, len(paths), options.shard_size, options.batch_size,
                               options.dtype, staged_path(shard_dir, AUDIO_EMB))
     write_path_list(staged_path(shard_dir, AUDIO_PATHS), [p for p, good in zip(paths, ok) if good])
