@@ -57,24 +57,34 @@ class _FillingFile:
 
 
 class FullDisk:
-    """The disk below ``root``, with ``budget`` bytes left; ``fills`` counts the writes it refused."""
+    """The disk below ``root``, with ``budget`` bytes left; ``fills`` counts the writes it refused.
 
-    def __init__(self, root, budget):
+    The first ``free_files`` files written through ``os.fdopen`` are written
+    whole and spend nothing (a disk that fills up after that many files).
+    """
+
+    def __init__(self, root, budget, free_files=0):
         self.root, self.budget, self.used, self.fills = os.path.realpath(os.fspath(root)), int(budget), 0, 0
+        self.free_files = int(free_files)
 
     def room(self):
         return max(0, self.budget - self.used)
 
 
 @contextlib.contextmanager
-def full_disk(root, budget=0):
-    """Within the block, the disk holding ``root`` has ``budget`` bytes left (see the module's docstring)."""
-    disk = FullDisk(root, budget)
+def full_disk(root, budget=0, free_files=0):
+    """Within the block, the disk holding ``root`` has ``budget`` bytes left (see :class:`FullDisk`)."""
+    disk = FullDisk(root, budget, free_files)
     real_fdopen, real_fallocate, real_statvfs, real_save = os.fdopen, os.posix_fallocate, os.statvfs, torch.save
 
     def fdopen(fd, *args, **kwargs):
         f = real_fdopen(fd, *args, **kwargs)
-        return _FillingFile(f, disk) if _inside(os.readlink(f"/proc/self/fd/{fd}"), disk.root) else f
+        if not _inside(os.readlink(f"/proc/self/fd/{fd}"), disk.root):
+            return f
+        if disk.free_files > 0:
+            disk.free_files -= 1
+            return f
+        return _FillingFile(f, disk)
 
     def fallocate(fd, offset, length):
         if _inside(os.readlink(f"/proc/self/fd/{fd}"), disk.root):
