@@ -1,4 +1,6 @@
-"""A disk that fills up, in-process: writes below one folder fail with ``ENOSPC`` once a byte budget is spent.
+"""Disks that refuse writes, in-process: a disk that fills up (:func:`full_disk`), a read-only folder (:func:`read_only`).
+
+A full disk: writes below one folder fail with ``ENOSPC`` once a byte budget is spent.
 
 Real full disks are not made in tests (no loop devices, no root); this
 stands in for one below ``root`` only, at the three places bytes reach the
@@ -120,3 +122,39 @@ def full_disk(root, budget=0, free_files=0):
     with mock.patch("os.fdopen", fdopen), mock.patch("os.posix_fallocate", fallocate), \
             mock.patch("os.statvfs", statvfs), mock.patch("torch.save", save):
         yield disk
+
+
+@contextlib.contextmanager
+def read_only(folder):
+    """``folder`` made read-only (mode 555).
+
+    Permission bits do not stop root, so when the tests run as root,
+    creating anything below ``folder`` is refused as the kernel refuses it
+    to other users (``PermissionError``, EACCES, naming the path).
+    """
+    folder = os.path.realpath(folder)
+    os.chmod(folder, 0o555)
+    real_makedirs, real_open = os.makedirs, os.open
+
+    def below(path):
+        path = os.path.realpath(os.fspath(path))
+        return path.startswith(folder + os.sep) and not os.path.exists(path)
+
+    def makedirs(path, *args, **kwargs):
+        if below(path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return real_makedirs(path, *args, **kwargs)
+
+    def open_(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT and below(path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    patches = [mock.patch("os.makedirs", makedirs), mock.patch("os.open", open_)] if os.geteuid() == 0 else []
+    try:
+        with contextlib.ExitStack() as stack:
+            for patch in patches:
+                stack.enter_context(patch)
+            yield folder
+    finally:
+        os.chmod(folder, 0o755)
