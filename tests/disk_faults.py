@@ -1,4 +1,4 @@
-"""Disks that refuse writes, in-process: a disk that fills up (:func:`full_disk`), a read-only folder (:func:`read_only`).
+"""Disks that refuse writes, in-process: one that fills up (:func:`full_disk`), a read-only folder (:func:`read_only`).
 
 A full disk: writes below one folder fail with ``ENOSPC`` once a byte budget is spent.
 
