@@ -58,7 +58,10 @@ def _source(path):
     if split_member_path(path) is None:
         if not os.path.isfile(path):
             raise AudioReadError(f"Audio file not found: {path}")
-        return path, lambda: path
+        # A name that is not UTF-8 (held as surrogates, as os.listdir gives it) goes to soundfile as bytes,
+        # which it opens as they are; as str, soundfile would fail to encode it.
+        target = os.fsencode(path) if any(0xD800 <= ord(c) <= 0xDFFF for c in path) else path
+        return path, lambda: target
     try:
         data = read_member_bytes(path)
     except FileNotFoundError as e:
