@@ -130,6 +130,8 @@ def _open_lock_file(folder, path, what):
     """Creates ``folder`` if missing and opens its lock file; one line naming the folder if it cannot be written."""
     try:
         os.makedirs(folder, exist_ok=True)
+        if not os.access(folder, os.W_OK):  # a lock file left by a killed run would still open
+            raise PermissionError(errno.EACCES, "no write permission", folder)
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as err:
         if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) and not is_disk_full(err):

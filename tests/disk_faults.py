@@ -130,7 +130,8 @@ def read_only(folder):
 
     Permission bits do not stop root, so when the tests run as root,
     creating anything below ``folder`` is refused as the kernel refuses it
-    to other users (``PermissionError``, EACCES, naming the path).
+    to other users (``PermissionError``, EACCES, naming the path), and
+    ``os.access`` says it cannot be written.
     """
     folder = os.path.realpath(folder)
     os.chmod(folder, 0o555)
@@ -150,7 +151,14 @@ def read_only(folder):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
         return real_open(path, flags, *args, **kwargs)
 
-    patches = [mock.patch("os.makedirs", makedirs), mock.patch("os.open", open_)] if os.geteuid() == 0 else []
+    real_access = os.access
+
+    def access(path, mode, *args, **kwargs):
+        inside = _inside(path, folder)
+        return False if inside and mode & os.W_OK else real_access(path, mode, *args, **kwargs)
+
+    patches = [mock.patch("os.makedirs", makedirs), mock.patch("os.open", open_), mock.patch("os.access", access)]
+    patches = patches if os.geteuid() == 0 else []
     try:
         with contextlib.ExitStack() as stack:
             for patch in patches:

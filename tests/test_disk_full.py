@@ -4,6 +4,7 @@ much was written, leave no partial file under a final name, and the same command
 The disk is filled in-process (:mod:`disk_faults`): the writes below one folder fail with ``ENOSPC`` once a
 byte budget is spent, as ``write(2)`` does, and ``torch.save`` fails as PyTorch does on a full disk. The
 hardening table (``tests/hardening_rows_storage.py``, row 07) holds the build_index.py case seen by a user.
+The last test is defect 8's other case: a read-only folder that still holds a killed run's lock file.
 """
 
 import filecmp
@@ -188,3 +189,18 @@ def test_run_cli_prints_a_full_disk_in_one_line(tmp_path):
         "command again: it goes on from what is complete.")
     assert str(second.value).startswith(f"ERROR: No space left on device in {tmp_path} (")
     assert "\n" not in str(second.value) and "log.txt" in str(second.value)
+
+
+def test_a_read_only_folder_with_a_lock_file_left_by_a_killed_run_is_refused(tmp_path):
+    """The lock file opens (it is writable) though its folder is not: refused before anything is written."""
+    from disk_faults import read_only
+    from experiment.lock import LOCK_FILE, hold_folder_lock
+
+    folder = tmp_path / "out"
+    os.makedirs(folder)
+    (folder / LOCK_FILE).write_text("{}\n")
+    os.chmod(folder / LOCK_FILE, 0o666)
+    with read_only(folder), pytest.raises(SystemExit) as caught:
+        hold_folder_lock(str(folder), "build_index.py")
+    assert str(caught.value).startswith(f"ERROR: {os.path.realpath(folder)} is not writable (")
+    assert sorted(os.listdir(folder)) == [LOCK_FILE] and (folder / LOCK_FILE).read_text() == "{}\n"
