@@ -8,6 +8,7 @@ before hyperpyyaml builds anything:
   ints accepted; bool; str; list; mapping); a null, ``!ref``,
   ``!PLACEHOLDER`` or other tagged default accepts anything, and so does a
   ``!ref`` value;
+- a number must be finite (``.inf``, ``.nan`` are refused for every key);
 - a key of :data:`experiment.key_tables.RANGES` must be in its range, one of
   :data:`~experiment.key_tables.CHOICES` one of its names;
 - the input files and folders of :data:`~experiment.key_tables.INPUT_FILES`
@@ -22,6 +23,7 @@ Every problem found is reported at once, as ``--key=value: expected ...
 
 import csv
 import difflib
+import math
 import os
 import re
 
@@ -135,6 +137,11 @@ def _value_problem(key, default, value):
     """What is wrong with ``value`` for ``key`` (whose YAML default is ``default``), or None."""
     if tag(value):
         return None  # a !ref (or other tag) is resolved by hyperpyyaml
+    if isinstance(value, float) and not math.isfinite(value):
+        # .inf / .nan parse as floats: no key's meaning has them (a learning rate of inf trains nothing).
+        rng = RANGES.get(key)
+        wanted = rng.text if rng is not None else "a number"
+        return f"expected {wanted}; {value} is not a finite number"
     if key in CHOICES and not tag(default):
         if value not in CHOICES[key]:
             return "expected one of " + ", ".join("null" if c is None else str(c) for c in CHOICES[key])

@@ -34,6 +34,8 @@ class Range:
     -------
     >>> RANGES["batch_size"].accepts(-4), RANGES["sim_threshold"].accepts(0.75), RANGES["sim_threshold"].accepts(2)
     (False, True, False)
+    >>> RANGES["base_lr"].accepts(float("inf")), RANGES["base_lr"].accepts(float("nan"))
+    (False, False)
     """
 
     text: str
@@ -49,7 +51,7 @@ class Range:
             return False
         if self.integer and not isinstance(value, int):
             return False
-        if math.isnan(value):
+        if not math.isfinite(value):  # .inf and .nan: no key's meaning has them
             return False
         above = value > self.low if self.low_open else value >= self.low
         below = value < self.high if self.high_open else value <= self.high
