@@ -29,7 +29,9 @@ import re
 
 import ruamel.yaml
 
-from experiment.key_tables import CHOICES, EMBEDDING_FOLDERS, INPUT_FILES, LABEL_FILE, PATH_LIST, RANGES
+from experiment.key_tables import (
+    CHOICES, EMBEDDING_FOLDERS, INPUT_FILES, LABEL_FILE, MAPPINGS, PATH_LIST, RANGES,
+)
 
 __all__ = ["round_trip", "tag", "raw_texts", "parse_overrides", "check_overrides", "has_rows", "has_lines"]
 
@@ -78,9 +80,35 @@ def parse_overrides(overrides):
                 round_trip(line)
             except ruamel.yaml.YAMLError as err:
                 key, _, value = line.partition(":")
+                if key.strip() in MAPPINGS:  # quoting would not help: the value is read as YAML again
+                    bad.append(_mapping_text(key.strip(), value.strip(), getattr(err, "problem", err)))
+                    continue
                 bad.append(f"--{key.strip()}={value.strip()}: not a YAML value ({getattr(err, 'problem', err)}); "
                            f"quote it, e.g. --{key.strip()}='\"{value.strip()}\"'")
         raise SystemExit("\n".join(bad) or f"The overrides are not valid YAML: {overrides!r}") from None
+
+
+def _mapping_text(key, text, problem):
+    return f"--{key}={text}: expected {MAPPINGS[key]}; {text} is not valid YAML ({problem})"
+
+
+def _mapping_problem(key, value):
+    """What is wrong with the value of a :data:`~experiment.key_tables.MAPPINGS` key, or None.
+
+    The command line passes ``--audio_options={...}`` as one string (read where the model is built):
+    it must read as a mapping (or null).
+    """
+    if isinstance(value, str):
+        import yaml
+
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            return f"expected {MAPPINGS[key]}; it is not valid YAML ({getattr(err, 'problem', None) or err})"
+    if value is None or isinstance(value, dict):
+        return None
+    got = "a list" if isinstance(value, list) else f"the text {value!r}" if isinstance(value, str) else repr(value)
+    return f"expected {MAPPINGS[key]}; got {got}"
 
 
 def _shown(key, value, raw):
@@ -142,6 +170,8 @@ def _value_problem(key, default, value):
         rng = RANGES.get(key)
         wanted = rng.text if rng is not None else "a number"
         return f"expected {wanted}; {value} is not a finite number"
+    if key in MAPPINGS:
+        return _mapping_problem(key, value)
     if key in CHOICES and not tag(default):
         if value not in CHOICES[key]:
             return "expected one of " + ", ".join("null" if c is None else str(c) for c in CHOICES[key])

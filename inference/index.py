@@ -172,7 +172,8 @@ def add_model_arguments(parser):
                             "(default: the run's hyperparams.yaml, else MS CLAP 2022).")
     group.add_argument("--text_model", default=None,
                        help="Text model name or local folder (the Hub may be unreachable).")
-    group.add_argument("--eval_duration", type=positive_number, default=None, help="Seconds per window (default: the model's).")
+    group.add_argument("--eval_duration", type=positive_number, default=None,
+                       help="Seconds per window (default: the model's).")
     group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N.")
     group.add_argument("--precision", default=None, choices=list(PRECISIONS),
                        help="Precision of the towers (build_index.py: default fp32; search.py: default as built).")
