@@ -19,14 +19,16 @@ variable cannot override.
 
 import functools
 import os
-import pickle
 import sys
 
+from experiment.checkpoints import damaged_hint
 from models.checkpoints import CheckpointMismatchError, UnreadableCheckpointError, unreadable
 
 __all__ = ["USER_ERRORS", "enforce_weights_only", "run_cli"]
 
 _TRUE = ("1", "y", "yes", "true")
+# The start of torch's load_state_dict error: the file was read, but holds another architecture.
+_MISMATCH = "Error(s) in loading state_dict"
 _WRAPPED = "_weights_only_guard"
 
 
@@ -39,11 +41,14 @@ def _guard(hook):
     def guarded(obj, path, *args, **kwargs):
         try:
             return hook(obj, path, *args, **kwargs)
-        except (pickle.UnpicklingError, EOFError, KeyError) as err:
-            if isinstance(err, UnreadableCheckpointError):
-                raise
-            raise unreadable(path, err, "Delete that checkpoint folder (or give a new output folder) and rerun; "
-                                        "a file from an untrusted source must not be loaded") from None
+        except USER_ERRORS:
+            raise
+        except Exception as err:  # noqa: BLE001 (every way a file fails to load: named, never a library traceback)
+            if _MISMATCH in str(err):
+                raise CheckpointMismatchError(path, expected=(
+                    f"{type(obj).__name__} of this run has another architecture; resume with the flags of the run "
+                    "that wrote it (its hyperparams.yaml)")) from None
+            raise unreadable(path, err, damaged_hint(path)) from None
 
     setattr(guarded, _WRAPPED, True)
     return guarded
