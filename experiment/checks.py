@@ -14,6 +14,7 @@ before hyperpyyaml builds anything:
 - the input files and folders of :data:`~experiment.key_tables.INPUT_FILES`
   and :data:`~experiment.key_tables.EMBEDDING_FOLDERS` must exist and hold
   rows: a header-only CSV or a blank path list is "no rows in FILE", a
+  caption CSV without a ``wav_path`` or ``caption`` column names them, a
   missing embedding folder names the command that writes it (before any
   folder is created inside it).
 
@@ -30,10 +31,11 @@ import re
 import ruamel.yaml
 
 from experiment.key_tables import (
-    CHOICES, EMBEDDING_FOLDERS, INPUT_FILES, LABEL_FILE, MAPPINGS, PATH_LIST, RANGES,
+    CAPTION_CSV, CHOICES, EMBEDDING_FOLDERS, INPUT_FILES, LABEL_FILE, MAPPINGS, PATH_LIST, RANGES,
 )
 
-__all__ = ["round_trip", "tag", "raw_texts", "parse_overrides", "check_overrides", "has_rows", "has_lines"]
+__all__ = ["round_trip", "tag", "raw_texts", "parse_overrides", "check_overrides", "has_rows", "has_lines",
+           "missing_caption_columns"]
 
 
 # --------------------------------------------------------------- YAML reading
@@ -215,6 +217,22 @@ def has_lines(path):
         return any(line.strip() for line in f)
 
 
+def missing_caption_columns(path):
+    """The columns a caption CSV needs (``wav_path``, ``caption``) that the header of ``path`` lacks, and the header.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.csv")
+    >>> _ = open(p, "w").write("ID,wav_path,text\\na,a.wav,a dog\\n")
+    >>> missing_caption_columns(p)
+    (['caption'], ['ID', 'wav_path', 'text'])
+    """
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+        header = next(csv.reader(f), [])
+    return sorted({"wav_path", "caption"} - set(header)), header
+
+
 def _file_problem(key, path):
     if not os.path.exists(path):
         return f"file not found ({os.path.abspath(path)}); {key} names {INPUT_FILES[key]}"
@@ -223,6 +241,11 @@ def _file_problem(key, path):
     check = has_lines if INPUT_FILES[key] in (PATH_LIST, LABEL_FILE) else has_rows
     if not check(path):
         return f"no rows in {path}: it must be {INPUT_FILES[key]}"
+    if INPUT_FILES[key] == CAPTION_CSV:
+        missing, header = missing_caption_columns(path)
+        if missing:
+            return (f"{path} lacks the column(s) {', '.join(missing)} (its header: {','.join(header)}): "
+                    f"it must be {CAPTION_CSV}")
     return None
 
 
