@@ -130,3 +130,32 @@ def test_command_line_prints_the_message_without_traceback(tmp_path):
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert f"cannot load checkpoint {path}" in proc.stderr and "--clap_ckpt_path" in proc.stderr, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_speechbrain_load_hooks_name_every_load_failure(tmp_path):
+    """What a resumed run meets past the check of its checkpoint (a file damaged while it runs, a file the check
+    cannot judge): SpeechBrain's guarded hooks name the file and the folder to delete, whatever failed."""
+    from speechbrain.core import Brain
+    from speechbrain.utils import checkpoints
+
+    from experiment.safety import enforce_weights_only
+
+    enforce_weights_only()
+    ckpt = tmp_path / "CKPT+x"
+    ckpt.mkdir()
+    module_hook, brain_hook = checkpoints.DEFAULT_LOAD_HOOKS[torch.nn.Module], checkpoints.DEFAULT_LOAD_HOOKS[Brain]
+    cut = ckpt / "model.ckpt"
+    torch.save(torch.nn.Linear(2, 2).state_dict(), cut)
+    cut.write_bytes(cut.read_bytes()[:300])
+    with pytest.raises(UnreadableCheckpointError) as info:
+        module_hook(torch.nn.Linear(2, 2), cut, False)
+    assert f"{cut}: it is damaged" in str(info.value) and f"Delete that checkpoint folder ({ckpt})" in str(info.value)
+    tagged = ckpt / "brain.ckpt"
+    tagged.write_text(f"step: !!python/object/apply:os.mkdir ['{tmp_path / 'payload_ran'}']\n")
+    with pytest.raises(UnreadableCheckpointError, match="YAML tag !!python/object/apply:os.mkdir"):
+        brain_hook(object(), tagged, False)
+    assert not (tmp_path / "payload_ran").exists()
+    other = ckpt / "other.ckpt"
+    torch.save(torch.nn.Linear(3, 2).state_dict(), other)
+    with pytest.raises(CheckpointMismatchError, match="another architecture"):
+        module_hook(torch.nn.Linear(2, 2), other, False)
