@@ -39,7 +39,7 @@ __all__ = [
     "COMPLETION_MARKER", "SELECTIONS", "MODEL_RECOVERABLES", "ORIGINAL_SELECTION_KEYS", "checkpoint_dirs",
     "model_file", "is_complete_checkpoint", "remove_incomplete_checkpoints", "find_checkpoint",
     "resolve_selection", "RNGState", "CompletionMarker", "damaged_hint", "check_checkpoint_files",
-    "check_resume_checkpoint",
+    "check_resume_checkpoint", "check_selected_model_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -203,23 +203,23 @@ def _read_yaml_file(path):
     return data
 
 
-def _check_zip_file(path, name):
+def _check_zip_file(path, name, hint=None):
     try:
         with open(path, "rb") as f:
             starts_as_zip = f.read(4) == b"PK\x03\x04"
         if not starts_as_zip:
             if name[: -len(".ckpt")] in _TORCH_ZIP_FILES:
                 raise UnreadableCheckpointError(path, "it is damaged: not the torch zip archive torch.save writes",
-                                                damaged_hint(path))
+                                                hint or damaged_hint(path))
             return
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()  # reads every member: a CRC error or a cut-short member raises or is named
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
         raise UnreadableCheckpointError(path, f"it is damaged: a torch zip archive cut short or corrupted ({err})",
-                                        damaged_hint(path)) from None
+                                        hint or damaged_hint(path)) from None
     if bad is not None:
         raise UnreadableCheckpointError(path, f"it is damaged: member {bad} of its zip archive fails its CRC check",
-                                        damaged_hint(path))
+                                        hint or damaged_hint(path))
 
 
 def check_checkpoint_files(ckpt_dir):
@@ -275,6 +275,27 @@ def check_resume_checkpoint(save_dir):
     latest = max(complete, key=lambda pair: (isinstance(pair[0], (int, float)) and pair[0] or 0, pair[1]))[1]
     check_checkpoint_files(latest)
     return latest
+
+
+def check_selected_model_file(hparams, key="ssl_checkpoints_dir", select_key="ssl_select"):
+    """The model file of the checkpoint ``hparams[key]`` selects, checked as a zip archive before anything is written.
+
+    A recipe loads it after it has created its output folder; a damaged file is named here instead, with the
+    flag that gave the folder. Problems this cannot judge (no such folder, no checkpoint recording the key asked
+    for) are left to the load, which names them.
+    """
+    folder = hparams.get(key)
+    if not folder or not isinstance(folder, (str, os.PathLike)):
+        return
+    try:
+        select, asked_by = resolve_selection({**hparams, select_key: hparams.get(select_key)}, select_key)
+        ckpt = find_checkpoint(folder, select, asked_by=asked_by, select_flag=select_key)
+    except (FileNotFoundError, SystemExit, ValueError, OSError):
+        return
+    path = model_file(ckpt)
+    if path is not None:
+        _check_zip_file(path, os.path.basename(path), f"Given by --{key}; delete that checkpoint folder ({ckpt}) so "
+                                                       f"that another is chosen, or choose one with --{select_key}")
 
 
 def _loadable(ckpt):

@@ -159,3 +159,29 @@ def test_speechbrain_load_hooks_name_every_load_failure(tmp_path):
     torch.save(torch.nn.Linear(3, 2).state_dict(), other)
     with pytest.raises(CheckpointMismatchError, match="another architecture"):
         module_hook(torch.nn.Linear(2, 2), other, False)
+
+
+def test_damaged_model_of_the_run_given_by_ssl_checkpoints_dir_is_named_before_the_output_folder(tmp_path):
+    """The embedding step from a run whose chosen checkpoint's model.ckpt is cut short: one line naming the file,
+    the flag and the folder to delete; the recipe's output folder is not created."""
+    from conftest import TOY_MODEL, load_script
+    from experiment.safety import run_cli
+
+    model = tiny_clap(write_tiny_bert(tmp_path / "bert"), seed=0)
+    save = _run_folder(tmp_path, "teacher", model)
+    (ckpt,) = save.glob("CKPT+*")
+    (ckpt / "zz_complete.ckpt").write_text("complete\n")
+    data = (ckpt / "model.ckpt").read_bytes()
+    (ckpt / "model.ckpt").write_bytes(data[: len(data) // 3])
+    (tmp_path / "list.txt").write_text(os.path.join(FIXTURES, "esc50", "audio", "1-100032-A-0.wav") + "\n")
+    toemb = load_script("microsoft_curation_toemb")
+    with pytest.raises(SystemExit) as info:
+        run_cli(lambda: toemb.main([
+            "hparams/curation/microsoft_audioset_insper_toemb.yaml", f"--output_folder={tmp_path / 'toemb'}",
+            f"--audio_pathfile={tmp_path / 'list.txt'}", f"--ssl_checkpoints_dir={save}", "--ssl_select=loss",
+            *TOY_MODEL]))
+    message = str(info.value)
+    assert len(message.splitlines()) == 1, message
+    assert f"{ckpt / 'model.ckpt'}: it is damaged" in message and "--ssl_checkpoints_dir" in message, message
+    assert f"delete that checkpoint folder ({ckpt})" in message and "--ssl_select" in message, message
+    assert not (tmp_path / "toemb").exists()
