@@ -191,15 +191,15 @@ def damaged_hint(path):
             "another output folder; a file from an untrusted source must not be loaded")
 
 
-def _read_yaml_file(path):
+def _read_yaml_file(path, hint=None):
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
     except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
-        raise unreadable(path, err, damaged_hint(path)) from None
+        raise unreadable(path, err, hint or damaged_hint(path)) from None
     if not isinstance(data, dict):
         raise UnreadableCheckpointError(path, "it is damaged: not the YAML mapping SpeechBrain writes",
-                                        damaged_hint(path))
+                                        hint or damaged_hint(path))
     return data
 
 
@@ -258,18 +258,16 @@ def check_checkpoint_files(ckpt_dir):
 def check_resume_checkpoint(save_dir):
     """The checkpoint a resumed run will load, checked (:func:`check_checkpoint_files`); None if there is none.
 
-    SpeechBrain reads every ``CKPT.yaml`` of the folder, then loads the most
-    recent complete checkpoint (:func:`remove_incomplete_checkpoints` drops
-    the others first): those are the files checked, so that a damaged one is
+    :func:`remove_incomplete_checkpoints` drops the incomplete checkpoints,
+    SpeechBrain then reads the ``CKPT.yaml`` of the others and loads the
+    most recent one: those are the files checked, so that a damaged one is
     named before the run writes anything.
     """
     complete = []
     for ckpt in checkpoint_dirs(save_dir):
-        meta_file = os.path.join(ckpt, "CKPT.yaml")
-        if os.path.isfile(meta_file):
-            meta = _read_yaml_file(meta_file)
-            if is_complete_checkpoint(ckpt):
-                complete.append((meta.get("unixtime", 0), ckpt))
+        if is_complete_checkpoint(ckpt):  # (the others are deleted before SpeechBrain reads them)
+            meta = _read_yaml_file(os.path.join(ckpt, "CKPT.yaml"))
+            complete.append((meta.get("unixtime", 0), ckpt))
     if not complete:
         return None
     latest = max(complete, key=lambda pair: (isinstance(pair[0], (int, float)) and pair[0] or 0, pair[1]))[1]
@@ -287,6 +285,10 @@ def check_selected_model_file(hparams, key="ssl_checkpoints_dir", select_key="ss
     folder = hparams.get(key)
     if not folder or not isinstance(folder, (str, os.PathLike)):
         return
+    for ckpt in checkpoint_dirs(folder):  # SpeechBrain reads each one's CKPT.yaml to choose
+        if is_complete_checkpoint(ckpt):  # (an incomplete one is never chosen)
+            hint = f"Given by --{key}; delete that checkpoint folder ({ckpt})"
+            _read_yaml_file(os.path.join(ckpt, "CKPT.yaml"), hint)
     try:
         select, asked_by = resolve_selection({**hparams, select_key: hparams.get(select_key)}, select_key)
         ckpt = find_checkpoint(folder, select, asked_by=asked_by, select_flag=select_key)
