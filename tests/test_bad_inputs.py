@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+import yaml
 
 from conftest import TINY_CLAP, TOY_MODEL, load_script, tiny_clap, write_tiny_bert
 from dataset.manifest import write_csv
@@ -177,3 +178,18 @@ def test_bad_input_is_named_before_any_work(call, words, absent, inputs, capsys)
         assert word.format(**inputs) in message, f"{word.format(**inputs)!r} not in:\n{message}"
     if absent:
         assert not os.path.exists(absent.format(**inputs)), "the run created its output before stopping"
+
+
+def test_search_nprobe_on_a_flat_index_names_both(inputs, tmp_path):
+    """--nprobe sets the cells an IVF index searches: on a flat index it is refused, naming the flag and the index
+    (it was a faiss traceback)."""
+    d = inputs["d"]
+    index, keys = tmp_path / "flat index", tmp_path / "tiny.yaml"
+    keys.write_text(yaml.safe_dump(dict(TINY_CLAP, text_model=inputs["bert"], eval_duration=1.0)))
+    load_script("build_index").main([f"--audio_pathfile={d}/list.txt", f"--output_folder={index}",
+                                     f"--clap_ckpt_path={d}/CLAP_tiny.pth", f"--model_hparams={keys}",
+                                     "--noprogressbar"])
+    with pytest.raises(SystemExit) as caught:
+        load_script("search").main([f"--index_folder={index}", "--nprobe=2", "a dog barks"])
+    message = str(caught.value)
+    assert f"--nprobe=2 and the flat index in {index} conflict" in message and "drop --nprobe" in message, message

@@ -185,3 +185,25 @@ def test_damaged_model_of_the_run_given_by_ssl_checkpoints_dir_is_named_before_t
     assert f"{ckpt / 'model.ckpt'}: it is damaged" in message and "--ssl_checkpoints_dir" in message, message
     assert f"delete that checkpoint folder ({ckpt})" in message and "--ssl_select" in message, message
     assert not (tmp_path / "toemb").exists()
+
+
+def test_yaml_tags_in_a_checkpoints_yaml_files_are_refused_by_name(tmp_path):
+    """CKPT.yaml (read to choose a checkpoint) and brain.ckpt (restored on resume) are plain YAML: a tag is named,
+    its code not run, whether the folder is resumed or given by --ssl_checkpoints_dir."""
+    from experiment.checkpoints import check_resume_checkpoint, check_selected_model_file
+
+    save = _run_folder(tmp_path, "run", tiny_clap(write_tiny_bert(tmp_path / "bert"), seed=0))
+    (ckpt,) = save.glob("CKPT+*")
+    (ckpt / "zz_complete.ckpt").write_text("complete\n")
+    assert check_resume_checkpoint(save) == str(ckpt)
+    payload = tmp_path / "payload_ran"
+    (ckpt / "CKPT.yaml").write_text(f"loss: !!python/object/apply:os.mkdir ['{payload}']\nunixtime: 1.0\n")
+    for check in (lambda: check_resume_checkpoint(save), lambda: check_selected_model_file({
+            "ssl_checkpoints_dir": str(save), "ssl_select": "loss"})):
+        with pytest.raises(UnreadableCheckpointError) as info:
+            check()
+        message = str(info.value)
+        assert f"{ckpt / 'CKPT.yaml'}: it holds the YAML tag !!python/object/apply:os.mkdir" in message, message
+        assert f"elete that checkpoint folder ({ckpt})" in message
+    assert "--ssl_checkpoints_dir" in message
+    assert not payload.exists()
