@@ -158,6 +158,11 @@ ROWS = [
      run("build_index", "--audio_pathfile={d}/list.txt", "--output_folder={d}/index",
          "--clap_ckpt_path={d}/CLAP_tiny.pth", "--model=ms_clap_2022", f"--model_hparams={TOY_ZEROSHOT}"),
      ["--model=ms_clap_2022 and --model_hparams=" + TOY_ZEROSHOT, "give one of them"], "{d}/index"),
+    ("c-index-model-that-cannot-be-built",
+     run("build_index", "--audio_pathfile={d}/list.txt", "--output_folder={d}/index",
+         "--clap_ckpt_path={d}/CLAP_tiny.pth", "--text_model={bert}"),
+     ["Cannot load the model that --clap_ckpt_path={d}/CLAP_tiny.pth --text_model={bert} describe",
+      "has hidden size 32"], "{d}/index"),
     # f. a missing embedding folder: nothing is created in it, and the command that writes it is named
     ("f-du-emb-dir", run("retrieve_from_emb_thresh", DU, "--emb_dir={d}/no emb", "--sim_threshold=0.5"),
      ["--emb_dir={d}/no emb", "no such folder", "microsoft_curation_toemb.py"], "{d}/no emb"),
