@@ -27,8 +27,8 @@ from models.checkpoints import CheckpointMismatchError, UnreadableCheckpointErro
 __all__ = ["USER_ERRORS", "enforce_weights_only", "run_cli"]
 
 _TRUE = ("1", "y", "yes", "true")
-# The start of torch's load_state_dict error: the file was read, but holds another architecture.
-_MISMATCH = "Error(s) in loading state_dict"
+# torch's load_state_dict errors (a module's, an optimizer's): the file was read, but holds another architecture.
+_MISMATCH = ("Error(s) in loading state_dict", "loaded state dict")
 _WRAPPED = "_weights_only_guard"
 
 
@@ -44,7 +44,7 @@ def _guard(hook):
         except USER_ERRORS:
             raise
         except Exception as err:  # noqa: BLE001 (every way a file fails to load: named, never a library traceback)
-            if _MISMATCH in str(err):
+            if any(text in str(err) for text in _MISMATCH):
                 raise CheckpointMismatchError(path, expected=(
                     f"{type(obj).__name__} of this run has another architecture; resume with the flags of the run "
                     "that wrote it (its hyperparams.yaml)")) from None
