@@ -30,12 +30,16 @@ import zipfile
 
 import numpy as np
 import torch
+import yaml
 from speechbrain.utils.checkpoints import Checkpointer, mark_as_loader, mark_as_saver, register_checkpoint_hooks
+
+from models.checkpoints import UnreadableCheckpointError, unreadable
 
 __all__ = [
     "COMPLETION_MARKER", "SELECTIONS", "MODEL_RECOVERABLES", "ORIGINAL_SELECTION_KEYS", "checkpoint_dirs",
     "model_file", "is_complete_checkpoint", "remove_incomplete_checkpoints", "find_checkpoint",
-    "resolve_selection", "RNGState", "CompletionMarker",
+    "resolve_selection", "RNGState", "CompletionMarker", "damaged_hint", "check_checkpoint_files",
+    "check_resume_checkpoint", "check_selected_model_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -49,6 +53,9 @@ MODEL_RECOVERABLES = ("model", "clap")
 ORIGINAL_SELECTION_KEYS = {"use_maxacc_ep": "acc", "use_minloss_ep": "loss"}
 _META_KEYS = {"loss": "min_key", "acc": "max_key"}
 _CKPT_PREFIX = "CKPT+"
+# Files SpeechBrain reads as YAML, and the recoverables our runs always write with torch.save (a zip archive).
+_YAML_FILES = ("CKPT.yaml", "brain.ckpt")
+_TORCH_ZIP_FILES = ("model", "optimizer", "rng", "lr_scheduler", "curation_mixer")
 
 
 def _save_folder(save_dir):
@@ -175,6 +182,122 @@ def remove_incomplete_checkpoints(save_dir, expected=()):
             shutil.rmtree(ckpt, ignore_errors=True)
             removed.append(ckpt)
     return removed
+
+
+def damaged_hint(path):
+    """What to do about an unreadable file of a run's checkpoint folder (the end of its error message)."""
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    return (f"Delete that checkpoint folder ({folder}) to resume from the one before it, or start a new run in "
+            "another output folder; a file from an untrusted source must not be loaded")
+
+
+def _read_yaml_file(path, hint=None):
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
+        raise unreadable(path, err, hint or damaged_hint(path)) from None
+    if not isinstance(data, dict):
+        raise UnreadableCheckpointError(path, "it is damaged: not the YAML mapping SpeechBrain writes",
+                                        hint or damaged_hint(path))
+    return data
+
+
+def _check_zip_file(path, name, hint=None):
+    try:
+        with open(path, "rb") as f:
+            starts_as_zip = f.read(4) == b"PK\x03\x04"
+        if not starts_as_zip:
+            if name[: -len(".ckpt")] in _TORCH_ZIP_FILES:
+                raise UnreadableCheckpointError(path, "it is damaged: not the torch zip archive torch.save writes",
+                                                hint or damaged_hint(path))
+            return
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()  # reads every member: a CRC error or a cut-short member raises or is named
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+        raise UnreadableCheckpointError(path, f"it is damaged: a torch zip archive cut short or corrupted ({err})",
+                                        hint or damaged_hint(path)) from None
+    if bad is not None:
+        raise UnreadableCheckpointError(path, f"it is damaged: member {bad} of its zip archive fails its CRC check",
+                                        hint or damaged_hint(path))
+
+
+def check_checkpoint_files(ckpt_dir):
+    """Reads every file of a checkpoint folder far enough to know it is intact, before anything is written.
+
+    ``CKPT.yaml`` and ``brain.ckpt`` must be plain YAML mappings (``yaml.safe_load``: a tag such as
+    ``!!python/object/apply`` is refused, nothing runs); every torch zip archive must pass
+    ``ZipFile.testzip`` (a file cut short, or with a flipped byte, does not), and the files our runs always
+    write as zip archives must be ones.
+
+    Raises
+    ------
+    models.checkpoints.UnreadableCheckpointError
+        Naming the file, what is wrong with it, and the folder to delete.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> ckpt = tempfile.mkdtemp(prefix="CKPT+")
+    >>> _ = open(os.path.join(ckpt, "brain.ckpt"), "w").write("step: !!python/object/apply:os.system [ls]\\n")
+    >>> try:
+    ...     check_checkpoint_files(ckpt)
+    ... except UnreadableCheckpointError as err:
+    ...     print(err.reason)  # doctest: +NORMALIZE_WHITESPACE
+    it holds the YAML tag !!python/object/apply:os.system, which no checkpoint has; it was refused and nothing
+    in it ran (tampered with, or not written by SpeechBrain)
+    """
+    for name in sorted(_listdir(ckpt_dir)):
+        path = os.path.join(ckpt_dir, name)
+        if name in _YAML_FILES:
+            _read_yaml_file(path)
+        elif name.endswith(".ckpt"):
+            _check_zip_file(path, name)
+
+
+def check_resume_checkpoint(save_dir):
+    """The checkpoint a resumed run will load, checked (:func:`check_checkpoint_files`); None if there is none.
+
+    :func:`remove_incomplete_checkpoints` drops the incomplete checkpoints,
+    SpeechBrain then reads the ``CKPT.yaml`` of the others and loads the
+    most recent one: those are the files checked, so that a damaged one is
+    named before the run writes anything.
+    """
+    complete = []
+    for ckpt in checkpoint_dirs(save_dir):
+        if is_complete_checkpoint(ckpt):  # (the others are deleted before SpeechBrain reads them)
+            meta = _read_yaml_file(os.path.join(ckpt, "CKPT.yaml"))
+            complete.append((meta.get("unixtime", 0), ckpt))
+    if not complete:
+        return None
+    latest = max(complete, key=lambda pair: (isinstance(pair[0], (int, float)) and pair[0] or 0, pair[1]))[1]
+    check_checkpoint_files(latest)
+    return latest
+
+
+def check_selected_model_file(hparams, key="ssl_checkpoints_dir", select_key="ssl_select"):
+    """The model file of the checkpoint ``hparams[key]`` selects, checked as a zip archive before anything is written.
+
+    A recipe loads it after it has created its output folder; a damaged file is named here instead, with the
+    flag that gave the folder. Problems this cannot judge (no such folder, no checkpoint recording the key asked
+    for) are left to the load, which names them.
+    """
+    folder = hparams.get(key)
+    if not folder or not isinstance(folder, (str, os.PathLike)):
+        return
+    for ckpt in checkpoint_dirs(folder):  # SpeechBrain reads each one's CKPT.yaml to choose
+        if is_complete_checkpoint(ckpt):  # (an incomplete one is never chosen)
+            hint = f"Given by --{key}; delete that checkpoint folder ({ckpt})"
+            _read_yaml_file(os.path.join(ckpt, "CKPT.yaml"), hint)
+    try:
+        select, asked_by = resolve_selection({**hparams, select_key: hparams.get(select_key)}, select_key)
+        ckpt = find_checkpoint(folder, select, asked_by=asked_by, select_flag=select_key)
+    except (FileNotFoundError, SystemExit, ValueError, OSError):
+        return
+    path = model_file(ckpt)
+    if path is not None:
+        _check_zip_file(path, os.path.basename(path), f"Given by --{key}; delete that checkpoint folder ({ckpt}) so "
+                                                       f"that another is chosen, or choose one with --{select_key}")
 
 
 def _loadable(ckpt):

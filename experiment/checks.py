@@ -8,11 +8,13 @@ before hyperpyyaml builds anything:
   ints accepted; bool; str; list; mapping); a null, ``!ref``,
   ``!PLACEHOLDER`` or other tagged default accepts anything, and so does a
   ``!ref`` value;
+- a number must be finite (``.inf``, ``.nan`` are refused for every key);
 - a key of :data:`experiment.key_tables.RANGES` must be in its range, one of
   :data:`~experiment.key_tables.CHOICES` one of its names;
 - the input files and folders of :data:`~experiment.key_tables.INPUT_FILES`
   and :data:`~experiment.key_tables.EMBEDDING_FOLDERS` must exist and hold
   rows: a header-only CSV or a blank path list is "no rows in FILE", a
+  caption CSV without a ``wav_path`` or ``caption`` column names them, a
   missing embedding folder names the command that writes it (before any
   folder is created inside it).
 
@@ -22,14 +24,18 @@ Every problem found is reported at once, as ``--key=value: expected ...
 
 import csv
 import difflib
+import math
 import os
 import re
 
 import ruamel.yaml
 
-from experiment.key_tables import CHOICES, EMBEDDING_FOLDERS, INPUT_FILES, LABEL_FILE, PATH_LIST, RANGES
+from experiment.key_tables import (
+    CAPTION_CSV, CHOICES, EMBEDDING_FOLDERS, INPUT_FILES, LABEL_FILE, MAPPINGS, PATH_LIST, RANGES,
+)
 
-__all__ = ["round_trip", "tag", "raw_texts", "parse_overrides", "check_overrides", "has_rows", "has_lines"]
+__all__ = ["round_trip", "tag", "raw_texts", "parse_overrides", "check_overrides", "has_rows", "has_lines",
+           "missing_caption_columns"]
 
 
 # --------------------------------------------------------------- YAML reading
@@ -76,9 +82,35 @@ def parse_overrides(overrides):
                 round_trip(line)
             except ruamel.yaml.YAMLError as err:
                 key, _, value = line.partition(":")
+                if key.strip() in MAPPINGS:  # quoting would not help: the value is read as YAML again
+                    bad.append(_mapping_text(key.strip(), value.strip(), getattr(err, "problem", err)))
+                    continue
                 bad.append(f"--{key.strip()}={value.strip()}: not a YAML value ({getattr(err, 'problem', err)}); "
                            f"quote it, e.g. --{key.strip()}='\"{value.strip()}\"'")
         raise SystemExit("\n".join(bad) or f"The overrides are not valid YAML: {overrides!r}") from None
+
+
+def _mapping_text(key, text, problem):
+    return f"--{key}={text}: expected {MAPPINGS[key]}; {text} is not valid YAML ({problem})"
+
+
+def _mapping_problem(key, value):
+    """What is wrong with the value of a :data:`~experiment.key_tables.MAPPINGS` key, or None.
+
+    The command line passes ``--audio_options={...}`` as one string (read where the model is built):
+    it must read as a mapping (or null).
+    """
+    if isinstance(value, str):
+        import yaml
+
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            return f"expected {MAPPINGS[key]}; it is not valid YAML ({getattr(err, 'problem', None) or err})"
+    if value is None or isinstance(value, dict):
+        return None
+    got = "a list" if isinstance(value, list) else f"the text {value!r}" if isinstance(value, str) else repr(value)
+    return f"expected {MAPPINGS[key]}; got {got}"
 
 
 def _shown(key, value, raw):
@@ -135,6 +167,13 @@ def _value_problem(key, default, value):
     """What is wrong with ``value`` for ``key`` (whose YAML default is ``default``), or None."""
     if tag(value):
         return None  # a !ref (or other tag) is resolved by hyperpyyaml
+    if isinstance(value, float) and not math.isfinite(value):
+        # .inf / .nan parse as floats: no key's meaning has them (a learning rate of inf trains nothing).
+        rng = RANGES.get(key)
+        wanted = rng.text if rng is not None else "a number"
+        return f"expected {wanted}; {value} is not a finite number"
+    if key in MAPPINGS:
+        return _mapping_problem(key, value)
     if key in CHOICES and not tag(default):
         if value not in CHOICES[key]:
             return "expected one of " + ", ".join("null" if c is None else str(c) for c in CHOICES[key])
@@ -178,6 +217,22 @@ def has_lines(path):
         return any(line.strip() for line in f)
 
 
+def missing_caption_columns(path):
+    """The columns a caption CSV needs (``wav_path``, ``caption``) that the header of ``path`` lacks, and the header.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.csv")
+    >>> _ = open(p, "w").write("ID,wav_path,text\\na,a.wav,a dog\\n")
+    >>> missing_caption_columns(p)
+    (['caption'], ['ID', 'wav_path', 'text'])
+    """
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+        header = next(csv.reader(f), [])
+    return sorted({"wav_path", "caption"} - set(header)), header
+
+
 def _file_problem(key, path):
     if not os.path.exists(path):
         return f"file not found ({os.path.abspath(path)}); {key} names {INPUT_FILES[key]}"
@@ -186,6 +241,11 @@ def _file_problem(key, path):
     check = has_lines if INPUT_FILES[key] in (PATH_LIST, LABEL_FILE) else has_rows
     if not check(path):
         return f"no rows in {path}: it must be {INPUT_FILES[key]}"
+    if INPUT_FILES[key] == CAPTION_CSV:
+        missing, header = missing_caption_columns(path)
+        if missing:
+            return (f"{path} lacks the column(s) {', '.join(missing)} (its header: {','.join(header)}): "
+                    f"it must be {CAPTION_CSV}")
     return None
 
 

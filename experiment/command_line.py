@@ -39,6 +39,7 @@ import speechbrain as sb
 import yaml
 from speechbrain.utils.run_opts import HELP_TEXTS, RunOptions
 
+from experiment.checkpoints import check_selected_model_file
 from experiment.checks import check_overrides, parse_overrides, raw_texts, round_trip, tag
 from experiment.paper_keys import PAPER_KEYS, STAMP_NOW, Alias, Elsewhere, Ignored
 from experiment.runtime import cpu_fallbacks, warn_now
@@ -541,4 +542,8 @@ def setup(argv=None, distributed=True):
         sb.utils.distributed.ddp_init_group(run_opts)
     hparams = command.load()
     enforce_weights_only()  # again: the YAML may have imported classes with their own load hooks
+    if not hparams.get("resume_interrupt"):  # (a resumed run checks the checkpoint it resumes from)
+        # A damaged model file of the run the weights come from is named before the recipe writes anything.
+        check_selected_model_file(hparams)
+        check_selected_model_file(hparams, "teacher_checkpoints_dir", "teacher_select")
     return hparams, run_opts, command.param_file, command.overrides

@@ -22,7 +22,7 @@ from models.loss import LOGIT_CLAMPS, SOFTCLAP_TARGETS
 from models.projection import PROJECTIONS
 from models.text_encoder import TEXT_POOLINGS
 
-__all__ = ["Range", "RANGES", "CHOICES", "CAPTION_CSV", "PATH_LIST", "LABEL_FILE", "INPUT_FILES",
+__all__ = ["Range", "RANGES", "CHOICES", "MAPPINGS", "CAPTION_CSV", "PATH_LIST", "LABEL_FILE", "INPUT_FILES",
            "EMBEDDING_FOLDERS"]
 
 
@@ -34,6 +34,8 @@ class Range:
     -------
     >>> RANGES["batch_size"].accepts(-4), RANGES["sim_threshold"].accepts(0.75), RANGES["sim_threshold"].accepts(2)
     (False, True, False)
+    >>> RANGES["base_lr"].accepts(float("inf")), RANGES["base_lr"].accepts(float("nan"))
+    (False, False)
     """
 
     text: str
@@ -49,7 +51,7 @@ class Range:
             return False
         if self.integer and not isinstance(value, int):
             return False
-        if math.isnan(value):
+        if not math.isfinite(value):  # .inf and .nan: no key's meaning has them
             return False
         above = value > self.low if self.low_open else value >= self.low
         below = value < self.high if self.high_open else value <= self.high
@@ -129,6 +131,13 @@ CHOICES = {
     # where the pipeline's stages run (pipeline.launch: EXECUTORS, CLUSTERS)
     "executor": ("local", "slurm"),
     "slurm_cluster": (None, "slurm", "local"),
+}
+
+#: Keys whose value is a whole mapping, given on the command line as one YAML flow mapping (read by
+#: :func:`models.factory.audio_options_mapping`), with the form the error names.
+MAPPINGS = {
+    "audio_options": ("a mapping of the audio backbone's options, e.g. --audio_options='{size: base, "
+                      "enable_fusion: true}' (or --audio_options=null: none)"),
 }
 
 #: What an input file holds (the text of the error that names it); PATH_LIST and LABEL_FILE are read line by

@@ -19,15 +19,17 @@ variable cannot override.
 
 import functools
 import os
-import pickle
 import sys
 
 from dataset.disk import DiskFullError, is_disk_full
+from experiment.checkpoints import damaged_hint
 from models.checkpoints import CheckpointMismatchError, UnreadableCheckpointError, unreadable
 
 __all__ = ["USER_ERRORS", "enforce_weights_only", "run_cli"]
 
 _TRUE = ("1", "y", "yes", "true")
+# torch's load_state_dict errors (a module's, an optimizer's): the file was read, but holds another architecture.
+_MISMATCH = ("Error(s) in loading state_dict", "loaded state dict")
 _WRAPPED = "_weights_only_guard"
 
 
@@ -40,11 +42,14 @@ def _guard(hook):
     def guarded(obj, path, *args, **kwargs):
         try:
             return hook(obj, path, *args, **kwargs)
-        except (pickle.UnpicklingError, EOFError, KeyError) as err:
-            if isinstance(err, UnreadableCheckpointError):
-                raise
-            raise unreadable(path, err, "Delete that checkpoint folder (or give a new output folder) and rerun; "
-                                        "a file from an untrusted source must not be loaded") from None
+        except USER_ERRORS:
+            raise
+        except Exception as err:  # noqa: BLE001 (every way a file fails to load: named, never a library traceback)
+            if any(text in str(err) for text in _MISMATCH):
+                raise CheckpointMismatchError(path, expected=(
+                    f"{type(obj).__name__} of this run has another architecture; resume with the flags of the run "
+                    "that wrote it (its hyperparams.yaml)")) from None
+            raise unreadable(path, err, damaged_hint(path)) from None
 
     setattr(guarded, _WRAPPED, True)
     return guarded

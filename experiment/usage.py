@@ -18,12 +18,14 @@ flag with its default and meaning.
 import argparse
 import ast
 import glob
+import math
 import os
 import re
 import sys
 import textwrap
 
-__all__ = ["HELP_FLAGS", "run_block", "key_docs", "recipe_help", "print_recipe_help", "flag_parser", "positive_int"]
+__all__ = ["HELP_FLAGS", "run_block", "key_docs", "recipe_help", "print_recipe_help", "flag_parser", "positive_int",
+           "positive_number"]
 
 #: The flags that ask for help instead of a run.
 HELP_FLAGS = ("-h", "--help")
@@ -263,4 +265,25 @@ def positive_int(text):
         value = 0
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def positive_number(text):
+    """argparse ``type=`` of a flag that measures something (``--eval_duration``): a finite number > 0.
+
+    Example
+    -------
+    >>> positive_number("7.5")
+    7.5
+    >>> positive_number("inf")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: expected a positive finite number, got 'inf'
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
     return value

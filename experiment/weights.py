@@ -100,10 +100,14 @@ def load_run_checkpoint(model, save_dir, select="loss", asked_by=None, select_fl
     """
     ckpt = find_checkpoint(save_dir, select, asked_by=asked_by, select_flag=select_flag)
     path = model_file(ckpt)
-    if os.path.basename(path) == "clap.ckpt":
-        load_clap_checkpoint(model, path, expected=ORIGINAL_CHECKPOINT_HINT)
-    else:
-        load_model_checkpoint(model, path, RUN_CHECKPOINT_HINT)
+    try:
+        if os.path.basename(path) == "clap.ckpt":
+            load_clap_checkpoint(model, path, expected=ORIGINAL_CHECKPOINT_HINT)
+        else:
+            load_model_checkpoint(model, path, RUN_CHECKPOINT_HINT)
+    except UnreadableCheckpointError as err:  # the file itself is the problem, not the architecture flags
+        raise UnreadableCheckpointError(err.path, err.reason, f"Delete that checkpoint folder ({ckpt}) so that "
+                                        f"another is chosen, or choose one with --{select_flag}") from None
     logger.info("Loaded model weights from %s (%s)", path, asked_by or f"select={select}")
     return ckpt
 

@@ -30,6 +30,7 @@ from dataset.manifest import atomic_write
 from embeddings.keys import list_digest
 from embeddings.lists import read_path_list, write_path_list
 from experiment.checkpoints import SELECTIONS, find_checkpoint
+from experiment.usage import positive_number
 from inference.embedder import ClapEmbedder
 from models.factory import ARCHITECTURE_KEYS
 from models.precision import PRECISIONS
@@ -247,7 +248,8 @@ def add_model_arguments(parser):
                             "(default: the run's hyperparams.yaml, else MS CLAP 2022).")
     group.add_argument("--text_model", default=None,
                        help="Text model name or local folder (the Hub may be unreachable).")
-    group.add_argument("--eval_duration", type=float, default=None, help="Seconds per window (default: the model's).")
+    group.add_argument("--eval_duration", type=positive_number, default=None,
+                       help="Seconds per window (default: the model's).")
     group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N.")
     group.add_argument("--precision", default=None, choices=list(PRECISIONS),
                        help="Precision of the towers (build_index.py: default fp32; search.py: default as built).")
@@ -269,6 +271,66 @@ def model_load_args(args):
         "ssl_select": args.ssl_select, "model_hparams": absolute(args.model_hparams), "device": args.device,
         **{k: v for k, v in overrides.items() if v is not None},
     }
+
+
+def _text_width(text_model):
+    """The hidden size of a local text model folder (its ``config.json``), or None when it cannot be told cheaply."""
+    if not os.path.isfile(os.path.join(text_model, "config.json")):
+        return None
+    try:
+        from transformers import AutoConfig
+
+        return getattr(AutoConfig.from_pretrained(text_model), "hidden_size", None)
+    except Exception:  # noqa: BLE001 (not readable here: building the model names the problem)
+        return None
+
+
+def _described_architecture(args):
+    """``(flag, architecture)`` of the flag that describes the model without reading weights, or (None, None)."""
+    from experiment.weights import find_run_hparams, read_architecture
+    from models.factory import architecture
+    from models.presets import load_preset
+
+    if getattr(args, "model", None):
+        return f"--model={args.model}", architecture(load_preset(args.model))
+    if args.model_hparams:
+        return f"--model_hparams={args.model_hparams}", architecture(read_architecture(args.model_hparams))
+    run = find_run_hparams(args.ssl_checkpoints_dir) if args.ssl_checkpoints_dir else None
+    if run:
+        flag = f"--ssl_checkpoints_dir={args.ssl_checkpoints_dir} (its run's {run})"
+        return flag, architecture(read_architecture(run))
+    return None, None
+
+
+def check_model_flags(args):
+    """Model flags that contradict each other, named before anything is loaded or written (``SystemExit``).
+
+    ``--model`` and ``--model_hparams`` both describe the architecture; a local ``--text_model`` whose
+    hidden size is not the width the architecture's text tower has (``txt_emb_dim``) cannot be built.
+    """
+    if getattr(args, "model", None) and args.model_hparams:
+        raise SystemExit(f"--model={args.model} and --model_hparams={args.model_hparams} both describe the "
+                         "architecture: give one of them.")
+    if not args.text_model or not os.path.isdir(args.text_model):
+        return
+    flag, arch = _described_architecture(args)
+    width = _text_width(args.text_model)
+    if arch is None or width is None or width == arch["txt_emb_dim"]:
+        return
+    raise SystemExit(
+        f"--text_model={args.text_model} and {flag} conflict: that text model has hidden size {width}, but the "
+        f"architecture {flag} gives has a text tower of width {arch['txt_emb_dim']} (txt_emb_dim; its text model "
+        f"is {arch['text_model']}): give --text_model a local copy of {arch['text_model']}, or drop one of the two."
+    )
+
+
+def loading_error(args, err):
+    """The ``SystemExit`` of an error loading the model (``ValueError``, ``OSError``): the model flags, its message."""
+    names = ("model", "model_hparams", "clap_ckpt_path", "laion_ckpt_path", "ssl_checkpoints_dir", "text_model",
+             "eval_duration", "precision")
+    given = " ".join(f"--{name}={getattr(args, name)}" for name in names if getattr(args, name, None) is not None)
+    text = " ".join(str(err).split()) or type(err).__name__
+    return SystemExit(f"Cannot load the model that {given} describe: {text}")
 
 
 def model_record(embedder, load_args):

@@ -25,6 +25,7 @@ import importlib
 import logging
 import os
 import pickle
+import re
 import threading
 import types
 import warnings
@@ -153,13 +154,48 @@ def unreadable(path, err, hint=""):
     """
     text = str(err)
     refused = "Weights only load failed" in text or "weights_only" in text
-    if refused and zipfile.is_zipfile(path):
+    yaml_reason = _yaml_reason(err)
+    if yaml_reason:
+        reason = yaml_reason
+    elif isinstance(err, OSError):
+        reason = f"it cannot be read ({err.strerror or err})"
+    elif _damaged_zip(path, text):
+        reason = ("it is damaged: a torch zip archive cut short or corrupted (" +
+                  (text.strip().splitlines()[0][:200] if text.strip() else type(err).__name__) + ")")
+    elif refused and zipfile.is_zipfile(path):
         reason = ("it holds Python objects other than tensors and plain containers; loading those could run "
                   "arbitrary code, so it is refused")
     else:
         detail = "" if refused else ": " + (text.strip().splitlines()[0][:200] if text.strip() else type(err).__name__)
         reason = f"it is not a PyTorch checkpoint (not written by torch.save, or damaged{detail})"
     return UnreadableCheckpointError(path, reason, hint)
+
+
+def _yaml_reason(err):
+    """Why a YAML file (SpeechBrain's ``brain.ckpt``, ``CKPT.yaml``) was refused, or None if ``err`` is not YAML's."""
+    try:
+        import yaml
+    except ImportError:  # pragma: no cover (a SpeechBrain dependency)
+        return None
+    if not isinstance(err, yaml.YAMLError):
+        return None
+    problem = str(getattr(err, "problem", None) or err).strip().splitlines()[0]
+    found = re.search(r"tag '([^']+)'", problem)
+    if isinstance(err, yaml.constructor.ConstructorError) and found:
+        shown = found.group(1).replace("tag:yaml.org,2002:", "!!")
+        return (f"it holds the YAML tag {shown}, which no checkpoint has; it was refused and nothing in it ran "
+                "(tampered with, or not written by SpeechBrain)")
+    return f"it is not valid YAML (damaged: {problem[:200]})"
+
+
+def _damaged_zip(path, text):
+    """True for a file that starts as a torch zip archive but cannot be read as one."""
+    try:
+        with open(path, "rb") as f:
+            starts_as_zip = f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+    return starts_as_zip and ("PytorchStreamReader" in text or "zip archive" in text or not zipfile.is_zipfile(path))
 
 
 #: numpy's reconstruction functions a checkpoint may pickle (numpy scalars, dtypes, arrays), under both the

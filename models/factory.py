@@ -10,6 +10,8 @@ architecture is one entry there and every caller gets it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from models.clap import CLAP, MSCLAP2022
 
 __all__ = ["MODEL_KEYS", "ARCHITECTURE_KEYS", "MS_CLAP_2022", "audio_options_mapping", "create_model", "architecture"]
@@ -49,15 +51,23 @@ def audio_options_mapping(value):
     Traceback (most recent call last):
     ...
     ValueError: audio_options must be a mapping such as {size: base, enable_fusion: true}, got 'size=base'
+    >>> audio_options_mapping([1, 2])
+    Traceback (most recent call last):
+    ...
+    ValueError: audio_options must be a mapping such as {size: base, enable_fusion: true}, got [1, 2]
     """
+    form = "audio_options must be a mapping such as {size: base, enable_fusion: true}"
     if isinstance(value, str):
         import yaml
 
-        parsed = yaml.safe_load(value)
-        if parsed is not None and not isinstance(parsed, dict):
-            raise ValueError(f"audio_options must be a mapping such as {{size: base, enable_fusion: true}}, "
-                             f"got {value!r}")
-        value = parsed
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ValueError(f"{form}; {value!r} is not valid YAML ({getattr(err, 'problem', None) or err})") from None
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"{form}, got {value!r}")
+    if value and not isinstance(value, Mapping):
+        raise ValueError(f"{form}, got {value!r}")
     return dict(value) if value else None
 
 

@@ -48,8 +48,8 @@ from experiment.safety import run_cli
 from experiment.usage import flag_parser, positive_int
 from inference.embedder import ClapEmbedder
 from inference.index import (
-    EMB_DIR, FORMAT_VERSION, INDEX_TYPES, add_model_arguments, make_index, model_load_args,
-    model_record, save_index,
+    EMB_DIR, FORMAT_VERSION, INDEX_TYPES, add_model_arguments, check_model_flags, loading_error,
+    make_index, model_load_args, model_record, save_index,
 )
 
 logger = logging.getLogger(__name__)
@@ -87,6 +87,11 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     out = os.path.abspath(args.output_folder)
+    check_model_flags(args)
+    if args.index_type == "flat" and (args.nlist or args.nprobe):
+        given = " ".join(f"--{k}={getattr(args, k)}" for k in ("nlist", "nprobe") if getattr(args, k))
+        raise SystemExit(f"{given} and --index_type=flat conflict: --nlist and --nprobe set the cells of an IVF "
+                         "index; add --index_type=ivf, or drop them (a flat index searches every file).")
     if args.audio_folder:
         paths = list_audio_files(args.audio_folder, exclude=out)
     else:
@@ -98,10 +103,16 @@ def main(argv=None):
                              "(one audio path per line).")
     if not paths:
         raise SystemExit(f"No audio files found in {args.audio_folder} (extensions {', '.join(AUDIO_EXTENSIONS)}).")
-    hold_folder_lock(out, "build_index.py")
-
+    if args.index_type == "ivf" and args.nlist and args.nlist > len(paths):
+        raise SystemExit(f"--nlist={args.nlist} and the {len(paths)} files listed conflict: an IVF index needs at "
+                         "least one file per cell; lower --nlist (or leave it out: sqrt(N)), or use --index_type=flat.")
+    # The model is loaded before the folder is locked (created): a model that cannot be loaded leaves nothing.
     load_args = model_load_args(args)
-    embedder = ClapEmbedder.from_pretrained(**load_args)
+    try:
+        embedder = ClapEmbedder.from_pretrained(**load_args)
+    except (ValueError, OSError) as err:
+        raise loading_error(args, err) from None
+    hold_folder_lock(out, "build_index.py")
     emb_dir = os.path.join(out, EMB_DIR)
     print(f"Embedding {len(paths)} files with {embedder.source} into {out}", flush=True)
     embedded = embed_audio_files(embedder.model, paths, emb_dir, AudioEmbeddingOptions(

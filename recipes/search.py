@@ -23,7 +23,8 @@ import sys
 from experiment.safety import run_cli
 from experiment.usage import flag_parser, positive_int
 from inference.index import (
-    IndexFileError, add_model_arguments, format_table, load_searcher, model_load_args, search,
+    IndexFileError, add_model_arguments, check_model_flags, format_table, load_searcher, loading_error,
+    model_load_args, search,
 )
 
 
@@ -65,10 +66,17 @@ def main(argv=None):
     args = parse_arguments(sys.argv[1:] if argv is None else argv)
     given = {k: v for k, v in model_load_args(args).items()
              if v is not None and (k != "ssl_select" or args.ssl_checkpoints_dir)}
+    check_model_flags(args)
     try:
         index, paths, info, embedder = load_searcher(args.index_folder, **given)
     except IndexFileError as err:  # a damaged index folder: one line naming the file and the rebuild command
         raise SystemExit(f"ERROR: {err}") from None
+    except (ValueError, OSError) as err:
+        raise loading_error(args, err) from None
+    if args.nprobe is not None and info.get("index_type") != "ivf":
+        raise SystemExit(f"--nprobe={args.nprobe} and the {info.get('index_type')} index in {args.index_folder} "
+                         "conflict: --nprobe sets the cells an IVF index searches (build_index.py --index_type=ivf); "
+                         "a flat index searches every file: drop --nprobe.")
     results = search(index, paths, embedder.embed_text(args.queries), args.topk, args.nprobe)
     answers = [{"query": q, "results": r} for q, r in zip(args.queries, results)]
     if args.json:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+import yaml
 
 from conftest import TINY_CLAP, TOY_MODEL, load_script, tiny_clap, write_tiny_bert
 from dataset.manifest import write_csv
@@ -32,6 +33,7 @@ def inputs(tmp_path_factory):
     wav = str(d / "clip.wav")
     soundfile.write(wav, 0.1 * np.random.default_rng(0).standard_normal(16000).astype("float32"), 16000)
     write_csv(str(d / "pairs, part 1.csv"), [{"ID": "a", "wav_path": wav, "caption": "a dog barks"}])
+    (d / "no caption column.csv").write_text(f"ID,wav_path,text\na,{wav},a dog barks\n", encoding="utf-8")
     for name in ("empty.csv", "a,b.csv"):
         write_csv(str(d / name), [], fieldnames=["ID", "wav_path", "caption"])
     (d / "blank.txt").write_text("\n  \n", encoding="utf-8")
@@ -83,6 +85,14 @@ ROWS = [
     ("a-softclap-targets-not-a-choice", setup(TOY_SOFTCLAP, OUT, "--data_annot_folder={d}",
                                                "--softclap_targets=soft"),
      ["--softclap_targets=soft", "expected one of paper, normalized", TOY_SOFTCLAP], None),
+    ("a-nan", setup(TOY_TRAIN, OUT, "--data_annot_folder={d}", "--proj_dropout=.nan"),
+     ["--proj_dropout=.nan", "expected a number in [0, 1)", "not a finite number"], None),
+    ("a-minus-inf", setup(TOY_TRAIN, OUT, "--data_annot_folder={d}", "--final_lr=-.inf"),
+     ["--final_lr=-.inf", "not a finite number"], None),
+    ("a-audio-options-list", setup(TOY_TRAIN, OUT, "--data_annot_folder={d}", "--audio_options=[1, 2]"),
+     ["--audio_options=[1, 2]", "expected a mapping", "got a list", TOY_TRAIN], None),
+    ("a-audio-options-word", setup(TOY_TRAIN, OUT, "--data_annot_folder={d}", "--audio_options=size=base"),
+     ["--audio_options=size=base", "expected a mapping", "got the text 'size=base'"], None),
     # b. an unknown key: the closest keys of the YAML
     ("b-unknown-key", setup(TOY_TRAIN, OUT, "--data_annot_folder={d}", "--numbr_of_epochs=3"),
      ["--numbr_of_epochs=3", "did you mean --number_of_epochs", TOY_TRAIN], None),
@@ -128,6 +138,31 @@ ROWS = [
     ("e-zeroshot-metadata", run("microsoft_zeroshot", TOY_ZEROSHOT, "--data_folder={d}/ESC-50", OUT,
                                 "--experiment_name=zs", "--noprogressbar"),
      ["no rows in {d}/ESC-50/meta/esc50.csv", "--data_folder"], None),
+    # e'. a caption CSV whose header lacks a column: named before the output folder is created
+    ("e-training-csv-without-caption-column",
+     run("microsoft_clap_train", TOY_TRAIN, "--output_base={d}/student runs", "--data_annot_folder=",
+         "--train_csv_path={d}/no caption column.csv", "--noprogressbar"),
+     ["--train_csv_path={d}/no caption column.csv", "lacks the column(s) caption", "ID,wav_path,caption"],
+     "{d}/student runs"),
+    ("e-ds-target-csv-without-caption-column",
+     run("retrieve_ds_t2t", DS, "--emb_dir={d}/emb", "--target_csv_path={d}/no caption column.csv", *TOY_MODEL),
+     ["--target_csv_path={d}/no caption column.csv", "lacks the column(s) caption"], "{d}/emb/logs"),
+    # c'. build_index flags that contradict each other, named before the index folder is created
+    ("c-index-nlist-with-flat", run("build_index", "--audio_pathfile={d}/list.txt", "--output_folder={d}/index",
+                                    "--clap_ckpt_path={d}/CLAP_tiny.pth", "--nlist=4", "--nprobe=2"),
+     ["--nlist=4 --nprobe=2 and --index_type=flat conflict", "--index_type=ivf"], "{d}/index"),
+    ("c-index-more-cells-than-files", run("build_index", "--audio_pathfile={d}/list.txt", "--output_folder={d}/index",
+                                          "--clap_ckpt_path={d}/CLAP_tiny.pth", "--index_type=ivf", "--nlist=4"),
+     ["--nlist=4 and the 1 files listed conflict"], "{d}/index"),
+    ("c-index-model-and-model-hparams",
+     run("build_index", "--audio_pathfile={d}/list.txt", "--output_folder={d}/index",
+         "--clap_ckpt_path={d}/CLAP_tiny.pth", "--model=ms_clap_2022", f"--model_hparams={TOY_ZEROSHOT}"),
+     ["--model=ms_clap_2022 and --model_hparams=" + TOY_ZEROSHOT, "give one of them"], "{d}/index"),
+    ("c-index-model-that-cannot-be-built",
+     run("build_index", "--audio_pathfile={d}/list.txt", "--output_folder={d}/index",
+         "--clap_ckpt_path={d}/CLAP_tiny.pth", "--text_model={bert}"),
+     ["Cannot load the model that --clap_ckpt_path={d}/CLAP_tiny.pth --text_model={bert} describe",
+      "has hidden size 32"], "{d}/index"),
     # f. a missing embedding folder: nothing is created in it, and the command that writes it is named
     ("f-du-emb-dir", run("retrieve_from_emb_thresh", DU, "--emb_dir={d}/no emb", "--sim_threshold=0.5"),
      ["--emb_dir={d}/no emb", "no such folder", "microsoft_curation_toemb.py"], "{d}/no emb"),
@@ -148,3 +183,18 @@ def test_bad_input_is_named_before_any_work(call, words, absent, inputs, capsys)
         assert word.format(**inputs) in message, f"{word.format(**inputs)!r} not in:\n{message}"
     if absent:
         assert not os.path.exists(absent.format(**inputs)), "the run created its output before stopping"
+
+
+def test_search_nprobe_on_a_flat_index_names_both(inputs, tmp_path):
+    """--nprobe sets the cells an IVF index searches: on a flat index it is refused, naming the flag and the index
+    (it was a faiss traceback)."""
+    d = inputs["d"]
+    index, keys = tmp_path / "flat index", tmp_path / "tiny.yaml"
+    keys.write_text(yaml.safe_dump(dict(TINY_CLAP, text_model=inputs["bert"], eval_duration=1.0)))
+    load_script("build_index").main([f"--audio_pathfile={d}/list.txt", f"--output_folder={index}",
+                                     f"--clap_ckpt_path={d}/CLAP_tiny.pth", f"--model_hparams={keys}",
+                                     "--noprogressbar"])
+    with pytest.raises(SystemExit) as caught:
+        load_script("search").main([f"--index_folder={index}", "--nprobe=2", "a dog barks"])
+    message = str(caught.value)
+    assert f"--nprobe=2 and the flat index in {index} conflict" in message and "drop --nprobe" in message, message

@@ -130,3 +130,80 @@ def test_command_line_prints_the_message_without_traceback(tmp_path):
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert f"cannot load checkpoint {path}" in proc.stderr and "--clap_ckpt_path" in proc.stderr, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_speechbrain_load_hooks_name_every_load_failure(tmp_path):
+    """What a resumed run meets past the check of its checkpoint (a file damaged while it runs, a file the check
+    cannot judge): SpeechBrain's guarded hooks name the file and the folder to delete, whatever failed."""
+    from speechbrain.core import Brain
+    from speechbrain.utils import checkpoints
+
+    from experiment.safety import enforce_weights_only
+
+    enforce_weights_only()
+    ckpt = tmp_path / "CKPT+x"
+    ckpt.mkdir()
+    module_hook, brain_hook = checkpoints.DEFAULT_LOAD_HOOKS[torch.nn.Module], checkpoints.DEFAULT_LOAD_HOOKS[Brain]
+    cut = ckpt / "model.ckpt"
+    torch.save(torch.nn.Linear(2, 2).state_dict(), cut)
+    cut.write_bytes(cut.read_bytes()[:300])
+    with pytest.raises(UnreadableCheckpointError) as info:
+        module_hook(torch.nn.Linear(2, 2), cut, False)
+    assert f"{cut}: it is damaged" in str(info.value) and f"Delete that checkpoint folder ({ckpt})" in str(info.value)
+    tagged = ckpt / "brain.ckpt"
+    tagged.write_text(f"step: !!python/object/apply:os.mkdir ['{tmp_path / 'payload_ran'}']\n")
+    with pytest.raises(UnreadableCheckpointError, match="YAML tag !!python/object/apply:os.mkdir"):
+        brain_hook(object(), tagged, False)
+    assert not (tmp_path / "payload_ran").exists()
+    other = ckpt / "other.ckpt"
+    torch.save(torch.nn.Linear(3, 2).state_dict(), other)
+    with pytest.raises(CheckpointMismatchError, match="another architecture"):
+        module_hook(torch.nn.Linear(2, 2), other, False)
+
+
+def test_damaged_model_of_the_run_given_by_ssl_checkpoints_dir_is_named_before_the_output_folder(tmp_path):
+    """The embedding step from a run whose chosen checkpoint's model.ckpt is cut short: one line naming the file,
+    the flag and the folder to delete; the recipe's output folder is not created."""
+    from conftest import TOY_MODEL, load_script
+    from experiment.safety import run_cli
+
+    model = tiny_clap(write_tiny_bert(tmp_path / "bert"), seed=0)
+    save = _run_folder(tmp_path, "teacher", model)
+    (ckpt,) = save.glob("CKPT+*")
+    (ckpt / "zz_complete.ckpt").write_text("complete\n")
+    data = (ckpt / "model.ckpt").read_bytes()
+    (ckpt / "model.ckpt").write_bytes(data[: len(data) // 3])
+    (tmp_path / "list.txt").write_text(os.path.join(FIXTURES, "esc50", "audio", "1-100032-A-0.wav") + "\n")
+    toemb = load_script("microsoft_curation_toemb")
+    with pytest.raises(SystemExit) as info:
+        run_cli(lambda: toemb.main([
+            "hparams/curation/microsoft_audioset_insper_toemb.yaml", f"--output_folder={tmp_path / 'toemb'}",
+            f"--audio_pathfile={tmp_path / 'list.txt'}", f"--ssl_checkpoints_dir={save}", "--ssl_select=loss",
+            *TOY_MODEL]))
+    message = str(info.value)
+    assert len(message.splitlines()) == 1, message
+    assert f"{ckpt / 'model.ckpt'}: it is damaged" in message and "--ssl_checkpoints_dir" in message, message
+    assert f"delete that checkpoint folder ({ckpt})" in message and "--ssl_select" in message, message
+    assert not (tmp_path / "toemb").exists()
+
+
+def test_yaml_tags_in_a_checkpoints_yaml_files_are_refused_by_name(tmp_path):
+    """CKPT.yaml (read to choose a checkpoint) and brain.ckpt (restored on resume) are plain YAML: a tag is named,
+    its code not run, whether the folder is resumed or given by --ssl_checkpoints_dir."""
+    from experiment.checkpoints import check_resume_checkpoint, check_selected_model_file
+
+    save = _run_folder(tmp_path, "run", tiny_clap(write_tiny_bert(tmp_path / "bert"), seed=0))
+    (ckpt,) = save.glob("CKPT+*")
+    (ckpt / "zz_complete.ckpt").write_text("complete\n")
+    assert check_resume_checkpoint(save) == str(ckpt)
+    payload = tmp_path / "payload_ran"
+    (ckpt / "CKPT.yaml").write_text(f"loss: !!python/object/apply:os.mkdir ['{payload}']\nunixtime: 1.0\n")
+    for check in (lambda: check_resume_checkpoint(save), lambda: check_selected_model_file({
+            "ssl_checkpoints_dir": str(save), "ssl_select": "loss"})):
+        with pytest.raises(UnreadableCheckpointError) as info:
+            check()
+        message = str(info.value)
+        assert f"{ckpt / 'CKPT.yaml'}: it holds the YAML tag !!python/object/apply:os.mkdir" in message, message
+        assert f"elete that checkpoint folder ({ckpt})" in message
+    assert "--ssl_checkpoints_dir" in message
+    assert not payload.exists()

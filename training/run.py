@@ -23,7 +23,7 @@ from dataset.pipelines import caption_dataset
 from dataset.prepare_insper import prepare_insper
 from evaluation.zeroshot import zeroshot_validation_from_hparams
 from experiment.command_line import setup
-from experiment.checkpoints import checkpoint_dirs
+from experiment.checkpoints import check_resume_checkpoint, checkpoint_dirs
 from experiment.lock import hold_folder_lock
 from experiment.weights import load_model
 from models.freeze import freeze_base
@@ -216,6 +216,9 @@ def run_training(argv, brain_class, brain_kwargs=None):
     """
     hparams, run_opts, hparams_file, overrides = setup(argv)
     check_options(hparams)
+    if hparams["resume_interrupt"]:
+        # A damaged or tampered file of the checkpoint to resume from is named before anything is written.
+        check_resume_checkpoint(checkpoint_path(hparams))
     # One writer per folder: the run's own, and the one its checkpoints go to (another run's when resuming it).
     for folder in (hparams["output_folder"], checkpoint_path(hparams)):
         hold_folder_lock(folder, "this training run")
