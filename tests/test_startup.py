@@ -28,14 +28,14 @@ EXPECTED = {
     "microsoft_clap_train": (
         "python recipes/microsoft_clap_train.py hparams/insper/microsoft_clap_train.yaml \\",
         [("curation_prob", "0.0", "probability that a step uses a curated batch"),
-         ("batch_size", "128", "caption-clip pairs per step"),
+         ("batch_size", "32", "caption-clip pairs per step"),
          ("lr_schedule", "plateau", "plateau (the paper's code) | cosine (ours)"),
          ("data_annot_folder", "null", "Root holding any of clotho/, audiocaps/, macs/, fsd50k/")]),
     "softclap_train": (
         "python recipes/softclap_train.py hparams/insper/softclap_train.yaml \\",
         [("softclap_beta", "0.3", "Targets from the frozen teacher's within-modality cosines"),
          ("softclap_targets", "paper", "the targets: paper | normalized (see above)"),
-         ("number_of_epochs", "20", "training epochs")]),
+         ("number_of_epochs", "100", "training epochs")]),
     "microsoft_zeroshot": (
         "python recipes/microsoft_zeroshot.py hparams/$DATASET/microsoft_zeroshot.yaml \\",
         [("data_folder", "!PLACEHOLDER", "folder holding audio/ and meta/esc50.csv"),
