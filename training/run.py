@@ -112,6 +112,7 @@ def prepare_manifests(hparams):
             "seed": hparams["seed"],
             "check_audio": hparams["check_audio"],
             "caption_cleaning": hparams["caption_cleaning"],
+            "audiocaps_splits": hparams.get("audiocaps_splits", "train"),
         },
     )
     train, valid = os.path.join(out, "train_raw.csv"), os.path.join(out, "valid.csv")
