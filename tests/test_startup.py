@@ -77,7 +77,7 @@ EXPECTED = {
     "search": (
         'python recipes/search.py --index_folder=$INDEX_DIR "a dog barks" "rain on a roof" --topk=10',
         [("--topk", "10", "Files returned per query."),
-         ("--device", "cpu", "cpu, cuda or cuda:N.")]),
+         ("--device", "cuda when present, else cpu", "cpu, cuda or cuda:N")]),
 }
 # The keys of a YAML given on the command line (the toy one instead of the docstring's first).
 GIVEN_YAML = ("microsoft_zeroshot", "hparams/toy/microsoft_zeroshot.yaml",
@@ -154,7 +154,8 @@ def test_help_anywhere_on_the_line_builds_nothing(tmp_path, capsys):
 def test_flag_recipes_keep_their_parsers():
     """build_index.py and search.py: their flags parse as before (the help only gained defaults and run commands)."""
     args = load_script("search").parse_arguments(["--index_folder", REPO, "a dog", "--topk=3"])
-    assert (args.queries, args.topk, args.nprobe, args.device) == (["a dog"], 3, None, "cpu")
+    # --device: None, resolved to CUDA when present, else CPU (tests/test_default_device.py)
+    assert (args.queries, args.topk, args.nprobe, args.device) == (["a dog"], 3, None, None)
 
 
 # ----------------------------------------------------------------- quiet start-up
