@@ -74,7 +74,7 @@ def inference_precision(hparams, run_opts):
 
 
 def default_device():
-    """``"cuda"`` where PyTorch sees a CUDA GPU (as the paper's code, which embeds and curates on the GPU), else ``"cpu"``.
+    """``"cuda"`` where PyTorch sees a CUDA GPU (the paper's code embeds and curates on the GPU), else ``"cpu"``.
 
     Example
     -------

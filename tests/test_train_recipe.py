@@ -207,7 +207,8 @@ def test_curation_csv_with_curation_prob_zero_is_warned(tmp_path, caplog, prob, 
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     if warned:
         assert len(lines) == 1 and "\n" not in lines[0], lines
-        assert lines[0].startswith(f"--curation_csv={path} is not read: curation_prob is 0") and "--curation_prob" in lines[0]
+        assert lines[0].startswith(f"--curation_csv={path} is not read: curation_prob is 0")
+        assert "--curation_prob" in lines[0]
     else:
         assert not lines, lines
 
