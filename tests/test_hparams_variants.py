@@ -461,6 +461,8 @@ FAITHFUL = {
     "logit_clamp": ("logits", "scale"),
     # the corpora's captions cleaned as the paper's code prepares them (dataset.corpora.cleaning.clean_captions)
     "caption_cleaning": ("paper", "none"),
+    # AudioCaps' training split, as the paper code's index (the toy world has no AudioCaps: the same value)
+    "audiocaps_splits": ("train", "train"),
     # validation on held-out captions, checkpoints kept by its loss (valid_pct: 0: by the training loss);
     # True adds zero-shot accuracy and keeps checkpoints by it (selects on the test folds unless zs_folds)
     "use_zs_loader": (False, False),
