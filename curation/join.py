@@ -55,7 +55,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.precision import cpu_flags
+from models.precision import native_bf16
 
 __all__ = [
     "JOIN_PRECISIONS",
@@ -156,9 +156,9 @@ def resolve_join_precision(precision="auto", device="cpu"):
         raise ValueError(f"join_precision must be one of {JOIN_PRECISIONS}, got {precision!r}.")
     if precision != "auto":
         return precision
-    if str(device).startswith("cuda"):
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_flags() & {"avx512_bf16", "amx_bf16"} else "fp32"
+    if native_bf16(device)[0]:
+        return "bf16"
+    return "fp16" if str(device).startswith("cuda") else "fp32"
 
 
 def _rounded(rows, dtype):

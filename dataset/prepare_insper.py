@@ -51,6 +51,24 @@ _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
 
 _READERS = {"clotho": read_clotho, "audiocaps": read_audiocaps, "macs": read_macs, "fsd50k": read_fsd50k}
 
+#: ``audiocaps_splits`` values: the paper code's index (``insper_audiocaps_train_index.tsv``) is AudioCaps'
+#: training split alone; ``train+val`` (ours) adds its validation split. Its test split is a retrieval test set.
+AUDIOCAPS_SPLITS = ("train", "train+val")
+
+
+def audiocaps_split_list(audiocaps_splits):
+    """The AudioCaps CSVs ``audiocaps_splits`` names: ``"train"`` (the paper's) or ``"train+val"`` (ours).
+
+    Example
+    -------
+    >>> audiocaps_split_list("train"), audiocaps_split_list("train+val")
+    (('train',), ('train', 'val'))
+    """
+    if audiocaps_splits not in AUDIOCAPS_SPLITS:
+        raise ValueError(f"audiocaps_splits must be one of {', '.join(AUDIOCAPS_SPLITS)} (train: the paper code's "
+                         f"AudioCaps index; train+val: ours); got {audiocaps_splits!r}.")
+    return tuple(audiocaps_splits.split("+"))
+
 
 def _check_fractions(valid_pct, subset_pct):
     try:
@@ -221,9 +239,9 @@ def _locate_corpora(data_annot_folder, explicit, user_csvs):
     return folders, index_files, csv_paths
 
 
-def _read_corpora(folders, index_files, csv_paths, caption_cleaning):
+def _read_corpora(folders, index_files, csv_paths, caption_cleaning, audiocaps_splits=("train",)):
     """``(corpus_rows, corpus_stats)``: the ``(name, rows)`` of every source read, and per source its folder
-    and the numbers of captions, clips and captions whose audio is missing."""
+    and the numbers of captions, clips and captions whose audio is missing (AudioCaps: ``audiocaps_splits``)."""
     sources = []  # (name, folder or csv path, reader call)
     for corpus in CORPORA:
         if corpus in index_files:
@@ -231,7 +249,10 @@ def _read_corpora(folders, index_files, csv_paths, caption_cleaning):
         elif folders[corpus] is None:
             logger.info("insper: no %s/ folder and no %s_folder given; %s skipped.", corpus, corpus, corpus)
         else:
-            sources.append((corpus, folders[corpus], _READERS[corpus]))
+            reader = _READERS[corpus]
+            if corpus == "audiocaps":
+                reader = functools.partial(read_audiocaps, splits=audiocaps_splits)
+            sources.append((corpus, folders[corpus], reader))
     for path in csv_paths:
         sources.append((f"user:{path}", path, read_user_csv))
 
@@ -311,7 +332,7 @@ def _write_manifests(corpus_rows, corpus_stats, train_csv, valid_csv, valid_pct,
 
 def prepare_insper(data_annot_folder, save_folder, clotho_folder=None, audiocaps_folder=None, macs_folder=None,
                    fsd50k_folder=None, user_csvs=None, valid_pct=0.05, subset_pct=1.0, seed=1234, check_audio=True,
-                   caption_cleaning="none"):
+                   caption_cleaning="none", audiocaps_splits="train"):
     """Writes the teacher's caption manifests ``train_raw.csv`` and ``valid.csv``.
 
     Reads every corpus present, drops captions whose audio is missing or (with
@@ -319,7 +340,8 @@ def prepare_insper(data_annot_folder, save_folder, clotho_folder=None, audiocaps
     shuffles the clips with ``seed``, splits off ``valid_pct`` of the clips as
     validation (the captions of one clip never straddle the split) and keeps
     the first ``subset_pct`` of the training clips. Clotho's evaluation split
-    and AudioCaps' test split are not read: they are retrieval test sets.
+    and AudioCaps' test split are not read: they are retrieval test sets;
+    AudioCaps' validation split only with ``audiocaps_splits="train+val"``.
 
     Nothing is redone when ``prepare_insper.json`` records the same options
     and the same sources, and both CSVs exist. The sources are the caption
@@ -353,6 +375,9 @@ def prepare_insper(data_annot_folder, save_folder, clotho_folder=None, audiocaps
         ``"paper"``: the paper code's clean-up of the corpora's captions
         (:func:`clean_captions`); ``"none"``: captions as written. User CSVs
         are never changed.
+    audiocaps_splits : str
+        ``"train"`` (the paper code's AudioCaps index: the training split) or
+        ``"train+val"`` (ours: the validation split's captions too).
 
     Returns
     -------
@@ -388,6 +413,7 @@ def prepare_insper(data_annot_folder, save_folder, clotho_folder=None, audiocaps
     valid_pct, subset_pct = _check_fractions(valid_pct, subset_pct)
     if caption_cleaning not in CAPTION_CLEANING:
         raise ValueError(f"caption_cleaning must be one of {', '.join(CAPTION_CLEANING)}; got {caption_cleaning!r}.")
+    splits = audiocaps_split_list(audiocaps_splits)
     explicit = {"clotho": clotho_folder, "audiocaps": audiocaps_folder, "macs": macs_folder, "fsd50k": fsd50k_folder}
     folders, index_files, csv_paths = _locate_corpora(data_annot_folder, explicit, user_csvs)
 
@@ -402,7 +428,9 @@ def prepare_insper(data_annot_folder, save_folder, clotho_folder=None, audiocaps
         "seed": int(seed), "check_audio": bool(check_audio), "index_files": index_files,
         "caption_cleaning": caption_cleaning,
     }
-    corpus_rows, corpus_stats = _read_corpora(folders, index_files, csv_paths, caption_cleaning)
+    if folders["audiocaps"] is not None:
+        options["audiocaps_splits"] = audiocaps_splits  # recorded where it matters: other runs' JSONs stay valid
+    corpus_rows, corpus_stats = _read_corpora(folders, index_files, csv_paths, caption_cleaning, splits)
     # The manifests are keyed on the options, on the caption rows read (their audio located on
     # disk) and on the size/mtime of every audio file they name: reused only when all are unchanged.
     inputs = sources_digest({"rows": corpus_rows, "stats": corpus_stats},

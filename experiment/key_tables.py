@@ -112,6 +112,8 @@ CHOICES = {
     # replace: the paper code's mixing; insert: ours (training.mixer)
     "curation_mixing": ("replace", "insert"),
     "caption_cleaning": ("paper", "none"),  # dataset.corpora.cleaning.CAPTION_CLEANING
+    # AudioCaps' training split (the paper code's index) or ours, with its validation split
+    "audiocaps_splits": ("train", "train+val"),  # dataset.prepare_insper.AUDIOCAPS_SPLITS
     # the paper code's per-epoch ReduceLROnPlateau, or our per-step cosine (training.schedule)
     "lr_schedule": ("plateau", "cosine"),
     # torch.optim.Adam (the paper's code) or AdamW (training.schedule.make_optimizer)

@@ -13,7 +13,7 @@ import torch
 
 from models.precision import check_precision
 
-__all__ = ["warn_now", "cpu_fallbacks", "inference_precision", "select_device", "rank_and_world"]
+__all__ = ["warn_now", "cpu_fallbacks", "inference_precision", "default_device", "select_device", "rank_and_world"]
 
 
 def warn_now(message):
@@ -67,15 +67,32 @@ def inference_precision(hparams, run_opts):
     else:
         precision = hparams.get("precision") or "fp32"
     check_precision(precision)
-    if precision == "fp16" and "cuda" not in str(run_opts.get("device") or ""):
+    if precision == "fp16" and "cuda" not in select_device(run_opts):
         warn_now("precision fp16 needs a CUDA GPU; running in fp32 (on CPU, bf16 is the reduced-precision option).")
         precision = "fp32"
     return precision
 
 
+def default_device():
+    """``"cuda"`` where PyTorch sees a CUDA GPU (the paper's code embeds and curates on the GPU), else ``"cpu"``.
+
+    Example
+    -------
+    >>> default_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+    True
+    """
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def select_device(run_opts):
-    """``--device`` (default cpu); under torchrun each rank takes the GPU of its LOCAL_RANK."""
-    device = run_opts.get("device") or "cpu"
+    """``--device`` when given, else :func:`default_device`; under torchrun each rank takes the GPU of its LOCAL_RANK.
+
+    Example
+    -------
+    >>> select_device({"device": "cpu"})
+    'cpu'
+    """
+    device = run_opts.get("device") or default_device()
     local_rank = os.environ.get("LOCAL_RANK")
     if device.startswith("cuda") and local_rank is not None:
         device = f"cuda:{int(local_rank)}"

@@ -30,6 +30,7 @@ from dataset.manifest import atomic_write
 from embeddings.keys import list_digest
 from embeddings.lists import read_path_list, write_path_list
 from experiment.checkpoints import SELECTIONS, find_checkpoint
+from experiment.runtime import default_device
 from experiment.usage import positive_number
 from inference.embedder import ClapEmbedder
 from models.factory import ARCHITECTURE_KEYS
@@ -250,7 +251,7 @@ def add_model_arguments(parser):
                        help="Text model name or local folder (the Hub may be unreachable).")
     group.add_argument("--eval_duration", type=positive_number, default=None,
                        help="Seconds per window (default: the model's).")
-    group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N.")
+    group.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present, else cpu).")
     group.add_argument("--precision", default=None, choices=list(PRECISIONS),
                        help="Precision of the towers (build_index.py: default fp32; search.py: default as built).")
     return parser
@@ -268,7 +269,8 @@ def model_load_args(args):
         "clap_ckpt_path": absolute(args.clap_ckpt_path), "ssl_checkpoints_dir": absolute(args.ssl_checkpoints_dir),
         **({"laion_ckpt_path": absolute(args.laion_ckpt_path)} if getattr(args, "laion_ckpt_path", None) else {}),
         **({"model": args.model} if getattr(args, "model", None) else {}),
-        "ssl_select": args.ssl_select, "model_hparams": absolute(args.model_hparams), "device": args.device,
+        "ssl_select": args.ssl_select, "model_hparams": absolute(args.model_hparams),
+        "device": args.device or default_device(),
         **{k: v for k, v in overrides.items() if v is not None},
     }
 

@@ -12,7 +12,7 @@ import contextlib
 
 import torch
 
-__all__ = ["PRECISIONS", "autocast", "check_precision", "cpu_flags"]
+__all__ = ["PRECISIONS", "autocast", "check_precision", "cpu_flags", "native_bf16"]
 
 #: ``precision`` values and their autocast dtypes.
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -31,6 +31,29 @@ def cpu_flags():
     except OSError:
         pass
     return set()
+
+
+def native_bf16(device="cpu"):
+    """``(native, why)``: whether ``device`` multiplies bfloat16 in hardware, and a sentence saying how it was told.
+
+    A CPU does with the ``avx512_bf16`` or ``amx_bf16`` flag (elsewhere, e.g. an
+    AVX2-only AMD Zen 3, PyTorch emulates bf16, slower than fp32); a CUDA GPU
+    does when PyTorch reports bf16 without emulation (compute capability 8.0+).
+
+    Example
+    -------
+    >>> native, why = native_bf16("cpu")
+    >>> native == bool(cpu_flags() & {"avx512_bf16", "amx_bf16"}), why.startswith("CPU")
+    (True, True)
+    """
+    if str(device).startswith("cuda"):
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False):
+            return True, "CUDA GPU with native bf16"
+        return False, "CUDA GPU without native bf16 (PyTorch would emulate it)"
+    found = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    if found:
+        return True, f"CPU with native bf16 ({', '.join(found)})"
+    return False, "CPU without native bf16 (no avx512_bf16 or amx_bf16 flag: PyTorch emulates it, slower than fp32)"
 
 
 def check_precision(precision):

@@ -39,8 +39,10 @@ _TOY_MODEL = {"audio_width", "out_emb", "text_model", "txt_emb_dim", "d_proj", "
 # curated/replay mixing (ours; the paper's YAMLs have the paper code's, see FAITHFUL).
 _TOY_TRAINING = {
     "spec_augment", "curation_mixing", "data_annot_folder", "valid_pct", "num_workers", "train_duration",
-    "eval_duration", "freeze_text_base", "number_of_epochs", "batch_size", "base_lr", "final_lr", "warmup_steps",
+    "eval_duration", "freeze_text_base", "number_of_epochs", "base_lr", "final_lr", "warmup_steps",
     "caption_cleaning",
+    # the paper YAMLs have the paper code's seed (2022); the toy's measured runs used 1234
+    "seed",
     # our AdamW + per-step cosine (the paper's YAMLs: Adam + the paper code's per-epoch ReduceLROnPlateau)
     "lr_schedule", "optimizer",
     "logit_clamp",
@@ -459,6 +461,8 @@ FAITHFUL = {
     "logit_clamp": ("logits", "scale"),
     # the corpora's captions cleaned as the paper's code prepares them (dataset.corpora.cleaning.clean_captions)
     "caption_cleaning": ("paper", "none"),
+    # AudioCaps' training split, as the paper code's index (the toy world has no AudioCaps: the same value)
+    "audiocaps_splits": ("train", "train"),
     # validation on held-out captions, checkpoints kept by its loss (valid_pct: 0: by the training loss);
     # True adds zero-shot accuracy and keeps checkpoints by it (selects on the test folds unless zs_folds)
     "use_zs_loader": (False, False),

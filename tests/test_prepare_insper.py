@@ -11,6 +11,7 @@ import pytest
 import soundfile
 import yaml
 
+from conftest import REPO
 from dataset.corpora.audiocaps import read_audiocaps
 from dataset.corpora.clotho import read_clotho
 from dataset.corpora.fsd50k import read_fsd50k
@@ -208,6 +209,8 @@ def world(tmp_path_factory):
 def _prepare(world, save_folder, **kwargs):
     kwargs.setdefault("user_csvs", world["user_csvs"])
     kwargs.setdefault("valid_pct", 0.25)
+    # The world's expected counts include AudioCaps' validation split (ours); the default is tested on its own.
+    kwargs.setdefault("audiocaps_splits", "train+val")
     return prepare_insper(world["root"], str(save_folder), **kwargs)
 
 
@@ -304,6 +307,38 @@ def test_prepare_counts_ids_and_split(world, tmp_path):
 
     saved = json.load(open(os.path.join(out["train"].rsplit(os.sep, 1)[0], "prepare_insper.json"), encoding="utf-8"))
     assert saved["options"]["seed"] == 1234 and saved["stats"] == json.loads(json.dumps(stats))
+
+
+def test_audiocaps_is_its_training_split_by_default_as_the_papers_index(world, tmp_path):
+    """Default: AudioCaps' train.csv only (the paper code's insper_audiocaps_train_index.tsv); train+val: ours."""
+    from dataset.prepare_insper import AUDIOCAPS_SPLITS
+    from experiment.key_tables import CHOICES
+
+    assert CHOICES["audiocaps_splits"] == AUDIOCAPS_SPLITS == ("train", "train+val")
+    paper = prepare_insper(world["root"], str(tmp_path / "paper"), valid_pct=0.0)
+    ours = prepare_insper(world["root"], str(tmp_path / "ours"), valid_pct=0.0, audiocaps_splits="train+val")
+
+    def audiocaps(out):
+        return sorted(r["caption"] for r in read_csv(out["train"]) if r["source"] == "audiocaps")
+
+    # train.csv: 4 captions, one clip never downloaded; val.csv: 5 captions of one clip; test.csv never read.
+    assert audiocaps(paper) == ["a man speaks, then a dog barks", "an engine idles", "birds chirp"]
+    assert audiocaps(ours) == audiocaps(paper) + [f"val caption {k}" for k in range(5)]
+    assert paper["stats"]["corpora"]["audiocaps"]["rows"] == 3 and ours["stats"]["corpora"]["audiocaps"]["rows"] == 8
+    # Recorded, so that switching prepares again instead of reusing the other split's manifests.
+    for out, value in ((paper, "train"), (ours, "train+val")):
+        saved = json.load(open(os.path.join(os.path.dirname(out["train"]), "prepare_insper.json"), encoding="utf-8"))
+        assert saved["options"]["audiocaps_splits"] == value
+    with pytest.raises(ValueError, match=r"audiocaps_splits must be one of train, train\+val.*got 'test'"):
+        prepare_insper(world["root"], str(tmp_path / "bad"), audiocaps_splits="test")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_audiocaps_splits_flag_is_checked_before_any_work():
+    from experiment.checks import check_overrides
+
+    with pytest.raises(SystemExit, match="audiocaps_splits"):
+        check_overrides(os.path.join(REPO, "hparams/insper/microsoft_clap_train.yaml"), "audiocaps_splits: val")
 
 
 def test_check_audio_off_keeps_corrupt_files(world, tmp_path):

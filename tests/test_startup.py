@@ -28,14 +28,14 @@ EXPECTED = {
     "microsoft_clap_train": (
         "python recipes/microsoft_clap_train.py hparams/insper/microsoft_clap_train.yaml \\",
         [("curation_prob", "0.0", "probability that a step uses a curated batch"),
-         ("batch_size", "128", "caption-clip pairs per step"),
+         ("batch_size", "32", "caption-clip pairs per step"),
          ("lr_schedule", "plateau", "plateau (the paper's code) | cosine (ours)"),
          ("data_annot_folder", "null", "Root holding any of clotho/, audiocaps/, macs/, fsd50k/")]),
     "softclap_train": (
         "python recipes/softclap_train.py hparams/insper/softclap_train.yaml \\",
         [("softclap_beta", "0.3", "Targets from the frozen teacher's within-modality cosines"),
          ("softclap_targets", "paper", "the targets: paper | normalized (see above)"),
-         ("number_of_epochs", "20", "training epochs")]),
+         ("number_of_epochs", "100", "training epochs")]),
     "microsoft_zeroshot": (
         "python recipes/microsoft_zeroshot.py hparams/$DATASET/microsoft_zeroshot.yaml \\",
         [("data_folder", "!PLACEHOLDER", "folder holding audio/ and meta/esc50.csv"),
@@ -77,7 +77,7 @@ EXPECTED = {
     "search": (
         'python recipes/search.py --index_folder=$INDEX_DIR "a dog barks" "rain on a roof" --topk=10',
         [("--topk", "10", "Files returned per query."),
-         ("--device", "cpu", "cpu, cuda or cuda:N.")]),
+         ("--device", "cuda when present, else cpu", "cpu, cuda or cuda:N")]),
 }
 # The keys of a YAML given on the command line (the toy one instead of the docstring's first).
 GIVEN_YAML = ("microsoft_zeroshot", "hparams/toy/microsoft_zeroshot.yaml",
@@ -154,7 +154,8 @@ def test_help_anywhere_on_the_line_builds_nothing(tmp_path, capsys):
 def test_flag_recipes_keep_their_parsers():
     """build_index.py and search.py: their flags parse as before (the help only gained defaults and run commands)."""
     args = load_script("search").parse_arguments(["--index_folder", REPO, "a dog", "--topk=3"])
-    assert (args.queries, args.topk, args.nprobe, args.device) == (["a dog"], 3, None, "cpu")
+    # --device: None, resolved to CUDA when present, else CPU (tests/test_default_device.py)
+    assert (args.queries, args.topk, args.nprobe, args.device) == (["a dog"], 3, None, None)
 
 
 # ----------------------------------------------------------------- quiet start-up

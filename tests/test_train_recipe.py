@@ -190,6 +190,29 @@ def test_curation_prob_without_curation_csv_fails_before_training(toy_world, tmp
     assert not checkpoint_dirs(tmp_path / "toy_teacher" / "save")
 
 
+@pytest.mark.parametrize("prob, csv, warned", [(0.0, "pairs.csv", True), (0.0, None, False), (0.0, "", False),
+                                               (0.5, "pairs.csv", False)])
+def test_curation_csv_with_curation_prob_zero_is_warned(tmp_path, caplog, prob, csv, warned):
+    """A student given --curation_csv but curation_prob 0 (the YAMLs' default) would never read it: one warning line."""
+    import logging
+
+    from training.run import check_options
+
+    path = tmp_path / "pairs.csv"
+    path.write_text("ID,wav_path,caption\na,/x.wav,a dog barks\n", encoding="utf-8")
+    hparams = {"curation_prob": prob, "curation_mixing": "replace", "curation_csv": str(path) if csv else csv,
+               "train_csv_path": str(path), "resume_interrupt": False, "lr_schedule": "plateau", "warmup_steps": 0}
+    with caplog.at_level(logging.WARNING, logger="training.run"):
+        check_options(hparams)
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if warned:
+        assert len(lines) == 1 and "\n" not in lines[0], lines
+        assert lines[0].startswith(f"--curation_csv={path} is not read: curation_prob is 0")
+        assert "--curation_prob" in lines[0]
+    else:
+        assert not lines, lines
+
+
 def test_curation_mixer_share_matches_probability():
     """Over 1000 steps the share of curated batches is within three standard deviations of curation_prob."""
     from training.mixer import CurationMixer

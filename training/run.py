@@ -73,6 +73,9 @@ def check_options(hparams):
     if p == 1.0 and hparams["curation_mixing"] == "insert":
         raise SystemExit("--curation_prob=1 with --curation_mixing=insert would never reach a replay batch; "
                          "use --curation_mixing=replace (curated pairs only) or a curation_prob below 1.")
+    if p == 0 and hparams.get("curation_csv"):
+        logger.warning("--curation_csv=%s is not read: curation_prob is 0 (give --curation_prob, e.g. 0.5 as the "
+                       "paper's students, to train on its pairs).", hparams["curation_csv"])
     if p > 0:
         path = hparams.get("curation_csv")
         if not path or not os.path.isfile(path):
@@ -112,6 +115,7 @@ def prepare_manifests(hparams):
             "seed": hparams["seed"],
             "check_audio": hparams["check_audio"],
             "caption_cleaning": hparams["caption_cleaning"],
+            "audiocaps_splits": hparams.get("audiocaps_splits", "train"),
         },
     )
     train, valid = os.path.join(out, "train_raw.csv"), os.path.join(out, "valid.csv")
