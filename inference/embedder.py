@@ -44,7 +44,10 @@ from dataset.audio import AudioReadError, load_audio
 from dataset.clips import AudioClips, collate_audio
 from embeddings.encoders import audio_batch_encoder, encode_texts
 from embeddings.keys import model_fingerprint
-from evaluation.zeroshot import build_prompts, prompt_embeddings, rank_classes
+from evaluation.protocols import (
+    ProtocolAudio, collate_protocol, get_protocol, protocol_encoder, protocol_logits, protocol_prompts,
+)
+from evaluation.zeroshot import prompt_embeddings
 from experiment.checkpoints import checkpoint_dirs
 from experiment.weights import WHOLE_MODEL_FLAGS, build_model, find_run_hparams, load_weights, read_architecture
 from models.convert import (
@@ -148,6 +151,11 @@ class ClapEmbedder:
     precision : str
         ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: both towers run under
         :func:`models.precision.autocast` (embeddings are float32 either way).
+    protocol : str
+        How audio is fitted to the model and zero-shot logits formed
+        (:mod:`evaluation.protocols`): ``"paper"`` (ours, the default here and
+        for :meth:`from_experiment` / :meth:`from_pretrained`), ``"laion"``
+        (:meth:`from_laion`'s default) or ``"msclap"`` (:meth:`from_ms_clap`'s).
 
     Example
     -------
@@ -167,7 +175,7 @@ class ClapEmbedder:
     """
 
     def __init__(self, model, tokenizer, sample_rate, eval_duration, text_max_length=100, device="cpu",
-                 source="model in memory", config=None, precision="fp32"):
+                 source="model in memory", config=None, precision="fp32", protocol="paper"):
         self.device = str(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
@@ -178,11 +186,13 @@ class ClapEmbedder:
         self.config = dict(config or {})
         self._fingerprint = None
         self.precision = check_precision(precision)
+        self.protocol = get_protocol(protocol).name
 
     # -------------------------------------------------------- constructors
     @classmethod
     def from_pretrained(cls, clap_ckpt_path=None, ssl_checkpoints_dir=None, ssl_select="loss", model_hparams=None,
-                        device="cpu", precision="fp32", laion_ckpt_path=None, model=None, **overrides):
+                        device="cpu", precision="fp32", laion_ckpt_path=None, model=None, protocol="paper",
+                        **overrides):
         """Loads weights as the recipes' ``--clap_ckpt_path`` / ``--ssl_checkpoints_dir`` flags do.
 
         Arguments
@@ -215,6 +225,8 @@ class ClapEmbedder:
             ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         precision : str
             ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see the class).
+        protocol : str
+            ``"paper"`` (default: the recipes' own windows), ``"laion"`` or ``"msclap"`` (see the class).
         **overrides
             Architecture keys that take precedence over the file, e.g.
             ``text_model="/models/bert-base-uncased"`` or ``eval_duration=10``.
@@ -260,10 +272,10 @@ class ClapEmbedder:
         later = load_weights(net, {**remaining, "ssl_checkpoints_dir": ssl_checkpoints_dir, "ssl_select": ssl_select})
         source = ", then ".join(sources + ([later] if later else []))
         return cls(net, load_tokenizer(config["text_model"]), config["sample_rate"], config["eval_duration"],
-                   config["text_max_length"], device, source, config, precision)
+                   config["text_max_length"], device, source, config, precision, protocol)
 
     @classmethod
-    def from_ms_clap(cls, path, version="2023", text_model=None, device="cpu", **overrides):
+    def from_ms_clap(cls, path, version="2023", text_model=None, device="cpu", protocol="msclap", **overrides):
         """An MS CLAP file: ``version="2023"`` (HTS-AT + GPT-2, 7-s windows) or ``"2022"`` (CNN14 + BERT, 5 s).
 
         Arguments
@@ -280,6 +292,9 @@ class ClapEmbedder:
             files (its weights come from ``path``).
         device : str
             Where the model runs.
+        protocol : str
+            ``"msclap"`` by default: audio read, fitted and scored as msclap's
+            ``CLAPWrapper`` does (:mod:`evaluation.protocols`); ``"paper"`` for our windows.
         **overrides
             Other architecture keys, for a file of another size.
         """
@@ -301,13 +316,15 @@ class ClapEmbedder:
             logger.info("%s has the MS CLAP %s layout: loaded as version %s (version=%r given).", path, found,
                         found, version)
         if found == "2022":
-            return cls.from_pretrained(clap_ckpt_path=path, model="ms_clap_2022", device=device, **overrides)
+            return cls.from_pretrained(clap_ckpt_path=path, model="ms_clap_2022", device=device, protocol=protocol,
+                                       **overrides)
         ours = convert_state_dict(fmt, state)
         arch = infer_architecture(fmt, ours, path)
-        return cls._from_checkpoint(path, (fmt, ours, arch), device, overrides)
+        return cls._from_checkpoint(path, (fmt, ours, arch), device, dict(overrides, protocol=protocol))
 
     @classmethod
-    def from_laion(cls, path, text_model=None, enable_fusion=None, amodel=None, device="cpu", **overrides):
+    def from_laion(cls, path, text_model=None, enable_fusion=None, amodel=None, device="cpu", protocol="laion",
+                   **overrides):
         """A LAION-CLAP checkpoint: a ``.pt`` file (``630k-audioset-best.pt``, ...) or a Hugging Face ClapModel folder.
 
         The architecture comes from the file (HTS-AT size and fusion from its
@@ -328,6 +345,11 @@ class ClapEmbedder:
             LAION's ``amodel`` (``"HTSAT-tiny"``, ``"HTSAT-base"``): an error when the file disagrees.
         device : str
             Where the model runs.
+        protocol : str
+            ``"laion"`` by default: audio read and fitted as LAION-CLAP's
+            ``get_audio_embedding_from_filelist`` does (48 kHz, int16 round trip,
+            10-s repeat-pad, random crop or fusion of longer files; :mod:`evaluation.protocols`);
+            ``"paper"`` for our windows.
         **overrides
             Other architecture keys (e.g. ``eval_duration``).
         """
@@ -350,16 +372,17 @@ class ClapEmbedder:
                                  "leave amodel=None.")
         if text_model is not None:
             overrides["text_model"] = text_model
-        return cls._from_checkpoint(path, (fmt, ours, arch), device, overrides)
+        return cls._from_checkpoint(path, (fmt, ours, arch), device, dict(overrides, protocol=protocol))
 
     @classmethod
     def _from_checkpoint(cls, path, checkpoint, device, overrides):
         precision = overrides.pop("precision", "fp32")
+        protocol = overrides.pop("protocol", "paper")
         config = architecture(checkpoint[2], **overrides)
         net = build_model(config)
         fmt = load_any_clap_checkpoint(net, path, checkpoint=checkpoint)
         return cls(net, load_tokenizer(config["text_model"]), config["sample_rate"], config["eval_duration"],
-                   config["text_max_length"], device, f"{fmt} {path}", config, precision)
+                   config["text_max_length"], device, f"{fmt} {path}", config, precision, protocol)
 
     @classmethod
     def from_experiment(cls, folder, select="loss", device="cpu", **overrides):
@@ -391,10 +414,10 @@ class ClapEmbedder:
 
     @property
     def fingerprint(self):
-        """A short hash of the weights (:func:`embeddings.keys.model_fingerprint`), computed once."""
-        if self._fingerprint is None:
-            self._fingerprint = model_fingerprint(self.model)
-        return self._fingerprint
+        """A short hash of the weights and the default protocol (:func:`embeddings.keys.model_fingerprint`)."""
+        if self._fingerprint is None or self._fingerprint[0] != self.protocol:
+            self._fingerprint = (self.protocol, model_fingerprint(self.model, self.protocol))
+        return self._fingerprint[1]
 
     # ------------------------------------------------------------ embeddings
     @property
@@ -402,31 +425,47 @@ class ClapEmbedder:
         """True when the audio backbone takes long files whole (LAION's feature fusion)."""
         return _is_fused(self.model)
 
-    def audio_clips(self, paths, max_chunks=None):
+    def _protocol(self, protocol):
+        return self.protocol if protocol is None else get_protocol(protocol).name
+
+    def audio_clips(self, paths, max_chunks=None, protocol=None, rng=None):
         """The clips of ``paths`` as model input: windows (:class:`dataset.clips.AudioClips`, chunking on), or
-        whole files for a fused model."""
+        whole files for a fused model; under the ``laion`` / ``msclap`` protocol, that reference's input
+        (:class:`evaluation.protocols.ProtocolAudio`; ``rng``: see :mod:`evaluation.protocols`)."""
+        protocol = self._protocol(protocol)
+        if protocol != "paper":
+            return ProtocolAudio(_as_path_list(paths), self.model, protocol, self.sample_rate, self.eval_duration,
+                                 rng=rng)
         if self.fused:
             return _WholeClips(_as_path_list(paths), self.sample_rate, self.eval_duration)
         return AudioClips(_as_path_list(paths), self.sample_rate, self.eval_duration, chunking=True,
                           max_chunks=max_chunks)
 
-    def collate(self):
+    def collate(self, protocol=None):
         """The ``collate_fn`` of :meth:`audio_clips` batches."""
+        if self._protocol(protocol) != "paper":
+            return collate_protocol
         return _collate_whole if self.fused else collate_audio
 
-    def audio_encoder(self, chunk_batch):
+    def audio_encoder(self, chunk_batch, protocol=None):
         """``batch -> (float32 [B, d], ok, errors)`` for batches of :meth:`collate`."""
+        if self._protocol(protocol) != "paper":
+            return protocol_encoder(self.model, self.device, self.fused and self._protocol(protocol) == "laion",
+                                    self.precision)
         if self.fused:
             return _whole_file_encoder(self.model, self.device, self.precision)
         return audio_batch_encoder(self.model, self.device, chunk_batch, self.precision)
 
     @torch.inference_mode()
     def embed_audio(self, paths, batch_size=8, return_tensors="np", on_error="raise", max_chunks=None,
-                    num_workers=0, progress=False):
+                    num_workers=0, progress=False, protocol=None, rng=None):
         """L2-normalised embeddings of audio files, one row per file in the given order.
 
-        A file longer than ``eval_duration`` is cut into windows covering it;
-        its embedding is the renormalised mean of the window embeddings.
+        Under the ``paper`` protocol a file longer than ``eval_duration`` is
+        cut into windows covering it; its embedding is the renormalised mean
+        of the window embeddings. Under ``laion`` / ``msclap`` each file is
+        read and fitted to the model as that reference's code does
+        (:mod:`evaluation.protocols`).
 
         Arguments
         ---------
@@ -448,6 +487,11 @@ class ClapEmbedder:
             DataLoader processes reading audio.
         progress : bool
             Show a tqdm bar.
+        protocol : str, optional
+            ``"paper"``, ``"laion"`` or ``"msclap"``; default: :attr:`protocol` (the loader's).
+        rng : optional
+            The random state of the ``laion`` / ``msclap`` crops (``numpy.random.RandomState`` /
+            ``random.Random``, drawn in file order; needs ``num_workers=0``); default: one seeded per file.
 
         Returns
         -------
@@ -456,14 +500,14 @@ class ClapEmbedder:
         """
         if return_tensors not in RETURN_TENSORS or on_error not in ON_ERROR:
             raise ValueError(f"return_tensors must be one of {RETURN_TENSORS} and on_error one of {ON_ERROR}.")
-        dataset = self.audio_clips(paths, max_chunks)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=int(batch_size), collate_fn=self.collate(),
+        dataset = self.audio_clips(paths, max_chunks, protocol, rng)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=int(batch_size), collate_fn=self.collate(protocol),
                                              num_workers=num_workers)
         if progress:
             from tqdm import tqdm
 
             loader = tqdm(loader, desc="embedding audio", unit="batch", dynamic_ncols=True)
-        encode = self.audio_encoder(int(batch_size))
+        encode = self.audio_encoder(int(batch_size), protocol)
         embs, oks = [], []
         for batch in loader:
             emb, ok, errors = encode(batch)
@@ -471,6 +515,8 @@ class ClapEmbedder:
                 bad = [(dataset.paths[i], e) for i, good, e in zip(batch["index"], ok, errors) if not good]
                 raise AudioReadError(f"Cannot embed {bad[0][0]}: {bad[0][1]}"
                                      + (f" (and {len(bad) - 1} more in this batch)" if len(bad) > 1 else ""))
+            if emb.shape[1] == 0:  # a batch of unreadable files only
+                emb = np.zeros((len(ok), self.dim), dtype=np.float32)
             emb[~ok] = 0.0
             embs.append(emb)
             oks.append(ok)
@@ -492,46 +538,17 @@ class ClapEmbedder:
         return _as_output(emb, return_tensors)
 
     @torch.inference_mode()
-    def label_embeddings(self, labels, templates=None):
+    def label_embeddings(self, labels, templates=None, protocol=None):
         """Class embeddings ``[C, dim]`` (torch): each template with the label's words, ensembled.
 
-        See :func:`evaluation.zeroshot.build_prompts` (``sea_waves`` → ``sea waves``)
-        and :func:`evaluation.zeroshot.prompt_embeddings`.
+        ``templates`` default to the protocol's own (:func:`evaluation.protocols.protocol_prompts`:
+        ``sea_waves`` → ``sea waves``); see :func:`evaluation.zeroshot.prompt_embeddings`.
         """
-        prompts = build_prompts(list(labels), templates)
+        prompts = protocol_prompts(list(labels), self._protocol(protocol), templates)
         return prompt_embeddings(self.model, self.tokenizer, prompts, self.device, self.text_max_length,
                                  precision=self.precision).cpu()
 
-    def classify(self, paths, labels, templates=("this is a sound of {label}",), topk=5, batch_size=8,
-                 on_error="raise", progress=False):
-        """Zero-shot classification of audio files against a label list.
-
-        Arguments
-        ---------
-        paths : str or list of str
-            Audio files.
-        labels : list of str
-            Class names (``_`` and ``/`` read as spaces in the prompts).
-        templates : str or list of str
-            Prompt templates with ``{label}``; several are ensembled (their
-            normalised embeddings averaged, then renormalised).
-        topk : int
-            Labels returned per file (at most ``len(labels)``).
-        batch_size, on_error, progress
-            As in :meth:`embed_audio`; with ``on_error="mask"`` an unreadable
-            file gets ``None`` instead of its ranking.
-
-        Returns
-        -------
-        list
-            Per file, ``[(label, cosine), ...]`` best first (ties: earlier label first).
-
-        Raises
-        ------
-        ValueError
-            Before any audio is read, when ``labels`` is empty or a single
-            string, or ``topk`` is not a positive integer.
-        """
+    def _check_labels(self, labels, topk=1):
         if isinstance(labels, str):
             raise ValueError(f"classify: labels={labels!r} is one string; give a list of class names, "
                              f"e.g. labels=[{labels!r}, 'rain'].")
@@ -541,12 +558,70 @@ class ClapEmbedder:
         if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or topk <= 0:
             raise ValueError(f"classify: topk={topk!r}; expected a positive integer (labels returned per file, "
                              f"at most {len(labels)}).")
-        class_emb = self.label_embeddings(labels, templates)
+        return labels
+
+    def zero_shot_logits(self, paths, labels, templates=None, protocol=None, batch_size=8, on_error="raise",
+                         progress=False, rng=None):
+        """The protocol's ``[files, classes]`` zero-shot scores (torch float32), as its reference computes them.
+
+        ``paper``: cosines; ``laion``: ``exp(logit_scale) * cosine``;
+        ``msclap``: their softmax over the classes
+        (:func:`evaluation.protocols.protocol_logits`). With
+        ``on_error="mask"`` returns ``(logits, ok)``. Other arguments: see :meth:`classify`.
+        """
+        labels = self._check_labels(labels)
+        protocol = self._protocol(protocol)
+        class_emb = self.label_embeddings(labels, templates, protocol)
         result = self.embed_audio(paths, batch_size=batch_size, return_tensors="pt", on_error=on_error,
-                                  progress=progress)
+                                  progress=progress, protocol=protocol, rng=rng)
         audio, ok = result if on_error == "mask" else (result, torch.ones(len(result), dtype=torch.bool))
-        scores, indices = rank_classes(audio, class_emb, topk)
+        logits = protocol_logits(audio, class_emb, protocol, self.model.logit_scale.detach().cpu())
+        return (logits, ok) if on_error == "mask" else logits
+
+    def classify(self, paths, labels, templates=None, topk=5, batch_size=8, on_error="raise", progress=False,
+                 protocol=None, rng=None):
+        """Zero-shot classification of audio files against a label list.
+
+        Arguments
+        ---------
+        paths : str or list of str
+            Audio files.
+        labels : list of str
+            Class names (``_`` and ``/`` read as spaces in the prompts).
+        templates : str or list of str, optional
+            Prompt templates with ``{label}``; several are ensembled (their
+            normalised embeddings averaged, then renormalised). Default: the
+            protocol's (``paper``: "this is a sound of {label}"; ``laion``:
+            "This is a sound of {label}."; ``msclap``: "this is the sound of {label}").
+        topk : int
+            Labels returned per file (at most ``len(labels)``).
+        batch_size, on_error, progress
+            As in :meth:`embed_audio`; with ``on_error="mask"`` an unreadable
+            file gets ``None`` instead of its ranking.
+        protocol : str, optional
+            ``"paper"``, ``"laion"`` or ``"msclap"`` (:mod:`evaluation.protocols`): audio handling, prompt
+            and scores of that reference. Default: :attr:`protocol` (the loader's).
+        rng : optional
+            See :meth:`embed_audio`.
+
+        Returns
+        -------
+        list
+            Per file, ``[(label, score), ...]`` best first (ties: earlier label first); the score is the
+            protocol's logit (:meth:`zero_shot_logits`: the cosine under ``paper``).
+
+        Raises
+        ------
+        ValueError
+            Before any audio is read, when ``labels`` is empty or a single
+            string, or ``topk`` is not a positive integer.
+        """
+        labels = self._check_labels(labels, topk)
+        result = self.zero_shot_logits(paths, labels, templates, protocol, batch_size, on_error, progress, rng)
+        logits, ok = result if on_error == "mask" else (result, torch.ones(len(result), dtype=torch.bool))
+        scores, indices = torch.sort(logits, dim=1, descending=True, stable=True)
+        k = min(int(topk), logits.shape[1])
         return [
-            [(labels[int(i)], float(s)) for s, i in zip(row_scores, row_indices)] if good else None
+            [(labels[int(i)], float(s)) for s, i in zip(row_scores[:k], row_indices[:k])] if good else None
             for row_scores, row_indices, good in zip(scores, indices, ok)
         ]

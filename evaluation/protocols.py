@@ -1,0 +1,388 @@
+"""Published zero-shot evaluation protocols: ours (``paper``), LAION-CLAP's (``laion``) and MS CLAP's (``msclap``).
+
+The same checkpoint scores differently under different evaluation code, so
+each protocol reproduces one reference's preprocessing and scoring exactly:
+
+========== ============================ ============================================ ==========================
+protocol   prompt                       audio                                        logits
+========== ============================ ============================================ ==========================
+``paper``  ``this is a sound of {label}`` our windows (:mod:`dataset.clips`): tiled    cosine
+                                        to ``eval_duration``, long files cut into
+                                        windows whose embeddings are averaged
+``laion``  ``This is a sound of {label}.`` ``librosa.load(sr=48000)`` (soundfile,        ``exp(logit_scale_a) *
+                                        channel mean, soxr HQ), int16 round trip,    cosine``, no softmax
+                                        10-s ``repeatpad``; longer: ``rand_trunc``
+                                        (unfused) or ``fusion`` (fused models)
+``msclap`` ``this is the sound of {label}`` ``torchaudio.load`` + ``T.Resample`` to     ``softmax(exp(logit_scale)
+                                        44.1 kHz, channels concatenated, repeated    * cosine)`` over classes
+                                        to ``duration`` (7 s / 5 s) and cut; longer:
+                                        a random ``duration`` crop
+========== ============================ ============================================ ==========================
+
+Sources (read from the installed reference code): LAION-CLAP 1.1.7
+``laion_clap/hook.py`` (``get_audio_embedding_from_filelist``),
+``training/data.py`` (``get_audio_features``, ``get_mel``,
+``int16_to_float32`` / ``float32_to_int16``) and
+``evaluate/eval_zeroshot_classification.py`` (the prompt, the logits);
+msclap 1.3.4 ``CLAPWrapper.py`` (``load_audio_into_tensor``,
+``preprocess_text``, ``compute_similarity``) and the repository's
+``examples/zero_shot_classification.py`` (the prompt, the softmax). Labels
+are read with ``_`` as a space (MS CLAP's ESC-50 loader: ``replace('_', ' ')``;
+ours also turns ``/`` into a space).
+
+Random parts. The references draw at random where a clip is longer than the
+model's input: LAION's ``rand_trunc`` crop (``np.random.randint``) and fusion
+chunk starts (three ``np.random.choice``), MS CLAP's crop
+(``random.randrange``). Given the same seeded state — a
+``numpy.random.RandomState`` for ``laion`` (``np.random`` itself works: the
+global state), a ``random.Random`` for ``msclap`` (or the ``random`` module) —
+the draws here are the references' draws, call for call, so the results are
+identical (the parity tests, ``tests/test_protocols.py``, seed both alike).
+Without one, each clip gets its own generator seeded from its path
+(:func:`clip_seed`): the same file always gets the same crop, whatever the
+batch or order.
+
+Two details of LAION's fusion input follow the code its published numbers
+were computed with: the whole-clip mel is shrunk by ``torchvision``'s
+``Resize`` on a tensor, which had no antialiasing before torchvision 0.17
+(as transformers' ``ClapFeatureExtractor`` does it); and a clip is fused
+only when its mel is longer than one window (``longer``).
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dataset.audio import AudioReadError, read_audio_channels, resample
+from evaluation.zeroshot import as_templates, prompt_label
+
+__all__ = [
+    "PROTOCOLS", "Protocol", "get_protocol", "clip_seed", "protocol_prompts", "laion_waveform", "laion_input",
+    "msclap_waveform", "msclap_input", "ProtocolAudio", "collate_protocol", "protocol_encoder", "protocol_logits",
+    "protocol_templates", "manifest_embeddings",
+]
+
+#: The protocol names, ``paper`` first (ours, the default of our own runs).
+PROTOCOLS = ("paper", "laion", "msclap")
+
+#: LAION-CLAP's model rate and input length (``hook.py``: ``sr=48000``, ``max_len`` 480000).
+LAION_RATE, LAION_MAX_LEN = 48000, 480000
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One evaluation protocol: its default prompt template and how its logits are formed."""
+
+    name: str
+    template: str
+    logit_scale: bool
+    softmax: bool
+    description: str
+
+
+_PROTOCOLS = {
+    "paper": Protocol("paper", "this is a sound of {label}", False, False,
+                      "ours: windows of eval_duration (short clips tiled, long ones averaged), cosine"),
+    "laion": Protocol("laion", "This is a sound of {label}.", True, False,
+                      "LAION-CLAP: 48 kHz, int16 round trip, 10-s repeatpad / rand_trunc / fusion, "
+                      "exp(logit_scale_a) * cosine"),
+    "msclap": Protocol("msclap", "this is the sound of {label}", True, True,
+                       "MS CLAP: 44.1 kHz, repeated to duration / random crop, softmax(exp(logit_scale) * cosine)"),
+}
+
+
+def get_protocol(name):
+    """The :class:`Protocol` called ``name`` (ValueError naming the choices otherwise).
+
+    Example
+    -------
+    >>> get_protocol("laion").template
+    'This is a sound of {label}.'
+    """
+    if name not in _PROTOCOLS:
+        raise ValueError(f"protocol={name!r} is not one of {', '.join(PROTOCOLS)} (see docs/zeroshot.md).")
+    return _PROTOCOLS[name]
+
+
+def clip_seed(path):
+    """The default seed of a clip's random draws: a CRC-32 of its path (the same file, the same crop).
+
+    Example
+    -------
+    >>> clip_seed("a.wav") == clip_seed("a.wav"), clip_seed("a.wav") == clip_seed("b.wav")
+    (True, False)
+    """
+    return zlib.crc32(str(path).encode("utf-8", "surrogatepass"))
+
+
+def protocol_prompts(labels, protocol, templates=None):
+    """Prompts ``[template][class]`` of ``labels``: ``templates`` when given, else the protocol's own template.
+
+    Example
+    -------
+    >>> protocol_prompts(["sea_waves"], "laion"), protocol_prompts(["sea_waves"], "msclap")
+    ([['This is a sound of sea waves.']], [['this is the sound of sea waves']])
+    """
+    spec = get_protocol(protocol)
+    chosen = as_templates(templates if templates is not None else [spec.template])
+    return [[t.replace("{label}", prompt_label(label)) for label in labels] for t in chosen]
+
+
+# ------------------------------------------------------------------ LAION-CLAP
+def _soxr():
+    try:
+        import soxr
+    except ImportError:
+        raise ImportError("protocol 'laion' resamples as librosa.load does, with soxr: pip install soxr") from None
+    return soxr
+
+
+def laion_waveform(path, sample_rate=LAION_RATE):
+    """A file as ``librosa.load(path, sr=48000)`` reads it, after LAION's int16 round trip: float32 torch ``[T]``.
+
+    ``sample_rate``: another model's rate (LAION's are all 48 kHz).
+
+    soundfile's float32 samples, the mean of the channels, soxr's ``HQ``
+    resampling to 48 kHz cut or zero-padded to ``ceil(T * (48000 / rate))``
+    samples (librosa's ``fix_length``); then ``clip(-1, 1) * 32767`` cast to
+    int16 and divided by 32767 (``float32_to_int16``, ``int16_to_float32``).
+    """
+    data, rate = read_audio_channels(path)
+    y = np.mean(data.T, axis=0) if data.shape[1] > 1 else data[:, 0]
+    if rate != sample_rate:
+        ratio = float(sample_rate) / rate  # librosa's order of operations: 44100 samples -> 48001
+        n_samples = int(np.ceil(y.shape[-1] * ratio))
+        y = _soxr().resample(y, rate, sample_rate, quality="soxr_hq")
+        y = y[:n_samples] if len(y) >= n_samples else np.pad(y, (0, n_samples - len(y)))
+        y = np.asarray(y, dtype=np.float32)
+    y = (np.clip(y, a_min=-1.0, a_max=1.0) * 32767.0).astype(np.int16)
+    return torch.from_numpy((y / 32767.0).astype(np.float32)).float()
+
+
+def _repeatpad(wav, max_len):
+    wav = wav.repeat(int(max_len / len(wav)))
+    return F.pad(wav, (0, max_len - len(wav)), mode="constant", value=0)
+
+
+def laion_input(wav, base, rng, max_len=LAION_MAX_LEN, fused=False):
+    """LAION's ``get_audio_features`` (``repeatpad``; ``rand_trunc`` or ``fusion``) for one waveform.
+
+    Arguments
+    ---------
+    wav : torch.Tensor
+        ``[T]`` at the model's rate (:func:`laion_waveform`).
+    base : models.htsat.HTSAT
+        The audio backbone (its ``logmel``, ``chunk_frames`` and ``hop_size``, for fused models).
+    rng : numpy.random.RandomState or module
+        Where the random draws come from (``np.random`` itself: the reference's global state).
+    max_len : int
+        The input length (LAION: 480000).
+    fused : bool
+        The model fuses long clips (``data_truncating='fusion'``).
+
+    Returns
+    -------
+    torch.Tensor, bool
+        Unfused: the ``[max_len]`` waveform. Fused: ``mel_fusion`` ``[4, chunk_frames, mel_bins]`` (before
+        ``bn0``); and ``longer`` (fuse the chunks).
+    """
+    if len(wav) <= max_len:
+        wav = _repeatpad(wav, max_len) if len(wav) < max_len else wav
+        if not fused:
+            return wav, False
+        mel = base.logmel(wav[None])[0, 0]
+        return torch.stack([mel] * 4), False
+    longer, out = True, None
+    if fused:
+        mel = base.logmel(wav[None])[0, 0]  # [frames, mel_bins]
+        chunk, total = max_len // base.hop_size + 1, mel.shape[0]
+        if chunk == total:
+            out, longer = torch.stack([mel] * 4), False
+        else:
+            ranges = np.array_split(list(range(total - chunk + 1)), 3)
+            ranges = [r if len(r) else [0] for r in ranges]
+            starts = [rng.choice(r) for r in ranges]
+            shrink = F.interpolate(mel[None, None], size=[chunk, mel.shape[1]], mode="bilinear",
+                                   align_corners=False, antialias=False)[0, 0]
+            out = torch.stack([shrink] + [mel[s:s + chunk] for s in starts])
+    idx = rng.randint(0, len(wav) - max_len + 1)  # the reference crops the waveform in both modes
+    return (wav[idx: idx + max_len] if out is None else out), longer
+
+
+# ------------------------------------------------------------------ MS CLAP
+def msclap_waveform(path, sample_rate):
+    """A file as msclap's ``read_audio`` gives it (``resample=True``): channels resampled, then concatenated.
+
+    ``torchaudio.load`` ``[C, T]`` (soundfile's float32 here: the same
+    samples), ``torchaudio.transforms.Resample(rate, sample_rate)`` when the
+    rates differ, ``reshape(-1)``: a stereo file is its left channel followed
+    by its right one, as in the reference.
+    """
+    data, rate = read_audio_channels(path)
+    wav = torch.from_numpy(np.ascontiguousarray(data.T))
+    return resample(wav, rate, sample_rate).reshape(-1)
+
+
+def msclap_input(wav, num_samples, rng):
+    """msclap's ``load_audio_into_tensor``: repeated ``ceil(n / T)`` times and cut, or a random crop.
+
+    A clip of at most ``num_samples`` samples is repeated; a longer one is cut
+    at ``rng.randrange(T - num_samples)`` (``rng``: a ``random.Random`` or the
+    ``random`` module).
+    """
+    if num_samples >= wav.shape[0]:
+        return wav.repeat(int(np.ceil(num_samples / wav.shape[0])))[:num_samples]
+    start = rng.randrange(wav.shape[0] - num_samples)
+    return wav[start:start + num_samples]
+
+
+# ------------------------------------------------------------------ embeddings
+def _backbone(model):
+    return model.audio_encoder.base
+
+
+class ProtocolAudio(torch.utils.data.Dataset):
+    """Model inputs of audio files under the ``laion`` or ``msclap`` protocol (one item per file).
+
+    Arguments
+    ---------
+    paths : list of str
+        Audio files.
+    model : models.clap.CLAP
+        The model (its backbone computes the fused input of LAION's fused models).
+    protocol : str
+        ``"laion"`` or ``"msclap"``.
+    sample_rate : int
+        The model's rate (msclap: the audio is resampled to it; laion: 48 kHz).
+    duration : float
+        msclap's ``duration`` (seconds).
+    rng : optional
+        One generator for all clips, drawn from in file order (see the module); default: one per clip
+        (:func:`clip_seed`).
+    """
+
+    def __init__(self, paths, model, protocol, sample_rate, duration, rng=None):
+        if protocol not in ("laion", "msclap"):
+            raise ValueError(f"ProtocolAudio: protocol={protocol!r}; expected 'laion' or 'msclap'.")
+        self.paths, self.model, self.protocol, self.rng = list(paths), model, protocol, rng
+        self.sample_rate, self.num_samples = int(sample_rate), int(round(float(duration) * int(sample_rate)))
+        base = _backbone(model)
+        self.fused = getattr(base, "long_audio", None) == "fusion"
+        self.max_len = int(getattr(base, "clip_samples", LAION_MAX_LEN) or LAION_MAX_LEN)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        path = self.paths[index]
+        try:
+            if self.protocol == "laion":
+                rng = self.rng if self.rng is not None else np.random.RandomState(clip_seed(path))
+                with torch.no_grad():
+                    wav = laion_waveform(path, self.sample_rate)
+                    x, longer = laion_input(wav, _backbone(self.model), rng, self.max_len, self.fused)
+            else:
+                rng = self.rng if self.rng is not None else random.Random(clip_seed(path))
+                x, longer = msclap_input(msclap_waveform(path, self.sample_rate), self.num_samples, rng), False
+            return {"index": index, "x": x, "longer": longer, "ok": True, "error": ""}
+        except (AudioReadError, ValueError, RuntimeError) as err:
+            return {"index": index, "x": None, "longer": False, "ok": False, "error": str(err)}
+
+
+def collate_protocol(items):
+    """Batches of :class:`ProtocolAudio` items (inputs kept as a list: unreadable files have none)."""
+    return {key: [it[key] for it in items] for key in ("index", "x", "longer", "ok", "error")}
+
+
+def protocol_encoder(model, device, fused, precision="fp32"):
+    """``batch -> (float32 [B, d], ok, errors)`` for :func:`collate_protocol` batches: unit-norm embeddings."""
+    from models.precision import autocast
+
+    def encode(batch):
+        ok = np.array(batch["ok"], dtype=bool)
+        out = np.zeros((len(ok), 0), dtype=np.float32)
+        rows = {}
+        for longer in (False, True):
+            sel = [i for i, good in enumerate(ok) if good and batch["longer"][i] == longer]
+            if not sel:
+                continue
+            x = torch.stack([batch["x"][i] for i in sel]).to(device)
+            with torch.no_grad(), autocast(precision, device):
+                if fused:
+                    emb = _backbone(model).forward_mel(x, longer=longer)["embedding"]
+                    emb = model.audio_encoder.projection(emb)
+                else:
+                    emb = model.audio_encoder(x)[0]
+            for i, e in zip(sel, F.normalize(emb.float(), dim=-1).cpu()):
+                rows[i] = e.numpy()
+        if rows:
+            dim = len(next(iter(rows.values())))
+            out = np.zeros((len(ok), dim), dtype=np.float32)
+            for i, e in rows.items():
+                out[i] = e
+        return out, ok, batch["error"]
+
+    return encode
+
+
+def protocol_logits(audio_emb, text_emb, protocol, logit_scale):
+    """The protocol's ``[clips, classes]`` scores from unit-norm audio and class embeddings.
+
+    ``paper``: cosines; ``laion``: ``exp(logit_scale) * cosine`` (LAION's
+    ``logits_per_audio``); ``msclap``: ``softmax`` over classes of the same
+    (``compute_similarity`` then ``F.softmax(similarity, dim=1)``).
+
+    Example
+    -------
+    >>> a, t = torch.eye(2), torch.eye(2)
+    >>> protocol_logits(a, t, "laion", torch.tensor(0.0)).tolist()
+    [[1.0, 0.0], [0.0, 1.0]]
+    """
+    spec = get_protocol(protocol)
+    sims = audio_emb.float() @ text_emb.float().T
+    if spec.logit_scale:
+        sims = torch.as_tensor(logit_scale).float().exp() * sims
+    return torch.softmax(sims, dim=1) if spec.softmax else sims
+
+
+def protocol_templates(templates, protocol):
+    """The prompt templates a zero-shot run uses: the protocol's own in place of our default prompt.
+
+    The paper YAMLs' ``prompt_templates`` is ``["this is a sound of {label}"]``
+    (the ``paper`` protocol's); under ``laion`` / ``msclap`` that default
+    becomes the reference's prompt, and any other list is kept as given.
+
+    Example
+    -------
+    >>> protocol_templates(["this is a sound of {label}"], "laion"), protocol_templates(["{label}"], "laion")
+    (['This is a sound of {label}.'], ['{label}'])
+    """
+    templates = as_templates(templates)
+    if protocol != "paper" and templates == [_PROTOCOLS["paper"].template]:
+        return [get_protocol(protocol).template]
+    return templates
+
+
+def manifest_embeddings(model, rows, protocol, sample_rate, duration, device="cpu", batch_size=8, num_workers=0,
+                        precision="fp32"):
+    """Yields ``(embeddings [B, d] torch, rows of the batch, ok)`` of a zero-shot manifest's clips under a protocol.
+
+    ``rows`` are the manifest's dicts (``wav_path``, ...); the clips are read
+    and fitted as :class:`ProtocolAudio` does (one generator per clip: the
+    same numbers on every run).
+    """
+    data = ProtocolAudio([r["wav_path"] for r in rows], model, protocol, sample_rate, duration)
+    loader = torch.utils.data.DataLoader(data, batch_size=int(batch_size), collate_fn=collate_protocol,
+                                         num_workers=int(num_workers))
+    encode = protocol_encoder(model, device, data.fused and protocol == "laion", precision)
+    for batch in loader:
+        emb, ok, _ = encode(batch)
+        if emb.shape[1] == 0:
+            emb = np.zeros((len(ok), 1), dtype=np.float32)
+        yield torch.from_numpy(emb), [rows[i] for i in batch["index"]], ok.tolist()
