@@ -1,23 +1,26 @@
-"""Published zero-shot evaluation protocols: ours (``paper``), LAION-CLAP's (``laion``) and MS CLAP's (``msclap``).
+"""Published zero-shot evaluation protocols: ours (``paper``), LAION-CLAP's (``laion``), MS CLAP's (``msclap``) and
+transformers' ClapProcessor + ClapModel (``hf``).
 
 The same checkpoint scores differently under different evaluation code, so
 each protocol reproduces one reference's preprocessing and scoring exactly:
 
-========== ============================ ============================================ ==========================
-protocol   prompt                       audio                                        logits
-========== ============================ ============================================ ==========================
-``paper``  ``this is a sound of {label}`` our windows (:mod:`dataset.clips`): tiled    cosine
-                                        to ``eval_duration``, long files cut into
-                                        windows whose embeddings are averaged
-``laion``  ``This is a sound of {label}.`` ``librosa.load(sr=48000)`` (soundfile,        ``exp(logit_scale_a) *
-                                        channel mean, soxr HQ), int16 round trip,    cosine``, no softmax
-                                        10-s ``repeatpad``; longer: ``rand_trunc``
-                                        (unfused) or ``fusion`` (fused models)
-``msclap`` ``this is the sound of {label}`` ``torchaudio.load`` + ``T.Resample`` to     ``softmax(exp(logit_scale)
-                                        44.1 kHz, channels concatenated, repeated    * cosine)`` over classes
-                                        to ``duration`` (7 s / 5 s) and cut; longer:
-                                        a random ``duration`` crop
-========== ============================ ============================================ ==========================
+- ``paper``: prompt "this is a sound of {label}"; our windows
+  (:mod:`dataset.clips`): a short clip tiled to ``eval_duration``, a long
+  one cut into windows whose embeddings are averaged; score: the cosine.
+- ``laion``: prompt "This is a sound of {label}."; ``librosa.load(sr=48000)``
+  (soundfile, channel mean, soxr HQ), the int16 round trip, ``repeatpad`` to
+  10 s; a longer clip: ``rand_trunc`` (unfused) or ``fusion`` (fused models);
+  score: ``exp(logit_scale_a) * cosine``, no softmax.
+- ``msclap``: prompt "this is the sound of {label}" (MS CLAP 2023; "this is a
+  sound of {label}" for MS CLAP 2022, :data:`MSCLAP_2022_TEMPLATE`);
+  ``torchaudio.load`` + ``T.Resample`` to the model rate, channels
+  concatenated, repeated to ``duration`` (7 s / 5 s) and cut, a longer clip
+  cropped at random; score: ``softmax(exp(logit_scale) * cosine)`` over the
+  classes.
+- ``hf``: LAION's reading without the int16 round trip, then transformers'
+  ``ClapFeatureExtractor`` on one file (``truncation`` / ``padding`` of the
+  folder's ``preprocessor_config.json``), the mel in float64; score:
+  ``logits_per_audio`` (as ``laion``).
 
 Sources (read from the installed reference code): LAION-CLAP 1.1.7
 ``laion_clap/hook.py`` (``get_audio_embedding_from_filelist``),
@@ -31,10 +34,10 @@ are read with ``_`` as a space (MS CLAP's ESC-50 loader: ``replace('_', ' ')``;
 ours also turns ``/`` into a space).
 
 Random parts. The references draw at random where a clip is longer than the
-model's input: LAION's ``rand_trunc`` crop (``np.random.randint``) and fusion
+model's input: LAION's and transformers' ``rand_trunc`` crop (``np.random.randint``) and fusion
 chunk starts (three ``np.random.choice``), MS CLAP's crop
 (``random.randrange``). Given the same seeded state — a
-``numpy.random.RandomState`` for ``laion`` (``np.random`` itself works: the
+``numpy.random.RandomState`` for ``laion`` / ``hf`` (``np.random`` itself works: the
 global state), a ``random.Random`` for ``msclap`` (or the ``random`` module) —
 the draws here are the references' draws, call for call, so the results are
 identical (the parity tests, ``tests/test_protocols.py``, seed both alike).
@@ -65,11 +68,16 @@ from evaluation.zeroshot import as_templates, prompt_label
 __all__ = [
     "PROTOCOLS", "Protocol", "get_protocol", "clip_seed", "protocol_prompts", "laion_waveform", "laion_input",
     "msclap_waveform", "msclap_input", "ProtocolAudio", "collate_protocol", "protocol_encoder", "protocol_logits",
-    "protocol_templates", "manifest_embeddings",
+    "protocol_templates", "protocol_template", "MSCLAP_2022_TEMPLATE", "manifest_embeddings", "protocol_reader",
+    "hf_input", "HF_DEFAULTS",
 ]
 
-#: The protocol names, ``paper`` first (ours, the default of our own runs).
-PROTOCOLS = ("paper", "laion", "msclap")
+#: The protocol names, ``paper`` first (ours, the default of our own runs); ``hf``: transformers' ClapProcessor.
+PROTOCOLS = ("paper", "laion", "msclap", "hf")
+
+#: transformers' ``ClapFeatureExtractor`` defaults (its ``__init__``): how a clip is fitted without a
+#: ``preprocessor_config.json``.
+HF_DEFAULTS = {"truncation": "fusion", "padding": "repeatpad", "max_length_s": 10}
 
 #: LAION-CLAP's model rate and input length (``hook.py``: ``sr=48000``, ``max_len`` 480000).
 LAION_RATE, LAION_MAX_LEN = 48000, 480000
@@ -94,7 +102,29 @@ _PROTOCOLS = {
                       "exp(logit_scale_a) * cosine"),
     "msclap": Protocol("msclap", "this is the sound of {label}", True, True,
                        "MS CLAP: 44.1 kHz, repeated to duration / random crop, softmax(exp(logit_scale) * cosine)"),
+    "hf": Protocol("hf", "This is a sound of {label}.", True, False,
+                   "transformers' ClapProcessor + ClapModel: LAION's reading without the int16 round trip, "
+                   "the processor's truncation / padding (one file per call), logits_per_audio"),
 }
+
+
+#: MS CLAP 2022's prompt: ``src/zero_shot_classification.py`` of microsoft/CLAP before the 2023 model (its output:
+#: "ESC50 Accuracy: 82.6%"); the 2023 example says "this is the sound of " (its output: 93.9%).
+MSCLAP_2022_TEMPLATE = "this is a sound of {label}"
+
+
+def protocol_template(protocol, text_pooling=None):
+    """The protocol's prompt template; ``msclap`` with a model that is not MS CLAP 2023 (``text_pooling`` other
+    than ``last_token``, GPT-2's) gets MS CLAP 2022's.
+
+    Example
+    -------
+    >>> protocol_template("msclap", "last_token"), protocol_template("msclap", "cls")
+    ('this is the sound of {label}', 'this is a sound of {label}')
+    """
+    if protocol == "msclap" and text_pooling is not None and text_pooling != "last_token":
+        return MSCLAP_2022_TEMPLATE
+    return get_protocol(protocol).template
 
 
 def get_protocol(name):
@@ -121,16 +151,16 @@ def clip_seed(path):
     return zlib.crc32(str(path).encode("utf-8", "surrogatepass"))
 
 
-def protocol_prompts(labels, protocol, templates=None):
-    """Prompts ``[template][class]`` of ``labels``: ``templates`` when given, else the protocol's own template.
+def protocol_prompts(labels, protocol, templates=None, text_pooling=None):
+    """Prompts ``[template][class]`` of ``labels``: ``templates`` when given, else the protocol's own template
+    (:func:`protocol_template`).
 
     Example
     -------
     >>> protocol_prompts(["sea_waves"], "laion"), protocol_prompts(["sea_waves"], "msclap")
     ([['This is a sound of sea waves.']], [['this is the sound of sea waves']])
     """
-    spec = get_protocol(protocol)
-    chosen = as_templates(templates if templates is not None else [spec.template])
+    chosen = as_templates(templates if templates is not None else [protocol_template(protocol, text_pooling)])
     return [[t.replace("{label}", prompt_label(label)) for label in labels] for t in chosen]
 
 
@@ -143,10 +173,11 @@ def _soxr():
     return soxr
 
 
-def laion_waveform(path, sample_rate=LAION_RATE):
+def laion_waveform(path, sample_rate=LAION_RATE, quantise=True):
     """A file as ``librosa.load(path, sr=48000)`` reads it, after LAION's int16 round trip: float32 torch ``[T]``.
 
-    ``sample_rate``: another model's rate (LAION's are all 48 kHz).
+    ``sample_rate``: another model's rate (LAION's are all 48 kHz); ``quantise=False`` skips the int16 round trip
+    (the ``hf`` protocol: transformers' processor takes the float samples).
 
     soundfile's float32 samples, the mean of the channels, soxr's ``HQ``
     resampling to 48 kHz cut or zero-padded to ``ceil(T * (48000 / rate))``
@@ -161,6 +192,8 @@ def laion_waveform(path, sample_rate=LAION_RATE):
         y = _soxr().resample(y, rate, sample_rate, quality="soxr_hq")
         y = y[:n_samples] if len(y) >= n_samples else np.pad(y, (0, n_samples - len(y)))
         y = np.asarray(y, dtype=np.float32)
+    if not quantise:
+        return torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
     y = (np.clip(y, a_min=-1.0, a_max=1.0) * 32767.0).astype(np.int16)
     return torch.from_numpy((y / 32767.0).astype(np.float32)).float()
 
@@ -215,6 +248,65 @@ def laion_input(wav, base, rng, max_len=LAION_MAX_LEN, fused=False):
     return (wav[idx: idx + max_len] if out is None else out), longer
 
 
+def hf_input(wav, mel, rng, max_len, truncation="fusion", padding="repeatpad", hop_size=480):
+    """transformers' ``ClapFeatureExtractor._get_input_mel`` for one file, called alone (its ``__call__`` on one clip).
+
+    Arguments
+    ---------
+    wav : torch.Tensor
+        ``[T]`` at the model's rate.
+    mel : callable
+        ``(waveform [T], htk) -> log-mel [frames, mel_bins]``: HTK filters (``truncation="fusion"``) or Slaney ones.
+    rng : numpy.random.RandomState or module
+        The random draws (``np.random``: the processor's global state).
+    max_len : int
+        ``max_length_s * sampling_rate``.
+    truncation, padding : str
+        The processor's (``fusion`` / ``rand_trunc``; ``repeatpad`` / ``repeat`` / ``pad``).
+    hop_size : int
+        The hop of the mel (fusion windows are ``max_len // hop_size + 1`` frames).
+
+    Returns
+    -------
+    torch.Tensor, bool
+        ``input_features`` of the clip ``[1 or 4, frames, mel_bins]`` and ``is_longer``. With ``fusion`` a clip
+        that is not longer is still marked longer: the processor marks one clip of a call when none is
+        (``np.random.randint(0, 1)``, drawn here too), and here every call holds one clip.
+    """
+    if truncation not in ("fusion", "rand_trunc"):
+        raise ValueError(f"truncation={truncation!r}; transformers' ClapFeatureExtractor knows fusion and rand_trunc.")
+    htk = truncation == "fusion"
+    if len(wav) > max_len:
+        if truncation == "rand_trunc":
+            idx = rng.randint(0, len(wav) - max_len + 1)
+            out, longer = mel(wav[idx: idx + max_len], False)[None], True
+        else:
+            full = mel(wav, True)
+            chunk, total = max_len // hop_size + 1, full.shape[0]
+            if chunk == total:
+                out, longer = torch.stack([full] * 4), False
+            else:
+                ranges = np.array_split(list(range(total - chunk + 1)), 3)
+                ranges = [r if len(r) else [0] for r in ranges]
+                starts = [rng.choice(r) for r in ranges]
+                shrink = F.interpolate(full[None, None], size=[chunk, full.shape[1]], mode="bilinear",
+                                       align_corners=False)[0, 0]
+                out, longer = torch.stack([shrink] + [full[s:s + chunk] for s in starts]), True
+    else:
+        longer = False
+        if len(wav) < max_len:
+            if padding == "repeat":
+                wav = wav.repeat(int(max_len / len(wav)) + 1)[:max_len]
+            if padding == "repeatpad":
+                wav = wav.repeat(int(max_len / len(wav)))
+            wav = F.pad(wav, (0, max_len - len(wav)))
+        one = mel(wav, htk)
+        out = torch.stack([one] * 4) if htk else one[None]
+    if htk and not longer:
+        longer = bool(rng.randint(0, 1) == 0)  # the processor's "randomly select one audio to be longer"
+    return out, longer
+
+
 # ------------------------------------------------------------------ MS CLAP
 def msclap_waveform(path, sample_rate):
     """A file as msclap's ``read_audio`` gives it (``resample=True``): channels resampled, then concatenated.
@@ -265,19 +357,40 @@ class ProtocolAudio(torch.utils.data.Dataset):
     rng : optional
         One generator for all clips, drawn from in file order (see the module); default: one per clip
         (:func:`clip_seed`).
+    hf_options : dict, optional
+        ``hf``: the processor's ``truncation``, ``padding``, ``max_length_s`` (:data:`HF_DEFAULTS`).
     """
 
-    def __init__(self, paths, model, protocol, sample_rate, duration, rng=None):
-        if protocol not in ("laion", "msclap"):
-            raise ValueError(f"ProtocolAudio: protocol={protocol!r}; expected 'laion' or 'msclap'.")
+    def __init__(self, paths, model, protocol, sample_rate, duration, rng=None, hf_options=None):
+        if protocol not in ("laion", "msclap", "hf"):
+            raise ValueError(f"ProtocolAudio: protocol={protocol!r}; expected 'laion', 'msclap' or 'hf'.")
         self.paths, self.model, self.protocol, self.rng = list(paths), model, protocol, rng
+        self.hf_options = dict(HF_DEFAULTS, **(hf_options or {}))
         self.sample_rate, self.num_samples = int(sample_rate), int(round(float(duration) * int(sample_rate)))
         base = _backbone(model)
         self.fused = getattr(base, "long_audio", None) == "fusion"
+        if not self.fused and "truncation" not in (hf_options or {}):
+            self.hf_options["truncation"] = "rand_trunc"  # transformers' 'fusion' fails on an unfused ClapModel
         self.max_len = int(getattr(base, "clip_samples", LAION_MAX_LEN) or LAION_MAX_LEN)
 
     def __len__(self):
         return len(self.paths)
+
+    def _mel(self, wav, htk):
+        """``[frames, mel_bins]`` float32: the backbone's STFT and log-mel (HTK filters when ``htk``) computed in
+        float64 like transformers' numpy feature extractor, then rounded."""
+        if getattr(self, "_front", None) is None:
+            import copy
+
+            from models.htsat import HTKLogmel
+
+            base = _backbone(self.model)
+            htk_mel = base.htk_logmel if hasattr(base, "htk_logmel") else HTKLogmel(*base.filterbank)
+            self._front = tuple(copy.deepcopy(m).double()
+                                for m in (base.spectrogram_extractor, base.logmel_extractor, htk_mel))
+        spectrogram, slaney, htk_mel = self._front
+        power = spectrogram(wav[None].double())
+        return (htk_mel if htk else slaney)(power)[0, 0].float()
 
     def __getitem__(self, index):
         path = self.paths[index]
@@ -287,6 +400,13 @@ class ProtocolAudio(torch.utils.data.Dataset):
                 with torch.no_grad():
                     wav = laion_waveform(path, self.sample_rate)
                     x, longer = laion_input(wav, _backbone(self.model), rng, self.max_len, self.fused)
+            elif self.protocol == "hf":
+                rng = self.rng if self.rng is not None else np.random.RandomState(clip_seed(path))
+                wav = laion_waveform(path, self.sample_rate, quantise=False)
+                opts = self.hf_options
+                with torch.no_grad():
+                    x, longer = hf_input(wav, self._mel, rng, int(opts["max_length_s"]) * self.sample_rate,
+                                         opts["truncation"], opts["padding"], _backbone(self.model).hop_size)
             else:
                 rng = self.rng if self.rng is not None else random.Random(clip_seed(path))
                 x, longer = msclap_input(msclap_waveform(path, self.sample_rate), self.num_samples, rng), False
@@ -304,9 +424,12 @@ def protocol_encoder(model, device, fused, precision="fp32"):
     """``batch -> (float32 [B, d], ok, errors)`` for :func:`collate_protocol` batches: unit-norm embeddings."""
     from models.precision import autocast
 
+    linears = [m for m in model.audio_encoder.projection.modules() if isinstance(m, torch.nn.Linear)]
+    dim = linears[-1].out_features if linears else 0
+
     def encode(batch):
         ok = np.array(batch["ok"], dtype=bool)
-        out = np.zeros((len(ok), 0), dtype=np.float32)
+        out = np.zeros((len(ok), dim), dtype=np.float32)
         rows = {}
         for longer in (False, True):
             sel = [i for i, good in enumerate(ok) if good and batch["longer"][i] == longer]
@@ -321,14 +444,24 @@ def protocol_encoder(model, device, fused, precision="fp32"):
                     emb = model.audio_encoder(x)[0]
             for i, e in zip(sel, F.normalize(emb.float(), dim=-1).cpu()):
                 rows[i] = e.numpy()
-        if rows:
-            dim = len(next(iter(rows.values())))
-            out = np.zeros((len(ok), dim), dtype=np.float32)
-            for i, e in rows.items():
-                out[i] = e
+        if rows and len(next(iter(rows.values()))) != dim:
+            out = np.zeros((len(ok), len(next(iter(rows.values())))), dtype=np.float32)
+        for i, e in rows.items():
+            out[i] = e
         return out, ok, batch["error"]
 
     return encode
+
+
+def protocol_reader(model, paths, protocol, sample_rate, duration, device="cpu", precision="fp32", rng=None,
+                    hf_options=None):
+    """``(dataset, collate_fn, encode)`` that embed ``paths`` under ``laion``, ``msclap`` or ``hf``.
+
+    ``encode(batch) -> (float32 [B, d] unit rows, ok, errors)``; see :class:`ProtocolAudio` for the rest.
+    """
+    data = ProtocolAudio(paths, model, protocol, sample_rate, duration, rng=rng, hf_options=hf_options)
+    mel_input = protocol == "hf" or (data.fused and protocol == "laion")
+    return data, collate_protocol, protocol_encoder(model, device, mel_input, precision)
 
 
 def protocol_logits(audio_emb, text_emb, protocol, logit_scale):
@@ -351,7 +484,7 @@ def protocol_logits(audio_emb, text_emb, protocol, logit_scale):
     return torch.softmax(sims, dim=1) if spec.softmax else sims
 
 
-def protocol_templates(templates, protocol):
+def protocol_templates(templates, protocol, text_pooling=None):
     """The prompt templates a zero-shot run uses: the protocol's own in place of our default prompt.
 
     The paper YAMLs' ``prompt_templates`` is ``["this is a sound of {label}"]``
@@ -365,7 +498,7 @@ def protocol_templates(templates, protocol):
     """
     templates = as_templates(templates)
     if protocol != "paper" and templates == [_PROTOCOLS["paper"].template]:
-        return [get_protocol(protocol).template]
+        return [protocol_template(protocol, text_pooling)]
     return templates
 
 
@@ -377,12 +510,10 @@ def manifest_embeddings(model, rows, protocol, sample_rate, duration, device="cp
     and fitted as :class:`ProtocolAudio` does (one generator per clip: the
     same numbers on every run).
     """
-    data = ProtocolAudio([r["wav_path"] for r in rows], model, protocol, sample_rate, duration)
-    loader = torch.utils.data.DataLoader(data, batch_size=int(batch_size), collate_fn=collate_protocol,
+    data, collate, encode = protocol_reader(model, [r["wav_path"] for r in rows], protocol, sample_rate, duration,
+                                            device, precision)
+    loader = torch.utils.data.DataLoader(data, batch_size=int(batch_size), collate_fn=collate,
                                          num_workers=int(num_workers))
-    encode = protocol_encoder(model, device, data.fused and protocol == "laion", precision)
     for batch in loader:
         emb, ok, _ = encode(batch)
-        if emb.shape[1] == 0:
-            emb = np.zeros((len(ok), 1), dtype=np.float32)
         yield torch.from_numpy(emb), [rows[i] for i in batch["index"]], ok.tolist()

@@ -16,7 +16,15 @@ embeddings in one shared space::
     audio @ text.T                                                      # cosine similarities
     clap.classify(["dog.wav"], ["dog", "rain", "sea_waves"], topk=2)    # [[("dog", 0.41), ("rain", 0.12)]]
 
-Audio of any length, rate and channel count is read with soundfile, mixed
+How a clip is read and fitted to the model follows the checkpoint
+(:attr:`ClapEmbedder.protocol`, :mod:`evaluation.protocols`): a LAION ``.pt``
+embeds as LAION-CLAP's ``get_audio_embedding_from_filelist`` (``"laion"``), a
+Hugging Face folder as transformers' ``ClapProcessor`` + ``ClapModel``
+(``"hf"``), an MS CLAP file through :meth:`ClapEmbedder.from_ms_clap` as
+msclap's ``CLAPWrapper`` (``"msclap"``); our runs keep our windows
+(``"paper"``, below), which any model can use with ``protocol="paper"``.
+
+Under ``"paper"``, audio of any length, rate and channel count is read with soundfile, mixed
 to mono and resampled to the model rate. A clip longer than the model's
 window (``eval_duration``, 5 s for MS CLAP) is cut into windows that cover
 it (:func:`dataset.clips.audio_chunks`); the window embeddings are averaged
@@ -24,7 +32,8 @@ and the mean renormalised. Shorter clips are tiled to one window. A model
 with feature fusion (LAION's fused checkpoints: its backbone's ``long_audio``
 is ``"fusion"``) gets a long file whole instead: its backbone builds the
 global view and the chunks itself, deterministically. Nothing is random, so
-the same files give the same numbers on every call.
+the same files give the same numbers on every call (the other protocols draw
+their crops from a generator seeded per file, so they do too).
 
 The model architecture is described by the keys of the recipes' YAML files
 (:data:`models.factory.ARCHITECTURE_KEYS`: ``sample_rate``, ``text_model``,
@@ -117,6 +126,74 @@ def _whole_file_encoder(model, device, precision="fp32"):
     return encode
 
 
+#: ``preprocessor_config.json`` keys of transformers' ClapFeatureExtractor -> our architecture keys.
+_PROCESSOR_FRONT = {"sampling_rate": "sample_rate", "hop_length": "hop_size", "fft_window_size": "window_size",
+                    "feature_size": "mel_bins", "frequency_min": "fmin", "frequency_max": "fmax"}
+
+
+def read_processor_config(folder):
+    """``(hf protocol options, front-end keys)`` of a Hugging Face folder's ``preprocessor_config.json``.
+
+    The options are its ``truncation``, ``padding`` and ``max_length_s``; the front-end keys its rate, hop,
+    window, mel bands and band edges in our names (the model then computes the processor's mel). A folder
+    without the file gives ``({}, {})``: transformers' defaults and the LAION front end.
+    """
+    import json
+
+    path = os.path.join(os.fspath(folder), "preprocessor_config.json")
+    if not os.path.isfile(path):
+        return {}, {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+        config = config.get("feature_extractor", config)  # a processor_config.json nests it
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable preprocessor config ({err}); fix or remove it.") from None
+    options = {k: config[k] for k in ("truncation", "padding", "max_length_s") if k in config}
+    front = {ours: config[theirs] for theirs, ours in _PROCESSOR_FRONT.items() if theirs in config}
+    return options, front
+
+
+def hf_protocol_options(folder, fused):
+    """The ``hf`` protocol's options of a Hugging Face folder: its processor's, ``rand_trunc`` for an unfused model.
+
+    transformers' ClapModel fails on the 4-channel input that ``truncation='fusion'`` (the processor's
+    default) gives an unfused model, so an unfused model without a processor config gets ``rand_trunc`` and
+    one whose config says otherwise is refused (ValueError naming the file).
+    """
+    options = read_processor_config(folder)[0]
+    if not fused:
+        if options.get("truncation", "rand_trunc") != "rand_trunc":
+            raise ValueError(f"{folder}: preprocessor_config.json says truncation {options['truncation']!r} but the "
+                             "model is unfused (transformers' ClapModel fails on that input too); set it to "
+                             "'rand_trunc'.")
+        options["truncation"] = "rand_trunc"
+    return options
+
+
+#: The default protocol of a model loaded from a whole-model file of each format (the last one loaded wins).
+_FORMAT_PROTOCOLS = {"laion": "laion", "hf": "hf", "ms_clap_2023": "msclap"}
+
+
+def _loaded_protocol(net, files, preread, later, ssl_checkpoints_dir, protocol=None):
+    """``(protocol, hf options)`` of a model from_pretrained loaded: see its ``protocol`` argument."""
+    from models.convert import FORMAT_NAMES
+
+    given = [k for k in WHOLE_MODEL_FLAGS if files[k]]
+    if protocol is not None or ssl_checkpoints_dir or not given:
+        protocol = protocol or "paper"
+        hf_folder = given and protocol == "hf" and os.path.isdir(files[given[-1]])
+        return protocol, (hf_protocol_options(files[given[-1]], _is_fused(net)) if hf_folder else {})
+    last = given[-1]
+    if last in preread:
+        fmt = preread[last][0]
+    else:  # loaded by experiment.weights.load_weights, whose source line names the format
+        found = [(later.rfind(FORMAT_NAMES[f]), f) for f in _FORMAT_PROTOCOLS if FORMAT_NAMES[f] in (later or "")]
+        fmt = max(found)[1] if found else "clap"
+    protocol = _FORMAT_PROTOCOLS.get(fmt, "paper")
+    return protocol, (hf_protocol_options(files[last], _is_fused(net)) if protocol == "hf" else {})
+
+
 def _is_fused(model):
     base = getattr(getattr(model, "audio_encoder", None), "base", None)
     return getattr(base, "long_audio", None) == "fusion"
@@ -187,11 +264,13 @@ class ClapEmbedder:
         self._fingerprint = None
         self.precision = check_precision(precision)
         self.protocol = get_protocol(protocol).name
+        #: The ``hf`` protocol's processor options (:data:`evaluation.protocols.HF_DEFAULTS` when empty).
+        self.hf_options = {}
 
     # -------------------------------------------------------- constructors
     @classmethod
     def from_pretrained(cls, clap_ckpt_path=None, ssl_checkpoints_dir=None, ssl_select="loss", model_hparams=None,
-                        device="cpu", precision="fp32", laion_ckpt_path=None, model=None, protocol="paper",
+                        device="cpu", precision="fp32", laion_ckpt_path=None, model=None, protocol=None,
                         **overrides):
         """Loads weights as the recipes' ``--clap_ckpt_path`` / ``--ssl_checkpoints_dir`` flags do.
 
@@ -225,8 +304,11 @@ class ClapEmbedder:
             ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         precision : str
             ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see the class).
-        protocol : str
-            ``"paper"`` (default: the recipes' own windows), ``"laion"`` or ``"msclap"`` (see the class).
+        protocol : str, optional
+            ``"paper"``, ``"laion"``, ``"msclap"`` or ``"hf"`` (see the class). Default: the checkpoint's
+            own: ``"paper"`` with ``ssl_checkpoints_dir`` (our runs) or an MS CLAP 2022 / our-layout file
+            (the paper's teacher, embedded as the paper's recipes do); else that of the last whole-model
+            file: ``"laion"`` (LAION ``.pt``), ``"hf"`` (Hugging Face folder), ``"msclap"`` (MS CLAP 2023).
         **overrides
             Architecture keys that take precedence over the file, e.g.
             ``text_model="/models/bert-base-uncased"`` or ``eval_duration=10``.
@@ -262,6 +344,8 @@ class ClapEmbedder:
             key = [k for k in WHOLE_MODEL_FLAGS if files[k]][-1]
             preread[key] = read_checkpoint(files[key])
             described = preread[key][2]
+            if preread[key][0] == "hf":  # the folder's processor sets the front end (explicit keys win)
+                overrides = {**read_processor_config(files[key])[1], **overrides}
         config = architecture(described, **overrides)
         net = build_model(config)
         sources = []
@@ -271,8 +355,11 @@ class ClapEmbedder:
         remaining = {k: v for k, v in files.items() if k not in preread}
         later = load_weights(net, {**remaining, "ssl_checkpoints_dir": ssl_checkpoints_dir, "ssl_select": ssl_select})
         source = ", then ".join(sources + ([later] if later else []))
-        return cls(net, load_tokenizer(config["text_model"]), config["sample_rate"], config["eval_duration"],
+        protocol, hf_options = _loaded_protocol(net, files, preread, later, ssl_checkpoints_dir, protocol)
+        clap = cls(net, load_tokenizer(config["text_model"]), config["sample_rate"], config["eval_duration"],
                    config["text_max_length"], device, source, config, precision, protocol)
+        clap.hf_options = hf_options
+        return clap
 
     @classmethod
     def from_ms_clap(cls, path, version="2023", text_model=None, device="cpu", protocol="msclap", **overrides):
@@ -323,7 +410,7 @@ class ClapEmbedder:
         return cls._from_checkpoint(path, (fmt, ours, arch), device, dict(overrides, protocol=protocol))
 
     @classmethod
-    def from_laion(cls, path, text_model=None, enable_fusion=None, amodel=None, device="cpu", protocol="laion",
+    def from_laion(cls, path, text_model=None, enable_fusion=None, amodel=None, device="cpu", protocol=None,
                    **overrides):
         """A LAION-CLAP checkpoint: a ``.pt`` file (``630k-audioset-best.pt``, ...) or a Hugging Face ClapModel folder.
 
@@ -345,10 +432,13 @@ class ClapEmbedder:
             LAION's ``amodel`` (``"HTSAT-tiny"``, ``"HTSAT-base"``): an error when the file disagrees.
         device : str
             Where the model runs.
-        protocol : str
-            ``"laion"`` by default: audio read and fitted as LAION-CLAP's
+        protocol : str, optional
+            A ``.pt`` file: ``"laion"`` by default, audio read and fitted as LAION-CLAP's
             ``get_audio_embedding_from_filelist`` does (48 kHz, int16 round trip,
-            10-s repeat-pad, random crop or fusion of longer files; :mod:`evaluation.protocols`);
+            10-s repeat-pad, random crop or fusion of longer files; :mod:`evaluation.protocols`).
+            A Hugging Face folder: ``"hf"`` by default, as transformers' ``ClapProcessor`` fits a file
+            (its ``preprocessor_config.json`` when the folder has one: truncation, padding, length and
+            the front end's rate, hop, window, mel bands and band edges; else the processor's defaults).
             ``"paper"`` for our windows.
         **overrides
             Other architecture keys (e.g. ``eval_duration``).
@@ -372,7 +462,14 @@ class ClapEmbedder:
                                  "leave amodel=None.")
         if text_model is not None:
             overrides["text_model"] = text_model
-        return cls._from_checkpoint(path, (fmt, ours, arch), device, dict(overrides, protocol=protocol))
+        hf_options = None
+        if fmt == "hf":
+            hf_options = hf_protocol_options(path, fused)
+            overrides = {**read_processor_config(path)[1], **overrides}
+        protocol = protocol or ("hf" if fmt == "hf" else "laion")
+        clap = cls._from_checkpoint(path, (fmt, ours, arch), device, dict(overrides, protocol=protocol))
+        clap.hf_options = hf_options or {}
+        return clap
 
     @classmethod
     def _from_checkpoint(cls, path, checkpoint, device, overrides):
@@ -416,7 +513,10 @@ class ClapEmbedder:
     def fingerprint(self):
         """A short hash of the weights and the default protocol (:func:`embeddings.keys.model_fingerprint`)."""
         if self._fingerprint is None or self._fingerprint[0] != self.protocol:
-            self._fingerprint = (self.protocol, model_fingerprint(self.model, self.protocol))
+            name = self.protocol
+            if name == "hf" and self.hf_options:
+                name += ":" + ",".join(f"{k}={v}" for k, v in sorted(self.hf_options.items()))
+            self._fingerprint = (self.protocol, model_fingerprint(self.model, name))
         return self._fingerprint[1]
 
     # ------------------------------------------------------------ embeddings
@@ -435,7 +535,7 @@ class ClapEmbedder:
         protocol = self._protocol(protocol)
         if protocol != "paper":
             return ProtocolAudio(_as_path_list(paths), self.model, protocol, self.sample_rate, self.eval_duration,
-                                 rng=rng)
+                                 rng=rng, hf_options=self.hf_options)
         if self.fused:
             return _WholeClips(_as_path_list(paths), self.sample_rate, self.eval_duration)
         return AudioClips(_as_path_list(paths), self.sample_rate, self.eval_duration, chunking=True,
@@ -450,8 +550,8 @@ class ClapEmbedder:
     def audio_encoder(self, chunk_batch, protocol=None):
         """``batch -> (float32 [B, d], ok, errors)`` for batches of :meth:`collate`."""
         if self._protocol(protocol) != "paper":
-            return protocol_encoder(self.model, self.device, self.fused and self._protocol(protocol) == "laion",
-                                    self.precision)
+            mel_input = self._protocol(protocol) == "hf" or (self.fused and self._protocol(protocol) == "laion")
+            return protocol_encoder(self.model, self.device, mel_input, self.precision)
         if self.fused:
             return _whole_file_encoder(self.model, self.device, self.precision)
         return audio_batch_encoder(self.model, self.device, chunk_batch, self.precision)
@@ -515,8 +615,6 @@ class ClapEmbedder:
                 bad = [(dataset.paths[i], e) for i, good, e in zip(batch["index"], ok, errors) if not good]
                 raise AudioReadError(f"Cannot embed {bad[0][0]}: {bad[0][1]}"
                                      + (f" (and {len(bad) - 1} more in this batch)" if len(bad) > 1 else ""))
-            if emb.shape[1] == 0:  # a batch of unreadable files only
-                emb = np.zeros((len(ok), self.dim), dtype=np.float32)
             emb[~ok] = 0.0
             embs.append(emb)
             oks.append(ok)
@@ -544,7 +642,7 @@ class ClapEmbedder:
         ``templates`` default to the protocol's own (:func:`evaluation.protocols.protocol_prompts`:
         ``sea_waves`` → ``sea waves``); see :func:`evaluation.zeroshot.prompt_embeddings`.
         """
-        prompts = protocol_prompts(list(labels), self._protocol(protocol), templates)
+        prompts = protocol_prompts(list(labels), self._protocol(protocol), templates, self.config.get("text_pooling"))
         return prompt_embeddings(self.model, self.tokenizer, prompts, self.device, self.text_max_length,
                                  precision=self.precision).cpu()
 

@@ -39,7 +39,7 @@ from test_htsat import _reference_root
 from test_published_checkpoints import _laion_file
 from test_text_towers import laion_model_module, laion_tokenize, write_tiny_gpt2, write_tiny_roberta  # noqa: F401
 
-pytestmark = pytest.mark.slow  # ~ a minute: 10 clips through four references and ours
+SLOW = pytest.mark.slow  # each ~10-30 s: 10 clips through a reference and ours
 
 LABELS = ["dog", "sea_waves", "crying_baby", "rain"]
 # A 10-s window at 48 kHz / hop 480 (1001 frames) and 7 s at 44.1 kHz / hop 320 (965) fit 1024 frames.
@@ -165,6 +165,7 @@ def _laion_reference_logits(ref, embed_files, roberta, files, seed):
     return (logit_scale_a * audio @ text.t()).detach()
 
 
+@SLOW
 @pytest.mark.parametrize("fused", [False, True], ids=["unfused", "fused"])
 def test_laion_protocol_matches_laion_clap(laion_pair, clips, fused):
     ref, embed_files, ours, roberta = laion_pair[fused]
@@ -249,6 +250,7 @@ def msclap_pair(tmp_path_factory):
     return wrapper, wrapper_module, load, ours
 
 
+@SLOW
 def test_msclap_protocol_matches_msclap(msclap_pair, clips, monkeypatch):
     wrapper, wrapper_module, load, ours = msclap_pair
     assert ours.protocol == "msclap"
@@ -269,6 +271,7 @@ def test_msclap_protocol_matches_msclap(msclap_pair, clips, monkeypatch):
 
 
 # ------------------------------------------------------------------ defaults
+@SLOW
 def test_protocol_is_the_loaders_and_part_of_the_fingerprint(laion_pair, msclap_pair, clips):
     _, _, ours, _ = laion_pair[False]
     laion_fp = ours.fingerprint
@@ -286,3 +289,102 @@ def test_protocol_is_the_loaders_and_part_of_the_fingerprint(laion_pair, msclap_
     assert [s for _, s in ranked[0]] == pytest.approx(sorted(logits[0].tolist(), reverse=True)[:2], abs=1e-6)
     with pytest.raises(ValueError, match="protocol='clip' is not one of paper, laion, msclap"):
         ours.classify(clips[:1], LABELS, protocol="clip")
+
+
+# ------------------------------------------------------------------ transformers
+def _hf_folder(root, roberta, fused, truncation):
+    """A random ClapModel (LAION's front end, a small Swin) and a ClapFeatureExtractor saved in one folder."""
+    from transformers import AutoConfig, ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel, ClapTextConfig
+
+    text = AutoConfig.from_pretrained(roberta).to_dict()
+    text_cfg = ClapTextConfig(**{k: text[k] for k in ("vocab_size", "hidden_size", "num_hidden_layers",
+                                                      "num_attention_heads", "intermediate_size",
+                                                      "max_position_embeddings", "type_vocab_size",
+                                                      "layer_norm_eps", "pad_token_id")})
+    audio_cfg = ClapAudioConfig(spec_size=256, patch_size=4, patch_stride=[4, 4], patch_embeds_hidden_size=16,
+                                hidden_size=128, depths=[1, 1, 1, 1], num_attention_heads=[1, 2, 2, 4],
+                                window_size=8, num_mel_bins=64, num_classes=5, enable_fusion=fused)
+    torch.manual_seed(20 + fused)
+    model = ClapModel(ClapConfig(text_config=text_cfg.to_dict(), audio_config=audio_cfg.to_dict(),
+                                 projection_dim=16)).eval()
+    with torch.no_grad():
+        model.audio_model.audio_encoder.batch_norm.running_mean.normal_()
+        model.audio_model.audio_encoder.batch_norm.running_var.uniform_(0.5, 2)
+    folder = root / f"hf_{'fused' if fused else 'unfused'}_{truncation}"
+    model.save_pretrained(folder)
+    extractor = ClapFeatureExtractor(feature_size=64, sampling_rate=48000, hop_length=480, max_length_s=10,
+                                     fft_window_size=1024, frequency_min=50, frequency_max=14000,
+                                     truncation=truncation, padding="repeatpad")
+    extractor.save_pretrained(folder)
+    return model, extractor, str(folder)
+
+
+@SLOW
+@pytest.mark.parametrize("fused,truncation", [(False, "rand_trunc"), (True, "fusion")],
+                         ids=["unfused-rand_trunc", "fused-fusion"])
+def test_hf_folder_embeds_as_transformers_processor_and_model(clips, tmp_path, fused, truncation):
+    """ClapEmbedder.from_laion(HF folder).embed_audio = librosa.load(sr=48000) (LAION's reading) + the folder's
+    ClapFeatureExtractor (ClapProcessor's audio path), one file per call, + ClapModel.get_audio_features."""
+    pytest.importorskip("transformers.models.clap")
+    import librosa
+
+    roberta = write_tiny_roberta(tmp_path / "roberta", hidden=32, heads=2)
+    model, extractor, folder = _hf_folder(tmp_path, roberta, fused, truncation)
+    ours = ClapEmbedder.from_laion(folder, text_model=roberta)
+    assert ours.protocol == "hf" and ours.fused is fused and ours.config["fmin"] == 50
+    assert ours.hf_options == {"truncation": truncation, "padding": "repeatpad", "max_length_s": 10}
+    np.random.seed(5)
+    expected = []
+    with torch.no_grad():
+        for path in clips:
+            wav, _ = librosa.load(path, sr=48000)
+            features = extractor(wav, sampling_rate=48000, return_tensors="pt")
+            out = model.get_audio_features(input_features=features["input_features"],
+                                           is_longer=features["is_longer"])
+            expected.append(F.normalize(out if torch.is_tensor(out) else out.pooler_output, dim=-1)[0])
+    expected = torch.stack(expected)
+    got = ours.embed_audio(clips, return_tensors="pt", rng=np.random.RandomState(5))
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
+    # Our windows (a named option) differ on the short clips: transformers repeat-pads them to 10 s.
+    paper = ours.embed_audio(clips[:3], return_tensors="pt", protocol="paper")
+    assert (paper - expected[:3]).abs().max() > 1e-3
+
+
+def test_hf_folder_processor_options(tmp_path):
+    """An unfused folder without a processor config gets rand_trunc (transformers' default 'fusion' makes its
+    ClapModel fail on a 4-channel input); a config saying 'fusion' for it is refused in one line."""
+    pytest.importorskip("transformers.models.clap")
+    roberta = write_tiny_roberta(tmp_path / "roberta", hidden=32, heads=2)
+    _, _, folder = _hf_folder(tmp_path, roberta, False, "fusion")
+    with pytest.raises(ValueError, match=r"preprocessor_config.json says truncation 'fusion' but the model is "
+                                         r"unfused .* set it to 'rand_trunc'"):
+        ClapEmbedder.from_laion(folder, text_model=roberta)
+    os.remove(os.path.join(folder, "preprocessor_config.json"))
+    clap = ClapEmbedder.from_laion(folder, text_model=roberta)
+    assert (clap.protocol, clap.hf_options) == ("hf", {"truncation": "rand_trunc"})
+
+
+@SLOW
+def test_build_index_embeds_a_laion_file_as_laion_clap(laion_pair, clips, tmp_path):
+    """build_index.py --laion_ckpt_path: the default protocol is LAION's (recorded in index.json, part of the
+    fingerprint), and the rows are the API's; --protocol=paper is our windows, another fingerprint."""
+    from conftest import load_script
+    from embeddings.store import load_audio_set
+    from inference.embedder import ClapEmbedder as Embedder
+
+    ref, _, ours, roberta = laion_pair[False]
+    path = ours.source.split(" ", 1)[1]
+    listing = tmp_path / "paths.txt"
+    listing.write_text("\n".join(clips[:4]) + "\n", encoding="utf-8")
+    build = load_script("build_index").main
+    info = build([f"--audio_pathfile={listing}", f"--output_folder={tmp_path / 'laion'}", f"--laion_ckpt_path={path}",
+                  f"--text_model={roberta}", "--noprogressbar"])
+    assert info["protocol"] == "laion" and info["model"]["load"]["protocol"] == "laion"
+    assert info["model"]["fingerprint"] == ours.fingerprint
+    emb, kept, _ = load_audio_set(str(tmp_path / "laion" / "embeddings"))
+    np.testing.assert_allclose(emb, ours.embed_audio([clips[i] for i in range(4)]), rtol=0, atol=1e-5)
+    paper = build([f"--audio_pathfile={listing}", f"--output_folder={tmp_path / 'paper'}", f"--laion_ckpt_path={path}",
+                   f"--text_model={roberta}", "--noprogressbar", "--protocol=paper"])
+    assert paper["protocol"] == "paper" and paper["model"]["fingerprint"] != info["model"]["fingerprint"]
+    loaded = Embedder.from_pretrained(laion_ckpt_path=path, text_model=roberta)
+    assert (loaded.protocol, loaded.fingerprint) == ("laion", ours.fingerprint)
