@@ -371,6 +371,16 @@ class ProtocolAudio(torch.utils.data.Dataset):
         self.fused = getattr(base, "long_audio", None) == "fusion"
         if not self.fused and "truncation" not in (hf_options or {}):
             self.hf_options["truncation"] = "rand_trunc"  # transformers' 'fusion' fails on an unfused ClapModel
+        if protocol == "hf":
+            if not hasattr(base, "forward_mel"):
+                raise ValueError(f"protocol 'hf' is transformers' ClapModel: an HTS-AT model, not "
+                                 f"{type(base).__name__}; use protocol 'paper' or 'msclap'.")
+            opts = self.hf_options
+            if opts["truncation"] not in ("fusion", "rand_trunc") or opts["padding"] not in ("repeatpad", "repeat",
+                                                                                              "pad"):
+                raise ValueError(f"protocol 'hf': truncation={opts['truncation']!r}, padding={opts['padding']!r}; "
+                                 "transformers' ClapFeatureExtractor knows fusion | rand_trunc and "
+                                 "repeatpad | repeat | pad.")
         self.max_len = int(getattr(base, "clip_samples", LAION_MAX_LEN) or LAION_MAX_LEN)
 
     def __len__(self):

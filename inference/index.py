@@ -269,6 +269,7 @@ def load_searcher(index_folder, **model_flags):
     index, paths, info = load_index(index_folder)
     record = info["model"]
     load = dict(record["load"], **record["architecture"])
+    load.setdefault("protocol", "paper")  # an index written before protocols existed holds our windows
     load.update(model_flags)
     try:
         embedder = ClapEmbedder.from_pretrained(**load)

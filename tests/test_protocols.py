@@ -287,7 +287,7 @@ def test_protocol_is_the_loaders_and_part_of_the_fingerprint(laion_pair, msclap_
     ranked = ours.classify(clips[:1], LABELS, topk=2)
     logits = ours.zero_shot_logits(clips[:1], LABELS)
     assert [s for _, s in ranked[0]] == pytest.approx(sorted(logits[0].tolist(), reverse=True)[:2], abs=1e-6)
-    with pytest.raises(ValueError, match="protocol='clip' is not one of paper, laion, msclap"):
+    with pytest.raises(ValueError, match="protocol='clip' is not one of paper, laion, msclap, hf"):
         ours.classify(clips[:1], LABELS, protocol="clip")
 
 
@@ -388,3 +388,20 @@ def test_build_index_embeds_a_laion_file_as_laion_clap(laion_pair, clips, tmp_pa
     assert paper["protocol"] == "paper" and paper["model"]["fingerprint"] != info["model"]["fingerprint"]
     loaded = Embedder.from_pretrained(laion_ckpt_path=path, text_model=roberta)
     assert (loaded.protocol, loaded.fingerprint) == ("laion", ours.fingerprint)
+
+
+def test_protocol_errors_name_the_input(tiny_bert, tmp_path):
+    """A protocol name that does not exist, and 'hf' on a model transformers' ClapModel cannot be: one line each,
+    before any audio is read."""
+    from conftest import tiny_clap
+    from models.text_encoder import load_tokenizer
+
+    clap = ClapEmbedder(tiny_clap(tiny_bert, seed=0), load_tokenizer(tiny_bert), 16000, 1.0)
+    wav = str(tmp_path / "a.wav")
+    soundfile.write(wav, np.zeros(16000, dtype="float32"), 16000)
+    with pytest.raises(ValueError, match=r"protocol='clip' is not one of paper, laion, msclap, hf"):
+        clap.embed_audio([wav], protocol="clip")
+    with pytest.raises(ValueError, match=r"protocol 'hf' is transformers' ClapModel: an HTS-AT model, not Cnn14"):
+        clap.embed_audio([wav], protocol="hf")
+    with pytest.raises(ValueError, match=r"protocol='tile' is not one of"):
+        ClapEmbedder(clap.model, clap.tokenizer, 16000, 1.0, protocol="tile")
