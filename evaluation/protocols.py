@@ -69,7 +69,7 @@ __all__ = [
     "PROTOCOLS", "Protocol", "get_protocol", "clip_seed", "protocol_prompts", "laion_waveform", "laion_input",
     "msclap_waveform", "msclap_input", "ProtocolAudio", "collate_protocol", "protocol_encoder", "protocol_logits",
     "protocol_templates", "protocol_template", "MSCLAP_2022_TEMPLATE", "manifest_embeddings", "protocol_reader",
-    "hf_input", "HF_DEFAULTS",
+    "hf_input", "HF_DEFAULTS", "FORMAT_PROTOCOLS", "checkpoint_protocol",
 ]
 
 #: The protocol names, ``paper`` first (ours, the default of our own runs); ``hf``: transformers' ClapProcessor.
@@ -461,6 +461,34 @@ def protocol_encoder(model, device, fused, precision="fp32"):
         return out, ok, batch["error"]
 
     return encode
+
+
+#: The default protocol of a model loaded from a whole-model file of each format (the last one loaded wins):
+#: :data:`models.convert.FORMATS` names; MS CLAP 2022 / our layout (``clap``) keeps ``paper``.
+FORMAT_PROTOCOLS = {"laion": "laion", "hf": "hf", "ms_clap_2023": "msclap"}
+
+
+def checkpoint_protocol(source, fmt=None):
+    """The protocol a model's checkpoint implies (``source``: the line :func:`experiment.weights.load_weights`
+    returns, e.g. ``"LAION-CLAP .pt 630k.pt"``; ``fmt``: the last whole-model file's format when known).
+
+    A checkpoint of one of our runs (``checkpoint ...`` in the line) and an MS CLAP 2022 / our-layout file give
+    ``paper``; otherwise the format of the last whole-model file named decides (:data:`FORMAT_PROTOCOLS`).
+
+    Example
+    -------
+    >>> checkpoint_protocol("LAION-CLAP .pt /m/630k.pt"), checkpoint_protocol("MS CLAP /m/c.pth, then checkpoint x")
+    ('laion', 'paper')
+    """
+    from models.convert import FORMAT_NAMES
+
+    source = source or ""
+    if "checkpoint " in source:
+        return "paper"
+    if fmt is None:
+        found = [(source.rfind(FORMAT_NAMES[f]), f) for f in FORMAT_PROTOCOLS if FORMAT_NAMES[f] in source]
+        fmt = max(found)[1] if found else "clap"
+    return FORMAT_PROTOCOLS.get(fmt, "paper")
 
 
 def protocol_reader(model, paths, protocol, sample_rate, duration, device="cpu", precision="fp32", rng=None,

@@ -54,7 +54,8 @@ from dataset.clips import AudioClips, collate_audio
 from embeddings.encoders import audio_batch_encoder, encode_texts
 from embeddings.keys import model_fingerprint
 from evaluation.protocols import (
-    ProtocolAudio, collate_protocol, get_protocol, protocol_encoder, protocol_logits, protocol_prompts,
+    ProtocolAudio, checkpoint_protocol, collate_protocol, get_protocol, protocol_encoder, protocol_logits,
+    protocol_prompts,
 )
 from evaluation.zeroshot import prompt_embeddings
 from experiment.checkpoints import checkpoint_dirs
@@ -171,26 +172,16 @@ def hf_protocol_options(folder, fused):
     return options
 
 
-#: The default protocol of a model loaded from a whole-model file of each format (the last one loaded wins).
-_FORMAT_PROTOCOLS = {"laion": "laion", "hf": "hf", "ms_clap_2023": "msclap"}
-
-
 def _loaded_protocol(net, files, preread, later, ssl_checkpoints_dir, protocol=None):
     """``(protocol, hf options)`` of a model from_pretrained loaded: see its ``protocol`` argument."""
-    from models.convert import FORMAT_NAMES
-
     given = [k for k in WHOLE_MODEL_FLAGS if files[k]]
     if protocol is not None or ssl_checkpoints_dir or not given:
         protocol = protocol or "paper"
         hf_folder = given and protocol == "hf" and os.path.isdir(files[given[-1]])
         return protocol, (hf_protocol_options(files[given[-1]], _is_fused(net)) if hf_folder else {})
     last = given[-1]
-    if last in preread:
-        fmt = preread[last][0]
-    else:  # loaded by experiment.weights.load_weights, whose source line names the format
-        found = [(later.rfind(FORMAT_NAMES[f]), f) for f in _FORMAT_PROTOCOLS if FORMAT_NAMES[f] in (later or "")]
-        fmt = max(found)[1] if found else "clap"
-    protocol = _FORMAT_PROTOCOLS.get(fmt, "paper")
+    # loaded here (its format known) or by experiment.weights.load_weights, whose source line names the format
+    protocol = checkpoint_protocol(later, preread[last][0] if last in preread else None)
     return protocol, (hf_protocol_options(files[last], _is_fused(net)) if protocol == "hf" else {})
 
 

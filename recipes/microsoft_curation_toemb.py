@@ -36,7 +36,7 @@ from curation.paper_outputs import export_embedding_step
 from dataset.manifest import read_caption_csv
 from embeddings.extract import embed_audio_files, embed_captions
 from embeddings.keys import model_fingerprint
-from evaluation.protocols import get_protocol
+from evaluation.protocols import checkpoint_protocol, get_protocol
 from embeddings.lists import caption_table, read_path_list
 from embeddings.options import AudioEmbeddingOptions, CaptionEmbeddingOptions
 from experiment.command_line import setup
@@ -63,9 +63,10 @@ def main(argv=None):
     table = None
     if hparams.get("text_pathfile"):
         table = caption_table(read_caption_csv(hparams["text_pathfile"]))
-    model, device, _ = load_eval_model(hparams, run_opts, purpose="Curation")
+    model, device, source = load_eval_model(hparams, run_opts, purpose="Curation")
     # Recorded with the embeddings, so that later steps can check they use one model.
-    protocol = get_protocol(hparams.get("protocol") or "paper").name
+    # null: the checkpoint's own (our runs and MS CLAP 2022: paper; a LAION file: laion; ...)
+    protocol = get_protocol(hparams.get("protocol") or checkpoint_protocol(source)).name
     fingerprint = model_fingerprint(model, protocol)
     precision = inference_precision(hparams, run_opts)
     progress = not run_opts.get("noprogressbar", False)

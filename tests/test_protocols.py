@@ -405,3 +405,37 @@ def test_protocol_errors_name_the_input(tiny_bert, tmp_path):
         clap.embed_audio([wav], protocol="hf")
     with pytest.raises(ValueError, match=r"protocol='tile' is not one of"):
         ClapEmbedder(clap.model, clap.tokenizer, 16000, 1.0, protocol="tile")
+
+
+@SLOW
+def test_curation_embedding_follows_a_laion_teacher(laion_pair, clips, tmp_path):
+    """microsoft_curation_toemb.py with a LAION .pt teacher (protocol: null, the curation YAML's): the rows are
+    LAION-CLAP's (the API's laion protocol), recorded so; --protocol=paper gives our windows, another fingerprint."""
+    import json
+
+    from conftest import load_script
+    from embeddings.store import load_audio_set
+
+    _, _, ours, roberta = laion_pair[False]
+    path = ours.source.split(" ", 1)[1]
+    listing = tmp_path / "paths.txt"
+    listing.write_text("\n".join(clips[:3]) + "\n", encoding="utf-8")
+    options = ("{size: null, spec_size: 256, patch_size: 4, patch_stride: 4, swin_window_size: 8, embed_dim: 16, "
+               "depths: [1, 1, 1, 1], num_heads: [1, 2, 2, 4]}")
+
+    def run(name, *flags):
+        load_script("microsoft_curation_toemb").main([
+            "hparams/curation/microsoft_audioset_insper_toemb.yaml", f"--output_folder={tmp_path / name}",
+            "--clap_ckpt_path=", f"--laion_ckpt_path={path}", "--model=laion_630k_audioset",
+            f"--text_model={roberta}", f"--audio_options={options}", "--out_emb=128", "--d_proj=24",
+            "--classes_num=5", f"--audio_pathfile={listing}", "--batch_size=2", "--num_workers=0",
+            "--emb_dtype=float32", "--noprogressbar", *flags])
+        with open(tmp_path / name / "save" / "embeddings.json", encoding="utf-8") as f:
+            return load_audio_set(str(tmp_path / name / "save"))[0], json.load(f)["audio"]
+
+    emb, info = run("laion")
+    assert info["protocol"] == "laion" and info["model"] == ours.fingerprint
+    np.testing.assert_allclose(emb, ours.embed_audio(clips[:3]), rtol=0, atol=1e-5)
+    paper, paper_info = run("paper", "--protocol=paper")
+    assert "protocol" not in paper_info and paper_info["model"] != info["model"]
+    assert np.abs(paper - emb).max() > 1e-3
