@@ -19,6 +19,8 @@ prompt is used (:mod:`evaluation.protocols`, docs/zeroshot.md): ``paper``
 {label}.") or ``msclap`` (msclap's ``CLAPWrapper`` and "this is the sound of
 {label}", MS CLAP 2022's "this is a sound of {label}" for a model without
 GPT-2 pooling); ``prompt_templates`` other than the paper's default are kept.
+``--protocol=`` (null) takes the checkpoint's own: ``laion`` for a LAION file,
+``msclap`` for MS CLAP 2023, ``paper`` for our runs and MS CLAP 2022.
 
 To run this recipe ($DATASET is one of esc, us8k, tut (or tut17), vggsound, tau19):
     python recipes/microsoft_zeroshot.py hparams/$DATASET/microsoft_zeroshot.yaml \
@@ -47,7 +49,7 @@ from dataset.labels import labels_in_file_order
 from dataset.pipelines import labelled_dataset
 from dataset.manifest import read_csv
 from dataset.prepare_zeroshot import canonical_dataset, prepare_zeroshot, read_prepared
-from evaluation.protocols import get_protocol, manifest_embeddings, protocol_templates
+from evaluation.protocols import checkpoint_protocol, get_protocol, manifest_embeddings, protocol_templates
 from evaluation.zeroshot import ZeroShotEvaluator, as_templates, summary_line, unwrap
 from experiment.command_line import setup
 from experiment.lock import hold_folder_lock
@@ -134,8 +136,8 @@ def main(argv=None):
     hparams, run_opts, hparams_file, overrides = setup(argv)
     hparams["dataset"] = canonical_dataset(hparams["dataset"])
     # Fails now, with the template or protocol at fault, rather than after loading the model.
-    protocol = get_protocol(hparams.get("protocol") or "paper").name
-    templates = protocol_templates(as_templates(hparams["prompt_templates"]), protocol, hparams.get("text_pooling"))
+    templates = as_templates(hparams["prompt_templates"])
+    protocol = get_protocol(hparams["protocol"]).name if hparams.get("protocol") else None
 
     hold_folder_lock(hparams["output_folder"], "microsoft_zeroshot.py")
     sb.create_experiment_directory(
@@ -153,9 +155,10 @@ def main(argv=None):
         },
     )
     test_set, labels, prep_stats = dataio_prep(hparams)
-    evaluator = ZeroShotEvaluator(labels, templates, max_length=hparams["text_max_length"])
-
     _, model_source = load_model(hparams, weights="warn")
+    protocol = protocol or checkpoint_protocol(model_source)  # null: the checkpoint's own
+    templates = protocol_templates(templates, protocol, hparams.get("text_pooling"))
+    evaluator = ZeroShotEvaluator(labels, templates, max_length=hparams["text_max_length"])
     # The towers' precision: SpeechBrain autocasts compute_forward to eval_precision; the prompts follow.
     precision = inference_precision(hparams, run_opts)
     run_opts = dataclasses.replace(run_opts, eval_precision=precision)

@@ -339,3 +339,7 @@ def test_zeroshot_command_with_the_msclap_protocol(tau_parent, tiny, tmp_path, c
     # ... which is not what our windows give (tiled, not channel-concatenated): the protocol took effect.
     paper = clap.embed_audio([r["wav_path"] for r in rows], protocol="paper", return_tensors="pt")
     assert (paper @ clap.label_embeddings(labels).T - cosines).abs().max() > 1e-3
+    # --protocol= (null): the checkpoint's own; an MS CLAP 2022-layout file is the paper's teacher: paper.
+    results, _, _ = run_zeroshot("hparams/tau19/microsoft_zeroshot.yaml", tau_parent, tmp_path / "null", tiny, capsys,
+                                 "--protocol=")
+    assert results["protocol"] == "paper" and results["templates"] == ["this is a sound of {label}"]
