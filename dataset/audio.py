@@ -149,6 +149,28 @@ def read_audio_mono(path, start=0, frames=-1):
     return _read_mono(*_source(path), start, frames)
 
 
+def read_audio_channels(path):
+    """Reads a whole audio file, channels kept: float32 ``[T, C]`` and its rate (AudioReadError naming the file).
+
+    Example
+    -------
+    >>> import os, tempfile, numpy as np, soundfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "s.wav")
+    >>> soundfile.write(p, np.array([[0.5, 0.0], [0.25, 0.25]]), 8000, subtype="FLOAT")
+    >>> data, sr = read_audio_channels(p)
+    >>> data.shape, data.dtype, sr
+    ((2, 2), dtype('float32'), 8000)
+    """
+    path, opener = _source(path)
+    try:
+        data, sample_rate = soundfile.read(opener(), dtype="float32", always_2d=True)
+    except (RuntimeError, OSError, ValueError) as e:
+        raise AudioReadError(f"Unreadable or corrupt audio file {path}: {e}") from e
+    if data.shape[0] == 0:
+        raise AudioReadError(f"Empty audio file (0 frames): {path}")
+    return data, int(sample_rate)
+
+
 def _read_mono(path, opener, start=0, frames=-1):
     try:
         data, sample_rate = soundfile.read(opener(), start=start, frames=frames, dtype="float32", always_2d=True)

@@ -29,6 +29,7 @@ from embeddings.resume import LayoutItems, shard_layout
 from embeddings.shards import embed_items, merge_shards, prepare_shard_dir, remove_shards, wait_for_ranks
 from embeddings.store import AUDIO_EMB, AUDIO_SKIPPED, SHARD_DIR, load_embedding_info, update_info
 from embeddings.update import commit_update, drop_old_version_shards, plan_update, stored_listing, write_update
+from evaluation.protocols import protocol_reader
 
 logger = logging.getLogger(__name__)
 
@@ -102,13 +103,20 @@ def embed_audio_files(model, paths, out_dir, options):
     prepare_shard_dir(shard_dir, "audio", config, options.dtype, options.batch_size, options.shard_size,
                       options.rank, options.world_size)
     model.eval()
-    dataset = AudioClips(layout.paths, options.sample_rate, options.duration, crop=options.crop,
-                         chunking=options.chunking, max_chunks=options.max_chunks)
+    if options.protocol == "paper":
+        dataset = AudioClips(layout.paths, options.sample_rate, options.duration, crop=options.crop,
+                             chunking=options.chunking, max_chunks=options.max_chunks)
+        collate, encode = collate_audio, audio_batch_encoder(model, options.device, options.batch_size,
+                                                              options.precision)
+    else:
+        dataset, collate, encode = protocol_reader(model, layout.paths, options.protocol, options.sample_rate,
+                                                   options.duration, options.device, options.precision,
+                                                   hf_options=dict(options.hf_options))
     if (layout.owner < 0).any():
         dataset = LayoutItems(dataset, layout.owner)
     start = time.time()
     embed_items(
-        dataset, collate_audio, audio_batch_encoder(model, options.device, options.batch_size, options.precision),
+        dataset, collate, encode,
         shard_dir, "audio", options.batch_size, options.shard_size, dtype=options.dtype,
         num_workers=options.num_workers, rank=options.rank, world_size=options.world_size,
         progress=options.progress and options.rank == 0,
@@ -154,6 +162,8 @@ def _recorded_audio_options(options):
     }
     if options.precision != "fp32":  # fp32 files of earlier versions stay valid
         recorded["precision"] = options.precision
+    if options.protocol != "paper":  # so do files of our windows
+        recorded["protocol"] = options.protocol
     recorded.update(dtype=options.dtype, batch_size=options.batch_size)
     return recorded
 

@@ -40,6 +40,12 @@ class AudioEmbeddingOptions:
     precision : str
         ``fp32``, ``bf16`` or ``fp16``: the model's precision (:func:`models.precision.autocast`),
         recorded (when not fp32) and part of the resume check.
+    protocol : str
+        ``paper`` (our windows: ``crop``, ``chunking``, ``max_chunks``), or ``laion`` / ``msclap`` / ``hf``:
+        the clips are read and fitted as that reference does (:mod:`evaluation.protocols`; ``duration`` is
+        msclap's); recorded (when not ``paper``) and part of the resume check.
+    hf_options : tuple, optional
+        The ``hf`` protocol's processor options as ``(key, value)`` pairs.
 
     Example
     -------
@@ -63,6 +69,8 @@ class AudioEmbeddingOptions:
     progress: bool = True
     model_id: str = ""
     precision: str = "fp32"
+    protocol: str = "paper"
+    hf_options: tuple = ()
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,9 @@ CHOICES = {
     # deterministic crops of a long clip (dataset.clips); paper: the paper code's curation-embedding crop
     "eval_crop": EVAL_CROPS,
     "curation_eval_crop": EVAL_CROPS,  # the toy pipeline's eval_crop of the embedding step
+    # evaluation protocols (evaluation.protocols.PROTOCOLS): ours, LAION-CLAP's, msclap's, transformers';
+    # null: the checkpoint's own (evaluation.protocols.checkpoint_protocol)
+    "protocol": ("paper", "laion", "msclap", "hf", None),
     # per_row: the paper code's DU/ADS pair multiplicity; distinct: ours (curation.builders.CAPTION_ROWS)
     "caption_rows": ("per_row", "distinct"),
     # logits: the paper code's clamp of each scaled cosine; scale: ours, of the temperature (models.loss)

@@ -16,7 +16,15 @@ embeddings in one shared space::
     audio @ text.T                                                      # cosine similarities
     clap.classify(["dog.wav"], ["dog", "rain", "sea_waves"], topk=2)    # [[("dog", 0.41), ("rain", 0.12)]]
 
-Audio of any length, rate and channel count is read with soundfile, mixed
+How a clip is read and fitted to the model follows the checkpoint
+(:attr:`ClapEmbedder.protocol`, :mod:`evaluation.protocols`): a LAION ``.pt``
+embeds as LAION-CLAP's ``get_audio_embedding_from_filelist`` (``"laion"``), a
+Hugging Face folder as transformers' ``ClapProcessor`` + ``ClapModel``
+(``"hf"``), an MS CLAP file through :meth:`ClapEmbedder.from_ms_clap` as
+msclap's ``CLAPWrapper`` (``"msclap"``); our runs keep our windows
+(``"paper"``, below), which any model can use with ``protocol="paper"``.
+
+Under ``"paper"``, audio of any length, rate and channel count is read with soundfile, mixed
 to mono and resampled to the model rate. A clip longer than the model's
 window (``eval_duration``, 5 s for MS CLAP) is cut into windows that cover
 it (:func:`dataset.clips.audio_chunks`); the window embeddings are averaged
@@ -24,7 +32,8 @@ and the mean renormalised. Shorter clips are tiled to one window. A model
 with feature fusion (LAION's fused checkpoints: its backbone's ``long_audio``
 is ``"fusion"``) gets a long file whole instead: its backbone builds the
 global view and the chunks itself, deterministically. Nothing is random, so
-the same files give the same numbers on every call.
+the same files give the same numbers on every call (the other protocols draw
+their crops from a generator seeded per file, so they do too).
 
 The model architecture is described by the keys of the recipes' YAML files
 (:data:`models.factory.ARCHITECTURE_KEYS`: ``sample_rate``, ``text_model``,
@@ -44,7 +53,11 @@ from dataset.audio import AudioReadError, load_audio
 from dataset.clips import AudioClips, collate_audio
 from embeddings.encoders import audio_batch_encoder, encode_texts
 from embeddings.keys import model_fingerprint
-from evaluation.zeroshot import build_prompts, prompt_embeddings, rank_classes
+from evaluation.protocols import (
+    ProtocolAudio, checkpoint_protocol, collate_protocol, get_protocol, protocol_encoder, protocol_logits,
+    protocol_prompts,
+)
+from evaluation.zeroshot import prompt_embeddings
 from experiment.checkpoints import checkpoint_dirs
 from experiment.weights import WHOLE_MODEL_FLAGS, build_model, find_run_hparams, load_weights, read_architecture
 from models.convert import (
@@ -114,6 +127,64 @@ def _whole_file_encoder(model, device, precision="fp32"):
     return encode
 
 
+#: ``preprocessor_config.json`` keys of transformers' ClapFeatureExtractor -> our architecture keys.
+_PROCESSOR_FRONT = {"sampling_rate": "sample_rate", "hop_length": "hop_size", "fft_window_size": "window_size",
+                    "feature_size": "mel_bins", "frequency_min": "fmin", "frequency_max": "fmax"}
+
+
+def read_processor_config(folder):
+    """``(hf protocol options, front-end keys)`` of a Hugging Face folder's ``preprocessor_config.json``.
+
+    The options are its ``truncation``, ``padding`` and ``max_length_s``; the front-end keys its rate, hop,
+    window, mel bands and band edges in our names (the model then computes the processor's mel). A folder
+    without the file gives ``({}, {})``: transformers' defaults and the LAION front end.
+    """
+    import json
+
+    path = os.path.join(os.fspath(folder), "preprocessor_config.json")
+    if not os.path.isfile(path):
+        return {}, {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+        config = config.get("feature_extractor", config)  # a processor_config.json nests it
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable preprocessor config ({err}); fix or remove it.") from None
+    options = {k: config[k] for k in ("truncation", "padding", "max_length_s") if k in config}
+    front = {ours: config[theirs] for theirs, ours in _PROCESSOR_FRONT.items() if theirs in config}
+    return options, front
+
+
+def hf_protocol_options(folder, fused):
+    """The ``hf`` protocol's options of a Hugging Face folder: its processor's, ``rand_trunc`` for an unfused model.
+
+    transformers' ClapModel fails on the 4-channel input that ``truncation='fusion'`` (the processor's
+    default) gives an unfused model, so an unfused model without a processor config gets ``rand_trunc`` and
+    one whose config says otherwise is refused (ValueError naming the file).
+    """
+    options = read_processor_config(folder)[0]
+    if not fused:
+        if options.get("truncation", "rand_trunc") != "rand_trunc":
+            raise ValueError(f"{folder}: preprocessor_config.json says truncation {options['truncation']!r} but the "
+                             "model is unfused (transformers' ClapModel fails on that input too); set it to "
+                             "'rand_trunc'.")
+        options["truncation"] = "rand_trunc"
+    return options
+
+
+def _loaded_protocol(net, files, preread, later, ssl_checkpoints_dir, protocol=None):
+    """``(protocol, hf options)`` of a model from_pretrained loaded: see its ``protocol`` argument."""
+    given = [k for k in WHOLE_MODEL_FLAGS if files[k]]
+    if protocol is not None or ssl_checkpoints_dir or not given:
+        protocol = protocol or "paper"
+        hf_folder = given and protocol == "hf" and os.path.isdir(files[given[-1]])
+        return protocol, (hf_protocol_options(files[given[-1]], _is_fused(net)) if hf_folder else {})
+    last = given[-1]
+    # loaded here (its format known) or by experiment.weights.load_weights, whose source line names the format
+    protocol = checkpoint_protocol(later, preread[last][0] if last in preread else None)
+    return protocol, (hf_protocol_options(files[last], _is_fused(net)) if protocol == "hf" else {})
+
+
 def _is_fused(model):
     base = getattr(getattr(model, "audio_encoder", None), "base", None)
     return getattr(base, "long_audio", None) == "fusion"
@@ -148,6 +219,11 @@ class ClapEmbedder:
     precision : str
         ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: both towers run under
         :func:`models.precision.autocast` (embeddings are float32 either way).
+    protocol : str
+        How audio is fitted to the model and zero-shot logits formed
+        (:mod:`evaluation.protocols`): ``"paper"`` (ours, the default here and
+        for :meth:`from_experiment` / :meth:`from_pretrained`), ``"laion"``
+        (:meth:`from_laion`'s default) or ``"msclap"`` (:meth:`from_ms_clap`'s).
 
     Example
     -------
@@ -167,7 +243,7 @@ class ClapEmbedder:
     """
 
     def __init__(self, model, tokenizer, sample_rate, eval_duration, text_max_length=100, device="cpu",
-                 source="model in memory", config=None, precision="fp32"):
+                 source="model in memory", config=None, precision="fp32", protocol="paper"):
         self.device = str(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
@@ -178,11 +254,15 @@ class ClapEmbedder:
         self.config = dict(config or {})
         self._fingerprint = None
         self.precision = check_precision(precision)
+        self.protocol = get_protocol(protocol).name
+        #: The ``hf`` protocol's processor options (:data:`evaluation.protocols.HF_DEFAULTS` when empty).
+        self.hf_options = {}
 
     # -------------------------------------------------------- constructors
     @classmethod
     def from_pretrained(cls, clap_ckpt_path=None, ssl_checkpoints_dir=None, ssl_select="loss", model_hparams=None,
-                        device="cpu", precision="fp32", laion_ckpt_path=None, model=None, **overrides):
+                        device="cpu", precision="fp32", laion_ckpt_path=None, model=None, protocol=None,
+                        **overrides):
         """Loads weights as the recipes' ``--clap_ckpt_path`` / ``--ssl_checkpoints_dir`` flags do.
 
         Arguments
@@ -215,6 +295,11 @@ class ClapEmbedder:
             ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         precision : str
             ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see the class).
+        protocol : str, optional
+            ``"paper"``, ``"laion"``, ``"msclap"`` or ``"hf"`` (see the class). Default: the checkpoint's
+            own: ``"paper"`` with ``ssl_checkpoints_dir`` (our runs) or an MS CLAP 2022 / our-layout file
+            (the paper's teacher, embedded as the paper's recipes do); else that of the last whole-model
+            file: ``"laion"`` (LAION ``.pt``), ``"hf"`` (Hugging Face folder), ``"msclap"`` (MS CLAP 2023).
         **overrides
             Architecture keys that take precedence over the file, e.g.
             ``text_model="/models/bert-base-uncased"`` or ``eval_duration=10``.
@@ -250,6 +335,8 @@ class ClapEmbedder:
             key = [k for k in WHOLE_MODEL_FLAGS if files[k]][-1]
             preread[key] = read_checkpoint(files[key])
             described = preread[key][2]
+            if preread[key][0] == "hf":  # the folder's processor sets the front end (explicit keys win)
+                overrides = {**read_processor_config(files[key])[1], **overrides}
         config = architecture(described, **overrides)
         net = build_model(config)
         sources = []
@@ -259,11 +346,14 @@ class ClapEmbedder:
         remaining = {k: v for k, v in files.items() if k not in preread}
         later = load_weights(net, {**remaining, "ssl_checkpoints_dir": ssl_checkpoints_dir, "ssl_select": ssl_select})
         source = ", then ".join(sources + ([later] if later else []))
-        return cls(net, load_tokenizer(config["text_model"]), config["sample_rate"], config["eval_duration"],
-                   config["text_max_length"], device, source, config, precision)
+        protocol, hf_options = _loaded_protocol(net, files, preread, later, ssl_checkpoints_dir, protocol)
+        clap = cls(net, load_tokenizer(config["text_model"]), config["sample_rate"], config["eval_duration"],
+                   config["text_max_length"], device, source, config, precision, protocol)
+        clap.hf_options = hf_options
+        return clap
 
     @classmethod
-    def from_ms_clap(cls, path, version="2023", text_model=None, device="cpu", **overrides):
+    def from_ms_clap(cls, path, version="2023", text_model=None, device="cpu", protocol="msclap", **overrides):
         """An MS CLAP file: ``version="2023"`` (HTS-AT + GPT-2, 7-s windows) or ``"2022"`` (CNN14 + BERT, 5 s).
 
         Arguments
@@ -280,6 +370,9 @@ class ClapEmbedder:
             files (its weights come from ``path``).
         device : str
             Where the model runs.
+        protocol : str
+            ``"msclap"`` by default: audio read, fitted and scored as msclap's
+            ``CLAPWrapper`` does (:mod:`evaluation.protocols`); ``"paper"`` for our windows.
         **overrides
             Other architecture keys, for a file of another size.
         """
@@ -301,13 +394,15 @@ class ClapEmbedder:
             logger.info("%s has the MS CLAP %s layout: loaded as version %s (version=%r given).", path, found,
                         found, version)
         if found == "2022":
-            return cls.from_pretrained(clap_ckpt_path=path, model="ms_clap_2022", device=device, **overrides)
+            return cls.from_pretrained(clap_ckpt_path=path, model="ms_clap_2022", device=device, protocol=protocol,
+                                       **overrides)
         ours = convert_state_dict(fmt, state)
         arch = infer_architecture(fmt, ours, path)
-        return cls._from_checkpoint(path, (fmt, ours, arch), device, overrides)
+        return cls._from_checkpoint(path, (fmt, ours, arch), device, dict(overrides, protocol=protocol))
 
     @classmethod
-    def from_laion(cls, path, text_model=None, enable_fusion=None, amodel=None, device="cpu", **overrides):
+    def from_laion(cls, path, text_model=None, enable_fusion=None, amodel=None, device="cpu", protocol=None,
+                   **overrides):
         """A LAION-CLAP checkpoint: a ``.pt`` file (``630k-audioset-best.pt``, ...) or a Hugging Face ClapModel folder.
 
         The architecture comes from the file (HTS-AT size and fusion from its
@@ -328,6 +423,14 @@ class ClapEmbedder:
             LAION's ``amodel`` (``"HTSAT-tiny"``, ``"HTSAT-base"``): an error when the file disagrees.
         device : str
             Where the model runs.
+        protocol : str, optional
+            A ``.pt`` file: ``"laion"`` by default, audio read and fitted as LAION-CLAP's
+            ``get_audio_embedding_from_filelist`` does (48 kHz, int16 round trip,
+            10-s repeat-pad, random crop or fusion of longer files; :mod:`evaluation.protocols`).
+            A Hugging Face folder: ``"hf"`` by default, as transformers' ``ClapProcessor`` fits a file
+            (its ``preprocessor_config.json`` when the folder has one: truncation, padding, length and
+            the front end's rate, hop, window, mel bands and band edges; else the processor's defaults).
+            ``"paper"`` for our windows.
         **overrides
             Other architecture keys (e.g. ``eval_duration``).
         """
@@ -350,16 +453,24 @@ class ClapEmbedder:
                                  "leave amodel=None.")
         if text_model is not None:
             overrides["text_model"] = text_model
-        return cls._from_checkpoint(path, (fmt, ours, arch), device, overrides)
+        hf_options = None
+        if fmt == "hf":
+            hf_options = hf_protocol_options(path, fused)
+            overrides = {**read_processor_config(path)[1], **overrides}
+        protocol = protocol or ("hf" if fmt == "hf" else "laion")
+        clap = cls._from_checkpoint(path, (fmt, ours, arch), device, dict(overrides, protocol=protocol))
+        clap.hf_options = hf_options or {}
+        return clap
 
     @classmethod
     def _from_checkpoint(cls, path, checkpoint, device, overrides):
         precision = overrides.pop("precision", "fp32")
+        protocol = overrides.pop("protocol", "paper")
         config = architecture(checkpoint[2], **overrides)
         net = build_model(config)
         fmt = load_any_clap_checkpoint(net, path, checkpoint=checkpoint)
         return cls(net, load_tokenizer(config["text_model"]), config["sample_rate"], config["eval_duration"],
-                   config["text_max_length"], device, f"{fmt} {path}", config, precision)
+                   config["text_max_length"], device, f"{fmt} {path}", config, precision, protocol)
 
     @classmethod
     def from_experiment(cls, folder, select="loss", device="cpu", **overrides):
@@ -391,10 +502,13 @@ class ClapEmbedder:
 
     @property
     def fingerprint(self):
-        """A short hash of the weights (:func:`embeddings.keys.model_fingerprint`), computed once."""
-        if self._fingerprint is None:
-            self._fingerprint = model_fingerprint(self.model)
-        return self._fingerprint
+        """A short hash of the weights and the default protocol (:func:`embeddings.keys.model_fingerprint`)."""
+        if self._fingerprint is None or self._fingerprint[0] != self.protocol:
+            name = self.protocol
+            if name == "hf" and self.hf_options:
+                name += ":" + ",".join(f"{k}={v}" for k, v in sorted(self.hf_options.items()))
+            self._fingerprint = (self.protocol, model_fingerprint(self.model, name))
+        return self._fingerprint[1]
 
     # ------------------------------------------------------------ embeddings
     @property
@@ -402,31 +516,47 @@ class ClapEmbedder:
         """True when the audio backbone takes long files whole (LAION's feature fusion)."""
         return _is_fused(self.model)
 
-    def audio_clips(self, paths, max_chunks=None):
+    def _protocol(self, protocol):
+        return self.protocol if protocol is None else get_protocol(protocol).name
+
+    def audio_clips(self, paths, max_chunks=None, protocol=None, rng=None):
         """The clips of ``paths`` as model input: windows (:class:`dataset.clips.AudioClips`, chunking on), or
-        whole files for a fused model."""
+        whole files for a fused model; under the ``laion`` / ``msclap`` protocol, that reference's input
+        (:class:`evaluation.protocols.ProtocolAudio`; ``rng``: see :mod:`evaluation.protocols`)."""
+        protocol = self._protocol(protocol)
+        if protocol != "paper":
+            return ProtocolAudio(_as_path_list(paths), self.model, protocol, self.sample_rate, self.eval_duration,
+                                 rng=rng, hf_options=self.hf_options)
         if self.fused:
             return _WholeClips(_as_path_list(paths), self.sample_rate, self.eval_duration)
         return AudioClips(_as_path_list(paths), self.sample_rate, self.eval_duration, chunking=True,
                           max_chunks=max_chunks)
 
-    def collate(self):
+    def collate(self, protocol=None):
         """The ``collate_fn`` of :meth:`audio_clips` batches."""
+        if self._protocol(protocol) != "paper":
+            return collate_protocol
         return _collate_whole if self.fused else collate_audio
 
-    def audio_encoder(self, chunk_batch):
+    def audio_encoder(self, chunk_batch, protocol=None):
         """``batch -> (float32 [B, d], ok, errors)`` for batches of :meth:`collate`."""
+        if self._protocol(protocol) != "paper":
+            mel_input = self._protocol(protocol) == "hf" or (self.fused and self._protocol(protocol) == "laion")
+            return protocol_encoder(self.model, self.device, mel_input, self.precision)
         if self.fused:
             return _whole_file_encoder(self.model, self.device, self.precision)
         return audio_batch_encoder(self.model, self.device, chunk_batch, self.precision)
 
     @torch.inference_mode()
     def embed_audio(self, paths, batch_size=8, return_tensors="np", on_error="raise", max_chunks=None,
-                    num_workers=0, progress=False):
+                    num_workers=0, progress=False, protocol=None, rng=None):
         """L2-normalised embeddings of audio files, one row per file in the given order.
 
-        A file longer than ``eval_duration`` is cut into windows covering it;
-        its embedding is the renormalised mean of the window embeddings.
+        Under the ``paper`` protocol a file longer than ``eval_duration`` is
+        cut into windows covering it; its embedding is the renormalised mean
+        of the window embeddings. Under ``laion`` / ``msclap`` each file is
+        read and fitted to the model as that reference's code does
+        (:mod:`evaluation.protocols`).
 
         Arguments
         ---------
@@ -448,6 +578,11 @@ class ClapEmbedder:
             DataLoader processes reading audio.
         progress : bool
             Show a tqdm bar.
+        protocol : str, optional
+            ``"paper"``, ``"laion"`` or ``"msclap"``; default: :attr:`protocol` (the loader's).
+        rng : optional
+            The random state of the ``laion`` / ``msclap`` crops (``numpy.random.RandomState`` /
+            ``random.Random``, drawn in file order; needs ``num_workers=0``); default: one seeded per file.
 
         Returns
         -------
@@ -456,14 +591,14 @@ class ClapEmbedder:
         """
         if return_tensors not in RETURN_TENSORS or on_error not in ON_ERROR:
             raise ValueError(f"return_tensors must be one of {RETURN_TENSORS} and on_error one of {ON_ERROR}.")
-        dataset = self.audio_clips(paths, max_chunks)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=int(batch_size), collate_fn=self.collate(),
+        dataset = self.audio_clips(paths, max_chunks, protocol, rng)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=int(batch_size), collate_fn=self.collate(protocol),
                                              num_workers=num_workers)
         if progress:
             from tqdm import tqdm
 
             loader = tqdm(loader, desc="embedding audio", unit="batch", dynamic_ncols=True)
-        encode = self.audio_encoder(int(batch_size))
+        encode = self.audio_encoder(int(batch_size), protocol)
         embs, oks = [], []
         for batch in loader:
             emb, ok, errors = encode(batch)
@@ -492,46 +627,17 @@ class ClapEmbedder:
         return _as_output(emb, return_tensors)
 
     @torch.inference_mode()
-    def label_embeddings(self, labels, templates=None):
+    def label_embeddings(self, labels, templates=None, protocol=None):
         """Class embeddings ``[C, dim]`` (torch): each template with the label's words, ensembled.
 
-        See :func:`evaluation.zeroshot.build_prompts` (``sea_waves`` → ``sea waves``)
-        and :func:`evaluation.zeroshot.prompt_embeddings`.
+        ``templates`` default to the protocol's own (:func:`evaluation.protocols.protocol_prompts`:
+        ``sea_waves`` → ``sea waves``); see :func:`evaluation.zeroshot.prompt_embeddings`.
         """
-        prompts = build_prompts(list(labels), templates)
+        prompts = protocol_prompts(list(labels), self._protocol(protocol), templates, self.config.get("text_pooling"))
         return prompt_embeddings(self.model, self.tokenizer, prompts, self.device, self.text_max_length,
                                  precision=self.precision).cpu()
 
-    def classify(self, paths, labels, templates=("this is a sound of {label}",), topk=5, batch_size=8,
-                 on_error="raise", progress=False):
-        """Zero-shot classification of audio files against a label list.
-
-        Arguments
-        ---------
-        paths : str or list of str
-            Audio files.
-        labels : list of str
-            Class names (``_`` and ``/`` read as spaces in the prompts).
-        templates : str or list of str
-            Prompt templates with ``{label}``; several are ensembled (their
-            normalised embeddings averaged, then renormalised).
-        topk : int
-            Labels returned per file (at most ``len(labels)``).
-        batch_size, on_error, progress
-            As in :meth:`embed_audio`; with ``on_error="mask"`` an unreadable
-            file gets ``None`` instead of its ranking.
-
-        Returns
-        -------
-        list
-            Per file, ``[(label, cosine), ...]`` best first (ties: earlier label first).
-
-        Raises
-        ------
-        ValueError
-            Before any audio is read, when ``labels`` is empty or a single
-            string, or ``topk`` is not a positive integer.
-        """
+    def _check_labels(self, labels, topk=1):
         if isinstance(labels, str):
             raise ValueError(f"classify: labels={labels!r} is one string; give a list of class names, "
                              f"e.g. labels=[{labels!r}, 'rain'].")
@@ -541,12 +647,70 @@ class ClapEmbedder:
         if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or topk <= 0:
             raise ValueError(f"classify: topk={topk!r}; expected a positive integer (labels returned per file, "
                              f"at most {len(labels)}).")
-        class_emb = self.label_embeddings(labels, templates)
+        return labels
+
+    def zero_shot_logits(self, paths, labels, templates=None, protocol=None, batch_size=8, on_error="raise",
+                         progress=False, rng=None):
+        """The protocol's ``[files, classes]`` zero-shot scores (torch float32), as its reference computes them.
+
+        ``paper``: cosines; ``laion``: ``exp(logit_scale) * cosine``;
+        ``msclap``: their softmax over the classes
+        (:func:`evaluation.protocols.protocol_logits`). With
+        ``on_error="mask"`` returns ``(logits, ok)``. Other arguments: see :meth:`classify`.
+        """
+        labels = self._check_labels(labels)
+        protocol = self._protocol(protocol)
+        class_emb = self.label_embeddings(labels, templates, protocol)
         result = self.embed_audio(paths, batch_size=batch_size, return_tensors="pt", on_error=on_error,
-                                  progress=progress)
+                                  progress=progress, protocol=protocol, rng=rng)
         audio, ok = result if on_error == "mask" else (result, torch.ones(len(result), dtype=torch.bool))
-        scores, indices = rank_classes(audio, class_emb, topk)
+        logits = protocol_logits(audio, class_emb, protocol, self.model.logit_scale.detach().cpu())
+        return (logits, ok) if on_error == "mask" else logits
+
+    def classify(self, paths, labels, templates=None, topk=5, batch_size=8, on_error="raise", progress=False,
+                 protocol=None, rng=None):
+        """Zero-shot classification of audio files against a label list.
+
+        Arguments
+        ---------
+        paths : str or list of str
+            Audio files.
+        labels : list of str
+            Class names (``_`` and ``/`` read as spaces in the prompts).
+        templates : str or list of str, optional
+            Prompt templates with ``{label}``; several are ensembled (their
+            normalised embeddings averaged, then renormalised). Default: the
+            protocol's (``paper``: "this is a sound of {label}"; ``laion``:
+            "This is a sound of {label}."; ``msclap``: "this is the sound of {label}").
+        topk : int
+            Labels returned per file (at most ``len(labels)``).
+        batch_size, on_error, progress
+            As in :meth:`embed_audio`; with ``on_error="mask"`` an unreadable
+            file gets ``None`` instead of its ranking.
+        protocol : str, optional
+            ``"paper"``, ``"laion"`` or ``"msclap"`` (:mod:`evaluation.protocols`): audio handling, prompt
+            and scores of that reference. Default: :attr:`protocol` (the loader's).
+        rng : optional
+            See :meth:`embed_audio`.
+
+        Returns
+        -------
+        list
+            Per file, ``[(label, score), ...]`` best first (ties: earlier label first); the score is the
+            protocol's logit (:meth:`zero_shot_logits`: the cosine under ``paper``).
+
+        Raises
+        ------
+        ValueError
+            Before any audio is read, when ``labels`` is empty or a single
+            string, or ``topk`` is not a positive integer.
+        """
+        labels = self._check_labels(labels, topk)
+        result = self.zero_shot_logits(paths, labels, templates, protocol, batch_size, on_error, progress, rng)
+        logits, ok = result if on_error == "mask" else (result, torch.ones(len(result), dtype=torch.bool))
+        scores, indices = torch.sort(logits, dim=1, descending=True, stable=True)
+        k = min(int(topk), logits.shape[1])
         return [
-            [(labels[int(i)], float(s)) for s, i in zip(row_scores, row_indices)] if good else None
+            [(labels[int(i)], float(s)) for s, i in zip(row_scores[:k], row_indices[:k])] if good else None
             for row_scores, row_indices, good in zip(scores, indices, ok)
         ]

@@ -254,6 +254,10 @@ def add_model_arguments(parser):
     group.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present, else cpu).")
     group.add_argument("--precision", default=None, choices=list(PRECISIONS),
                        help="Precision of the towers (build_index.py: default fp32; search.py: default as built).")
+    group.add_argument("--protocol", default=None, choices=["paper", "laion", "msclap", "hf"],
+                       help="How audio is read and fitted to the model (evaluation.protocols; default: the "
+                            "checkpoint's: laion for a LAION .pt, hf for a Hugging Face folder, msclap for MS CLAP "
+                            "2023, paper (our windows) for our runs and MS CLAP 2022).")
     return parser
 
 
@@ -262,7 +266,8 @@ def model_load_args(args):
     def absolute(path):
         return os.path.abspath(path) if path else None
 
-    overrides = {"text_model": args.text_model, "eval_duration": args.eval_duration, "precision": args.precision}
+    overrides = {"text_model": args.text_model, "eval_duration": args.eval_duration, "precision": args.precision,
+                 "protocol": getattr(args, "protocol", None)}
     if args.text_model and os.path.isdir(args.text_model):
         overrides["text_model"] = os.path.abspath(args.text_model)
     return {
@@ -342,7 +347,7 @@ def model_record(embedder, load_args):
     if os.path.isdir(text_model):
         config["text_model"] = os.path.abspath(text_model)
     load = {"clap_ckpt_path": load_args.get("clap_ckpt_path"), "ssl_checkpoints_dir": None,
-            "precision": embedder.precision}
+            "precision": embedder.precision, "protocol": embedder.protocol}
     if load_args.get("laion_ckpt_path"):
         load["laion_ckpt_path"] = load_args["laion_ckpt_path"]
     if load_args.get("ssl_checkpoints_dir"):
@@ -404,6 +409,7 @@ def load_searcher(index_folder, **model_flags):
     index, paths, info = load_index(index_folder)
     record = info["model"]
     load = dict(record["load"], **record["architecture"])
+    load.setdefault("protocol", "paper")  # an index written before protocols existed holds our windows
     load.update(model_flags)
     source = record.get("source", "?")
     try:

@@ -327,6 +327,8 @@ class HTSAT(nn.Module):
         self.long_audio = "fusion" if self.enable_fusion else "chunk"
         fb_rate = sample_rate if filterbank_sample_rate is None else filterbank_sample_rate
 
+        #: The filterbank's design (rate, n_fft, mel bands, fmin, fmax): another mel scale on the same STFT.
+        self.filterbank = (fb_rate, int(window_size), int(mel_bins), fmin, fmax)
         self.spectrogram_extractor = Spectrogram(window_size, hop_size)
         self.logmel_extractor = LogmelFilterBank(fb_rate, window_size, mel_bins, fmin, fmax)
         if frontend == "htk":

@@ -120,6 +120,7 @@ def main(argv=None):
         chunking=True, max_chunks=args.max_chunks, batch_size=args.batch_size, shard_size=args.shard_size,
         num_workers=args.num_workers, dtype="float32", device=embedder.device, progress=not args.noprogressbar,
         model_id=embedder.fingerprint, precision=embedder.precision,
+        protocol=embedder.protocol, hf_options=tuple(sorted(embedder.hf_options.items())),
     ))
     emb, kept, _ = load_audio_set(emb_dir)
     if len(kept) == 0:
@@ -132,6 +133,7 @@ def main(argv=None):
         listed=len(paths), skipped=int(embedded.get("skipped", 0)),
         audio_source=os.path.abspath(args.audio_folder or args.audio_pathfile),
         sample_rate=embedder.sample_rate, eval_duration=embedder.eval_duration, max_chunks=args.max_chunks,
+        protocol=embedder.protocol,
         model=model_record(embedder, load_args),
     )
     save_index(out, index, kept, info)

@@ -36,6 +36,7 @@ from curation.paper_outputs import export_embedding_step
 from dataset.manifest import read_caption_csv
 from embeddings.extract import embed_audio_files, embed_captions
 from embeddings.keys import model_fingerprint
+from evaluation.protocols import checkpoint_protocol, get_protocol
 from embeddings.lists import caption_table, read_path_list
 from embeddings.options import AudioEmbeddingOptions, CaptionEmbeddingOptions
 from experiment.command_line import setup
@@ -62,9 +63,11 @@ def main(argv=None):
     table = None
     if hparams.get("text_pathfile"):
         table = caption_table(read_caption_csv(hparams["text_pathfile"]))
-    model, device, _ = load_eval_model(hparams, run_opts, purpose="Curation")
+    model, device, source = load_eval_model(hparams, run_opts, purpose="Curation")
     # Recorded with the embeddings, so that later steps can check they use one model.
-    fingerprint = model_fingerprint(model)
+    # null: the checkpoint's own (our runs and MS CLAP 2022: paper; a LAION file: laion; ...)
+    protocol = get_protocol(hparams.get("protocol") or checkpoint_protocol(source)).name
+    fingerprint = model_fingerprint(model, protocol)
     precision = inference_precision(hparams, run_opts)
     progress = not run_opts.get("noprogressbar", False)
     if if_main_process():
@@ -76,7 +79,7 @@ def main(argv=None):
         chunking=hparams["audio_chunking"], max_chunks=hparams["max_chunks"],
         batch_size=hparams["batch_size"], shard_size=hparams["shard_size"], num_workers=hparams["num_workers"],
         dtype=hparams["emb_dtype"], device=device, rank=rank, world_size=world_size, progress=progress,
-        model_id=fingerprint, precision=precision,
+        model_id=fingerprint, precision=precision, protocol=protocol,
     ))
     text = None
     if table is not None:

@@ -12,6 +12,16 @@ the latest), or the checkpoint on top of the file when both are given. Results g
 experiment folder: ``zeroshot_results.json``, ``confusion_matrix.csv``,
 ``confusion_matrix.png``, ``predictions.csv``; a one-line summary is printed.
 
+``--protocol`` chooses how clips are read and fitted to the model and which
+prompt is used (:mod:`evaluation.protocols`, docs/zeroshot.md): ``paper``
+(the YAMLs' default: ``eval_duration`` windows, ``eval_crop``), ``laion``
+(LAION-CLAP's ``get_audio_embedding_from_filelist`` and "This is a sound of
+{label}.") or ``msclap`` (msclap's ``CLAPWrapper`` and "this is the sound of
+{label}", MS CLAP 2022's "this is a sound of {label}" for a model without
+GPT-2 pooling); ``prompt_templates`` other than the paper's default are kept.
+``--protocol=`` (null) takes the checkpoint's own: ``laion`` for a LAION file,
+``msclap`` for MS CLAP 2023, ``paper`` for our runs and MS CLAP 2022.
+
 To run this recipe ($DATASET is one of esc, us8k, tut (or tut17), vggsound, tau19):
     python recipes/microsoft_zeroshot.py hparams/$DATASET/microsoft_zeroshot.yaml \
         --data_folder=$DATA_FOLDER --clap_ckpt_path=$CLAP_CKPT_PATH \
@@ -37,7 +47,9 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from dataset.labels import labels_in_file_order
 from dataset.pipelines import labelled_dataset
+from dataset.manifest import read_csv
 from dataset.prepare_zeroshot import canonical_dataset, prepare_zeroshot, read_prepared
+from evaluation.protocols import checkpoint_protocol, get_protocol, manifest_embeddings, protocol_templates
 from evaluation.zeroshot import ZeroShotEvaluator, as_templates, summary_line, unwrap
 from experiment.command_line import setup
 from experiment.lock import hold_folder_lock
@@ -68,6 +80,19 @@ class ZeroShotBrain(sb.Brain):
             predictions, batch.id, batch.wav_path, batch.class_name, batch.fold, ok=batch.audio_ok
         )
         return torch.zeros((), device=self.device)
+
+    def evaluate_protocol(self, csv_path, protocol):
+        """Scores the manifest's clips read and fitted as the ``laion`` or ``msclap`` protocol does."""
+        model = unwrap(self.modules.model)
+        model.eval()
+        self.on_stage_start(sb.Stage.TEST)
+        rows = read_csv(csv_path)
+        hp = self.hparams
+        for emb, batch, ok in manifest_embeddings(model, rows, protocol, hp.sample_rate, hp.eval_duration,
+                                                  self.device, hp.batch_size, hp.num_workers, self.eval_precision):
+            hp.evaluator.add_batch(emb, [r["ID"] for r in batch], [r["wav_path"] for r in batch],
+                                   [r["class_name"] for r in batch], [r["fold"] for r in batch], ok=ok)
+        self.on_stage_end(sb.Stage.TEST, None)
 
     def on_stage_start(self, stage, epoch=None):
         """Computes the prompt embeddings once for the whole pass."""
@@ -110,8 +135,9 @@ def main(argv=None):
     """Parses flags, prepares the set, loads the model and scores every clip."""
     hparams, run_opts, hparams_file, overrides = setup(argv)
     hparams["dataset"] = canonical_dataset(hparams["dataset"])
-    # Fails now, with the template at fault, rather than after loading the model.
+    # Fails now, with the template or protocol at fault, rather than after loading the model.
     templates = as_templates(hparams["prompt_templates"])
+    protocol = get_protocol(hparams["protocol"]).name if hparams.get("protocol") else None
 
     hold_folder_lock(hparams["output_folder"], "microsoft_zeroshot.py")
     sb.create_experiment_directory(
@@ -129,9 +155,10 @@ def main(argv=None):
         },
     )
     test_set, labels, prep_stats = dataio_prep(hparams)
-    evaluator = ZeroShotEvaluator(labels, templates, max_length=hparams["text_max_length"])
-
     _, model_source = load_model(hparams, weights="warn")
+    protocol = protocol or checkpoint_protocol(model_source)  # null: the checkpoint's own
+    templates = protocol_templates(templates, protocol, hparams.get("text_pooling"))
+    evaluator = ZeroShotEvaluator(labels, templates, max_length=hparams["text_max_length"])
     # The towers' precision: SpeechBrain autocasts compute_forward to eval_precision; the prompts follow.
     precision = inference_precision(hparams, run_opts)
     run_opts = dataclasses.replace(run_opts, eval_precision=precision)
@@ -144,6 +171,7 @@ def main(argv=None):
         "folds": list(prep_stats.get("per_fold", {})),
         "eval_duration": hparams["eval_duration"],
         "eval_crop": hparams["eval_crop"],
+        "protocol": protocol,
         "sample_rate": hparams["sample_rate"],
         "precision": precision,
         "preparation": {k: prep_stats.get(k)
@@ -151,7 +179,10 @@ def main(argv=None):
     }
 
     brain = ZeroShotBrain(modules=hparams["modules"], hparams=hparams, run_opts=run_opts)
-    brain.evaluate(test_set, test_loader_kwargs=hparams["test_dataloader_opts"])
+    if protocol == "paper":
+        brain.evaluate(test_set, test_loader_kwargs=hparams["test_dataloader_opts"])
+    else:
+        brain.evaluate_protocol(read_prepared(hparams["output_folder"], hparams["dataset"])[0], protocol)
     return brain
 
 

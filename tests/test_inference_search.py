@@ -61,13 +61,22 @@ def test_ms_clap_shaped_file_gives_the_original_models_embeddings(tiny_file, tin
     np.testing.assert_allclose(clap.embed_text(texts), want_text, atol=1e-6)
     as_torch = clap.embed_text(texts, return_tensors="pt")
     assert isinstance(as_torch, torch.Tensor) and torch.allclose(as_torch, torch.from_numpy(want_text), atol=1e-6)
-    # classify = the direct computation: prompts embedded, audio ranked by cosine.
+    # classify under our protocol (a named option since from_ms_clap defaults to msclap's) = the direct
+    # computation: prompts embedded, audio ranked by cosine.
     labels = ["dog", "rain", "bird"]
     prompts = clap.embed_text([f"this is a sound of {label}" for label in labels])
     sims = (want_audio @ prompts.T)[0]
-    ranking = clap.classify([wav], labels, topk=3)[0]
+    ranking = clap.classify([wav], labels, topk=3, protocol="paper")[0]
     assert [label for label, _ in ranking] == [labels[i] for i in np.argsort(-sims, kind="stable")]
     np.testing.assert_allclose([score for _, score in ranking], np.sort(sims)[::-1], atol=1e-5)
+    # The loader's default, msclap's: its prompt, softmax over the classes of exp(logit_scale) * cosine.
+    assert clap.protocol == "msclap"
+    prompts = clap.embed_text([f"this is the sound of {label}" for label in labels])
+    logits = original.logit_scale.detach().exp() * torch.from_numpy(want_audio @ prompts.T)
+    probs = torch.softmax(logits, dim=1)[0].numpy()
+    ranking = clap.classify([wav], labels, topk=3)[0]
+    assert [label for label, _ in ranking] == [labels[i] for i in np.argsort(-probs, kind="stable")]
+    np.testing.assert_allclose([score for _, score in ranking], np.sort(probs)[::-1], atol=1e-5)
 
 
 def test_bf16_embeddings_agree_with_fp32(tiny_file, tiny_bert, tmp_path):
@@ -118,9 +127,18 @@ def test_long_clip_is_the_renormalised_mean_of_its_windows(tiny_file, tiny_embed
     with torch.no_grad():
         windows = model.encode_audio(torch.stack([wav[s : s + SR] for s in starts]))
     want = torch.nn.functional.normalize(windows.mean(0), dim=0).numpy()
-    np.testing.assert_allclose(tiny_embedder.embed_audio([path])[0], want, atol=1e-5)
+    np.testing.assert_allclose(tiny_embedder.embed_audio([path], protocol="paper")[0], want, atol=1e-5)
     # The first window alone is not the answer (the test would pass on a plain crop otherwise).
     assert np.abs(windows[0].numpy() - want).max() > 1e-3
+    # from_ms_clap's default protocol, msclap's: one 1-s crop at random.randrange(T - 1 s), seeded per file.
+    import random
+
+    from evaluation.protocols import clip_seed
+
+    start = random.Random(clip_seed(path)).randrange(len(wav) - SR)
+    with torch.no_grad():
+        crop = model.encode_audio(wav[None, start:start + SR])[0].numpy()
+    np.testing.assert_allclose(tiny_embedder.embed_audio([path])[0], crop, atol=1e-5)
 
 
 def test_unreadable_files_raise_with_their_path_or_are_masked(tiny_embedder, tmp_path):

@@ -134,7 +134,9 @@ def test_full_size_yamls_load_offline(tiny_bert, tmp_path):
         "dataset", "folds", "check_audio", "prompt_templates", "train_log", "train_logger", "modules",
         "test_dataloader_opts",
         # the zero-shot script's paper-code keys (label files, its run-folder stamp and loggers): not model keys
-        "label_encoder_path", "time_stamp", "use_wandb", "wandb_project", "wandb_entity", "use_tensorboard"}
+        "label_encoder_path", "time_stamp", "use_wandb", "wandb_project", "wandb_entity", "use_tensorboard",
+        # the zero-shot evaluation protocol (evaluation.protocols): how clips are read and prompted, not the model
+        "protocol"}
     overrides = f"data_folder: {tmp_path}\ntext_model: {tiny_bert}\ntxt_emb_dim: 32\noutput_base: {tmp_path}"
     for name, dataset, split in (("clotho", "clotho", "evaluation"), ("audiocaps", "audiocaps", "test")):
         path = f"hparams/{name}/retrieval_eval.yaml"

@@ -249,11 +249,11 @@ def expected_predictions(tiny, csv_path, labels, sample_rate=16000, duration=1.0
     return expected
 
 
-def run_zeroshot(yaml, data_folder, out, tiny, capsys):
+def run_zeroshot(yaml, data_folder, out, tiny, capsys, *flags):
     load_script("microsoft_zeroshot").main([
         yaml, f"--data_folder={data_folder}", f"--clap_ckpt_path={tiny['ckpt']}", "--ssl_checkpoints_dir=",
         f"--output_base={out}", "--experiment_name=zs", "--batch_size=2", "--num_workers=0", "--eval_duration=1.0",
-        "--noprogressbar", *tiny["flags"],
+        "--noprogressbar", *tiny["flags"], *flags,
     ])
     with open(out / "zs" / "zeroshot_results.json", encoding="utf-8") as f:
         results = json.load(f)
@@ -316,3 +316,30 @@ def test_tau19_zeroshot_command_end_to_end(tau_parent, tiny, tmp_path, capsys):
     expected = expected_predictions(tiny, str(out / "zs" / "zeroshot_tau19.csv"), labels)
     assert sorted(predictions) == sorted(expected) == sorted(s for s, _, f, w in TAU_CLIPS if f == "evaluate" and w)
     assert_predictions_are(predictions, expected)
+
+
+def test_zeroshot_command_with_the_msclap_protocol(tau_parent, tiny, tmp_path, capsys):
+    """--protocol=msclap: msclap's reading (48 kHz stereo -> 16 kHz, channels concatenated, repeated to 1 s) and
+    prompt (MS CLAP 2022's "this is a sound of ...": the tiny model pools BERT's CLS); each clip's prediction and
+    cosine are the API's under the same protocol."""
+    from inference.embedder import ClapEmbedder
+
+    out = tmp_path / "runs"
+    results, predictions, _ = run_zeroshot("hparams/tau19/microsoft_zeroshot.yaml", tau_parent, out, tiny, capsys,
+                                           "--protocol=msclap")
+    labels = tau19_labels()
+    assert results["protocol"] == "msclap" and results["templates"] == ["this is a sound of {label}"]
+    assert results["prompts"]["metro_station"] == ["this is a sound of metro station"]
+    assert (results["clips_scored"], results["clips_skipped"]) == (3, 0)
+    rows = read_csv(str(out / "zs" / "zeroshot_tau19.csv"))
+    clap = ClapEmbedder(tiny["model"], load_tokenizer(tiny["bert"]), 16000, 1.0, protocol="msclap")
+    cosines = clap.embed_audio([r["wav_path"] for r in rows], return_tensors="pt") @ clap.label_embeddings(labels).T
+    expected = {r["ID"]: (labels[int(c.argmax())], float(c.max())) for r, c in zip(rows, cosines)}
+    assert_predictions_are(predictions, expected)
+    # ... which is not what our windows give (tiled, not channel-concatenated): the protocol took effect.
+    paper = clap.embed_audio([r["wav_path"] for r in rows], protocol="paper", return_tensors="pt")
+    assert (paper @ clap.label_embeddings(labels).T - cosines).abs().max() > 1e-3
+    # --protocol= (null): the checkpoint's own; an MS CLAP 2022-layout file is the paper's teacher: paper.
+    results, _, _ = run_zeroshot("hparams/tau19/microsoft_zeroshot.yaml", tau_parent, tmp_path / "null", tiny, capsys,
+                                 "--protocol=")
+    assert results["protocol"] == "paper" and results["templates"] == ["this is a sound of {label}"]
