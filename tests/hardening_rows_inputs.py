@@ -14,7 +14,7 @@ import yaml
 
 from conftest import TOY_MODEL, load_script, tiny_clap, write_tiny_bert
 from dataset.manifest import write_csv
-from test_hardening_defects import Row
+from hardening_table import Row
 
 TOY_TRAIN = "hparams/toy/microsoft_clap_train.yaml"
 TOEMB = "hparams/curation/microsoft_audioset_insper_toemb.yaml"

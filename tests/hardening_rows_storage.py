@@ -28,7 +28,7 @@ import os
 
 from disk_faults import full_disk, read_only
 from index_helpers import index_argv, killed_after_first_shard, log_lines, script, tiny_files, user_error, write_clips
-from test_hardening_defects import Row
+from hardening_table import Row
 
 # --------------------------------------------------------------- 07 disk full
 def disk_full_setup(tmp_path):
