@@ -244,3 +244,26 @@ def test_the_unsafe_variable_is_removed_with_a_warning_and_child_processes_load_
     assert child(dict(os.environ)) == "refused UnpicklingError" and not marker.exists()
     # The check can fail: a child given the variable runs the file's code.
     assert child(unsafe_env) == "loaded" and marker.exists()
+
+
+PIPELINE_RUNNERS = ("pipeline.py", "toy_pipeline.py")  # load no checkpoint: their stages are the recipes below
+
+
+def test_every_recipe_that_loads_a_checkpoint_runs_its_main_weights_only():
+    """Each script of recipes/ but the pipeline runners runs ``main`` through ``run_cli`` (which calls
+    enforce_weights_only first) in its ``if __name__ == "__main__":`` block."""
+    import ast
+
+    from conftest import REPO
+
+    names = sorted(n for n in os.listdir(os.path.join(REPO, "recipes")) if n.endswith(".py"))
+    assert set(PIPELINE_RUNNERS) < set(names) and len(names) > 5
+    without = []
+    for name in names:
+        with open(os.path.join(REPO, "recipes", name), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        mains = [node for node in tree.body if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)]
+        calls = {ast.unparse(call.func) for node in mains for call in ast.walk(node) if isinstance(call, ast.Call)}
+        if name not in PIPELINE_RUNNERS and "run_cli" not in calls:
+            without.append(name)
+    assert not without, f"recipes whose main does not run through experiment.safety.run_cli: {without}"
