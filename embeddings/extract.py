@@ -27,7 +27,7 @@ from embeddings.lists import write_caption_table
 from embeddings.options import CaptionEmbeddingOptions
 from embeddings.resume import LayoutItems, shard_layout
 from embeddings.shards import embed_items, merge_shards, prepare_shard_dir, remove_shards, wait_for_ranks
-from embeddings.store import AUDIO_EMB, AUDIO_SKIPPED, SHARD_DIR, load_embedding_info, update_info
+from embeddings.store import AUDIO_EMB, AUDIO_SKIPPED, AUDIO_STAT, SHARD_DIR, load_embedding_info, update_info
 from embeddings.update import commit_update, drop_old_version_shards, plan_update, stored_listing, write_update
 from evaluation.protocols import protocol_reader
 
@@ -81,7 +81,8 @@ def embed_audio_files(model, paths, out_dir, options):
     done = load_embedding_info(out_dir).get("audio")
     same_options = _up_to_date(done, recorded, options.precision)
     if (same_options and done.get("cache_key") == CACHE_KEY and done.get("files_digest") == files_digest
-            and os.path.isfile(os.path.join(out_dir, AUDIO_EMB))):
+            and all(os.path.isfile(os.path.join(out_dir, n)) for n in (AUDIO_EMB, AUDIO_STAT))):
+        # (a deleted audio_stat.npy is how a user asks for every clip again: docs/hardening.md)
         logger.info("Audio embeddings in %s are up to date (%d clips, every file unchanged); nothing to do.",
                     out_dir, done["rows"])
         if options.rank == 0:

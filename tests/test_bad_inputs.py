@@ -147,6 +147,16 @@ ROWS = [
     ("e-ds-target-csv-without-caption-column",
      run("retrieve_ds_t2t", DS, "--emb_dir={d}/emb", "--target_csv_path={d}/no caption column.csv", *TOY_MODEL),
      ["--target_csv_path={d}/no caption column.csv", "lacks the column(s) caption"], "{d}/emb/logs"),
+    ("e-curation-csv-without-caption-column",
+     setup(TOY_TRAIN, "--output_base={d}/curation runs", "--data_annot_folder=",
+           "--train_csv_path={d}/pairs, part 1.csv", "--curation_prob=0.5", "--curation_csv={d}/no caption column.csv"),
+     ["--curation_csv={d}/no caption column.csv", "lacks the column(s) caption"], "{d}/curation runs"),
+    ("e-user-csvs-without-caption-column",
+     setup(TOY_TRAIN, "--output_base={d}/user runs", "--data_annot_folder=", "--user_csvs={d}/no caption column.csv"),
+     ["--user_csvs={d}/no caption column.csv", "lacks the column(s) caption"], "{d}/user runs"),
+    ("e-du-txt-ds-path-without-caption-column",
+     setup(DU, "--emb_dir={d}/emb", "--txt_ds_path={d}/no caption column.csv"),
+     ["--txt_ds_path={d}/no caption column.csv", "lacks the column(s) caption"], "{d}/emb/logs"),
     # c'. build_index flags that contradict each other, named before the index folder is created
     ("c-index-nlist-with-flat", run("build_index", "--audio_pathfile={d}/list.txt", "--output_folder={d}/index",
                                     "--clap_ckpt_path={d}/CLAP_tiny.pth", "--nlist=4", "--nprobe=2"),
@@ -198,3 +208,22 @@ def test_search_nprobe_on_a_flat_index_names_both(inputs, tmp_path):
         load_script("search").main([f"--index_folder={index}", "--nprobe=2", "a dog barks"])
     message = str(caught.value)
     assert f"--nprobe=2 and the flat index in {index} conflict" in message and "drop --nprobe" in message, message
+
+
+def test_the_example_of_the_hardening_page_is_what_the_command_prints(tmp_path, monkeypatch):
+    """docs/hardening.md's example (two bad flags): every problem is reported at once, as the page shows it, and
+    nothing is written (the run is started in an empty folder, its output_base relative to it)."""
+    import re
+    import shlex
+
+    from conftest import REPO
+
+    with open(os.path.join(REPO, "docs", "hardening.md"), encoding="utf-8") as f:
+        block = re.search(r"```\n\$ python (recipes/\S+) (.*?)\n(.*?)```", f.read(), flags=re.S)
+    script, args, shown = block.group(1), shlex.split(block.group(2)), block.group(3).strip()
+    monkeypatch.chdir(tmp_path)
+    args[0] = os.path.join(REPO, args[0])  # the YAML, from the repository
+    with pytest.raises(SystemExit) as caught:
+        load_script(os.path.basename(script)[:-3]).main(args)
+    assert str(caught.value.code).replace(REPO + os.sep, "") == shown
+    assert os.listdir(tmp_path) == []

@@ -190,6 +190,28 @@ def test_a_cache_of_an_older_version_is_embedded_again(tiny, tmp_path, caplog, l
     assert os.path.isfile(out / AUDIO_STAT)
 
 
+def test_a_deleted_audio_stat_embeds_every_clip_again(tiny, tmp_path, caplog, loaded):
+    """The one change the key misses (same size, old modification time restored) is undone by deleting
+    audio_stat.npy: every clip is embedded again, and the rewritten clip gets its new content."""
+    model = tiny["model"]
+    a, b, c, _, _ = five_clips(tmp_path / "audio", written=3)
+    out = tmp_path / "emb"
+    run(model, [a, b, c], out)
+    before = os.stat(b)
+    write_clip(b, 77)  # new content, the same size ...
+    os.utime(b, ns=(before.st_atime_ns, before.st_mtime_ns))  # ... and its old modification time (touch -d)
+    loaded.clear()
+    run(model, [a, b, c], out)
+    assert loaded == []  # the key cannot see it
+    os.remove(out / AUDIO_STAT)
+    with caplog.at_level(logging.INFO, logger="embeddings"):
+        run(model, [a, b, c], out)
+    assert loaded == [a, b, c] and "audio_stat.npy missing" in caplog.text, caplog.text
+    np.testing.assert_allclose(load_audio_set(str(out))[0], fresh_rows(model, [a, b, c], tmp_path / "fresh"),
+                               atol=1e-6)
+    assert os.path.isfile(out / AUDIO_STAT)
+
+
 def test_killed_update_resumes_to_the_same_files(tiny, tmp_path, monkeypatch):
     """Killed while embedding the changed files, or while moving the new files into place: rerun, same files."""
     import shutil

@@ -352,6 +352,21 @@ def test_text_tower_is_float32_whatever_the_file_or_config_says(tmp_path):
     assert enc(ids, torch.ones_like(ids)).dtype == torch.float32
 
 
+def test_a_config_object_is_recognised_under_either_name_of_the_config_class(monkeypatch):
+    """transformers 5 calls the configs' base class PreTrainedConfig, 4.x PretrainedConfig (5 keeps it as an alias):
+    a config object is told from a path, and built, under either name."""
+    import transformers
+    from transformers import BertConfig
+
+    from models.text_encoder import _config_class
+
+    cfg = BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+    assert text_model_type(cfg) == "bert"
+    monkeypatch.setattr(transformers, "PreTrainedConfig", None, raising=False)  # as on transformers 4.x
+    assert _config_class() is transformers.PretrainedConfig
+    assert text_model_type(cfg) == "bert" and build_text_model(cfg).config.hidden_size == 8
+
+
 def test_bert_state_dict_keeps_the_ms_clap_key_layout():
     """The BERT parameter names CLAP_weights_2022.pth holds under ``caption_encoder.base.`` (and our
     runs' model.ckpt files): the same on transformers 4.x and 5, so files load on either."""

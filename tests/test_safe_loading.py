@@ -207,3 +207,63 @@ def test_yaml_tags_in_a_checkpoints_yaml_files_are_refused_by_name(tmp_path):
         assert f"elete that checkpoint folder ({ckpt})" in message
     assert "--ssl_checkpoints_dir" in message
     assert not payload.exists()
+
+
+# A child process: torch.load(argv[1]) as SpeechBrain's recoverables call it (no weights_only argument).
+_PLAIN_LOAD = ("import sys, torch\n"
+               "try:\n    torch.load(sys.argv[1])\n    print('loaded')\n"
+               "except Exception as err:\n    print('refused', type(err).__name__)\n")
+
+
+def test_the_unsafe_variable_is_removed_with_a_warning_and_child_processes_load_weights_only(tmp_path, monkeypatch,
+                                                                                              capsys):
+    """enforce_weights_only() removes TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD (saying so) and sets
+    TORCH_FORCE_WEIGHTS_ONLY_LOAD=1 in os.environ, so a process it starts (a pipeline stage) refuses a pickle
+    holding a Python object, where the same child started with the variable would run its code."""
+    import subprocess
+    import sys
+
+    from experiment.safety import enforce_weights_only
+
+    evil = tmp_path / "evil.ckpt"
+    marker = tmp_path / "payload_ran"
+    torch.save({"w": torch.zeros(2), "extra": _Payload(marker)}, evil)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    monkeypatch.setenv("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "0")  # restored after the test
+    unsafe_env = dict(os.environ)
+
+    def child(env):
+        return subprocess.run([sys.executable, "-c", _PLAIN_LOAD, str(evil)], capture_output=True, text=True,
+                              env=env, timeout=120).stdout.strip()
+
+    enforce_weights_only()
+    warning = capsys.readouterr().err
+    assert "WARNING: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is ignored: every checkpoint is loaded with " \
+           "weights_only=True" in warning, warning
+    assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in os.environ and os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] == "1"
+    assert child(dict(os.environ)) == "refused UnpicklingError" and not marker.exists()
+    # The check can fail: a child given the variable runs the file's code.
+    assert child(unsafe_env) == "loaded" and marker.exists()
+
+
+PIPELINE_RUNNERS = ("pipeline.py", "toy_pipeline.py")  # load no checkpoint: their stages are the recipes below
+
+
+def test_every_recipe_that_loads_a_checkpoint_runs_its_main_weights_only():
+    """Each script of recipes/ but the pipeline runners runs ``main`` through ``run_cli`` (which calls
+    enforce_weights_only first) in its ``if __name__ == "__main__":`` block."""
+    import ast
+
+    from conftest import REPO
+
+    names = sorted(n for n in os.listdir(os.path.join(REPO, "recipes")) if n.endswith(".py"))
+    assert set(PIPELINE_RUNNERS) < set(names) and len(names) > 5
+    without = []
+    for name in names:
+        with open(os.path.join(REPO, "recipes", name), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        mains = [node for node in tree.body if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)]
+        calls = {ast.unparse(call.func) for node in mains for call in ast.walk(node) if isinstance(call, ast.Call)}
+        if name not in PIPELINE_RUNNERS and "run_cli" not in calls:
+            without.append(name)
+    assert not without, f"recipes whose main does not run through experiment.safety.run_cli: {without}"

@@ -204,3 +204,19 @@ def test_pretrained_text_model_loads_without_the_weights_bar(tmp_path, capfd):
     err = capfd.readouterr().err
     assert model.config.hidden_size == 16
     assert "Loading weights" not in err
+
+
+def test_cuda_only_options_fall_back_on_a_cpu_with_a_warning(monkeypatch, capsys):
+    """SpeechBrain 1.1.2 raises on --auto_mix_prec / --data_parallel_backend without CUDA; the scripts warn and
+    run without them (the paper's commands pass both)."""
+    import torch
+    from speechbrain.utils.run_opts import RunOptions
+
+    from experiment.runtime import cpu_fallbacks
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    opts = cpu_fallbacks(RunOptions(auto_mix_prec=True, data_parallel_backend=True))
+    assert (opts.auto_mix_prec, opts.precision, opts.data_parallel_backend) == (False, "fp32", False)
+    err = capsys.readouterr().err
+    assert "WARNING: --auto_mix_prec / --precision=fp16 need a CUDA GPU; no GPU here, so training runs in fp32" in err
+    assert "WARNING: --data_parallel_backend needs CUDA GPUs; none here, so it is ignored." in err

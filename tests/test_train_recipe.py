@@ -292,3 +292,32 @@ def test_curation_prob_one_needs_replace_mixing(toy_world, tmp_path):
     proc = run_script(args)
     assert proc.returncode != 0
     assert "--curation_mixing=replace" in proc.stderr
+
+
+def test_validation_runs_the_whole_set_on_every_rank_and_is_not_gathered():
+    """Under torchrun, SpeechBrain 1.1.2 gives every rank the whole validation set (its DistributedSampler is for
+    the training loader only), so the validation loss is not gathered across ranks: each rank has the full set's
+    value. Only the training loss gathers the embeddings of every rank (tests/test_distributed.py)."""
+    from types import SimpleNamespace
+
+    import speechbrain as sb
+    from speechbrain.core import Brain
+
+    from training.brain import CLAPBrain
+
+    ddp_brain = SimpleNamespace(distributed_launch=True, rank=1, checkpointer=None)
+    loader = Brain.make_dataloader(ddp_brain, list(range(10)), sb.Stage.VALID, batch_size=4)
+    assert sorted(int(x) for batch in loader for x in batch) == list(range(10))
+
+    gathered = []
+
+    def loss(audio, text, scale, valid, gather):
+        gathered.append(gather)
+        return torch.tensor(0.0), torch.zeros(0, 0)
+
+    brain = SimpleNamespace(hparams=SimpleNamespace(loss=loss), device="cpu", unreadable=0,
+                            soft_target_inputs=lambda predictions, stage: {})
+    batch = SimpleNamespace(audio_ok=torch.ones(2, dtype=torch.bool), wav_path=["a.wav", "b.wav"])
+    for stage in (sb.Stage.TRAIN, sb.Stage.VALID, sb.Stage.TEST):
+        CLAPBrain.compute_objectives(brain, (torch.zeros(2, 4), torch.zeros(2, 4), torch.tensor(1.0)), batch, stage)
+    assert gathered == [True, False, False]

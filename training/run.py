@@ -224,8 +224,15 @@ def run_training(argv, brain_class, brain_kwargs=None):
         # A damaged or tampered file of the checkpoint to resume from is named before anything is written.
         check_resume_checkpoint(checkpoint_path(hparams))
     # One writer per folder: the run's own, and the one its checkpoints go to (another run's when resuming it).
-    for folder in (hparams["output_folder"], checkpoint_path(hparams)):
-        hold_folder_lock(folder, "this training run")
+    held = []
+    try:
+        for folder in (hparams["output_folder"], checkpoint_path(hparams)):
+            held.append(hold_folder_lock(folder, "this training run"))
+    except SystemExit:
+        for lock in held:  # the output folder's, when the checkpoint folder is refused
+            if lock is not None:
+                lock.release()
+        raise
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
