@@ -416,7 +416,6 @@ def prepare_insper(data_annot_folder, save_folder, clotho_folder=None, audiocaps
     splits = audiocaps_split_list(audiocaps_splits)
     explicit = {"clotho": clotho_folder, "audiocaps": audiocaps_folder, "macs": macs_folder, "fsd50k": fsd50k_folder}
     folders, index_files, csv_paths = _locate_corpora(data_annot_folder, explicit, user_csvs)
-
     save_folder = os.path.abspath(os.fspath(save_folder))
     train_csv = os.path.join(save_folder, TRAIN_CSV)
     valid_csv = os.path.join(save_folder, VALID_CSV)
@@ -442,18 +441,12 @@ def prepare_insper(data_annot_folder, save_folder, clotho_folder=None, audiocaps
     # while writing new CSVs can never pair them with the old options.
     if os.path.exists(json_path):
         os.remove(json_path)
-
     if check_audio:
         _drop_unreadable(corpus_rows, corpus_stats)
     stats = _write_manifests(corpus_rows, corpus_stats, train_csv, valid_csv, valid_pct, subset_pct, seed)
-    atomic_write(
-        json_path,
-        lambda f: json.dump({"options": options, "sources": inputs, "stats": stats}, f, indent=2, ensure_ascii=False),
-        "w",
-        encoding="utf-8",
-    )
-    logger.info(
-        "insper: %d training captions (%d clips) in %s, %d validation captions (%d clips) in %s",
-        stats["train_rows"], stats["train_clips"], train_csv, stats["valid_rows"], stats["valid_clips"], valid_csv,
-    )
+    record = {"options": options, "sources": inputs, "stats": stats}
+    atomic_write(json_path, lambda f: json.dump(record, f, indent=2, ensure_ascii=False), "w", encoding="utf-8")
+    logger.info("insper: %d training captions (%d clips) in %s, %d validation captions (%d clips) in %s",
+                stats["train_rows"], stats["train_clips"], train_csv, stats["valid_rows"], stats["valid_clips"],
+                valid_csv)
     return {"train": train_csv, "valid": valid_csv, "stats": stats}
