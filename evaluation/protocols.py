@@ -203,6 +203,23 @@ def _repeatpad(wav, max_len):
     return F.pad(wav, (0, max_len - len(wav)), mode="constant", value=0)
 
 
+def _mel_fusion(mel, chunk, rng):
+    """The fusion input of a long clip's log-mel ``[frames, mel_bins]``, as LAION's and transformers' code build it.
+
+    The whole mel shrunk to ``chunk`` frames (bilinear, no antialiasing), then one ``chunk``-frame window drawn
+    from each third of the possible starts (``rng.choice``); ``(input [4, chunk, mel_bins], longer)``. A mel
+    of exactly ``chunk`` frames is not longer: its four copies.
+    """
+    total = mel.shape[0]
+    if chunk == total:
+        return torch.stack([mel] * 4), False
+    ranges = np.array_split(list(range(total - chunk + 1)), 3)
+    starts = [rng.choice(r if len(r) else [0]) for r in ranges]
+    shrink = F.interpolate(mel[None, None], size=[chunk, mel.shape[1]], mode="bilinear", align_corners=False,
+                           antialias=False)[0, 0]
+    return torch.stack([shrink] + [mel[s:s + chunk] for s in starts]), True
+
+
 def laion_input(wav, base, rng, max_len=LAION_MAX_LEN, fused=False):
     """LAION's ``get_audio_features`` (``repeatpad``; ``rand_trunc`` or ``fusion``) for one waveform.
 
@@ -233,17 +250,7 @@ def laion_input(wav, base, rng, max_len=LAION_MAX_LEN, fused=False):
         return torch.stack([mel] * 4), False
     longer, out = True, None
     if fused:
-        mel = base.logmel(wav[None])[0, 0]  # [frames, mel_bins]
-        chunk, total = max_len // base.hop_size + 1, mel.shape[0]
-        if chunk == total:
-            out, longer = torch.stack([mel] * 4), False
-        else:
-            ranges = np.array_split(list(range(total - chunk + 1)), 3)
-            ranges = [r if len(r) else [0] for r in ranges]
-            starts = [rng.choice(r) for r in ranges]
-            shrink = F.interpolate(mel[None, None], size=[chunk, mel.shape[1]], mode="bilinear",
-                                   align_corners=False, antialias=False)[0, 0]
-            out = torch.stack([shrink] + [mel[s:s + chunk] for s in starts])
+        out, longer = _mel_fusion(base.logmel(wav[None])[0, 0], max_len // base.hop_size + 1, rng)
     idx = rng.randint(0, len(wav) - max_len + 1)  # the reference crops the waveform in both modes
     return (wav[idx: idx + max_len] if out is None else out), longer
 
@@ -281,17 +288,7 @@ def hf_input(wav, mel, rng, max_len, truncation="fusion", padding="repeatpad", h
             idx = rng.randint(0, len(wav) - max_len + 1)
             out, longer = mel(wav[idx: idx + max_len], False)[None], True
         else:
-            full = mel(wav, True)
-            chunk, total = max_len // hop_size + 1, full.shape[0]
-            if chunk == total:
-                out, longer = torch.stack([full] * 4), False
-            else:
-                ranges = np.array_split(list(range(total - chunk + 1)), 3)
-                ranges = [r if len(r) else [0] for r in ranges]
-                starts = [rng.choice(r) for r in ranges]
-                shrink = F.interpolate(full[None, None], size=[chunk, full.shape[1]], mode="bilinear",
-                                       align_corners=False)[0, 0]
-                out, longer = torch.stack([shrink] + [full[s:s + chunk] for s in starts]), True
+            out, longer = _mel_fusion(mel(wav, True), max_len // hop_size + 1, rng)
     else:
         longer = False
         if len(wav) < max_len:

@@ -63,19 +63,26 @@ def user_error(main):
     raise AssertionError("the command did not fail")
 
 
-def killed_after_first_shard(argv):
-    """Runs build_index.py and kills it (KeyboardInterrupt) while it writes its second shard."""
+@contextlib.contextmanager
+def shard_write_dies(at=2):
+    """Within it, the ``at``-th shard written raises ``KeyboardInterrupt``: a run killed while writing it."""
     from embeddings import shards
 
     real, calls = shards._save_shard, []
 
     def dying(path, *args):
         calls.append(path)
-        if len(calls) == 2:
+        if len(calls) == at:
             raise KeyboardInterrupt
         real(path, *args)
 
-    with mock.patch.object(shards, "_save_shard", dying), contextlib.suppress(KeyboardInterrupt):
+    with mock.patch.object(shards, "_save_shard", dying):
+        yield calls
+
+
+def killed_after_first_shard(argv):
+    """Runs build_index.py and kills it (KeyboardInterrupt) while it writes its second shard."""
+    with shard_write_dies(2), contextlib.suppress(KeyboardInterrupt):
         script("build_index").main(argv)
 
 

@@ -19,7 +19,7 @@ from embeddings import extract
 from embeddings.extract import embed_audio_files
 from embeddings.options import AudioEmbeddingOptions
 from embeddings.store import SHARD_DIR, load_audio_set, read_skipped
-from index_helpers import index_argv, script, tiny_files, write_clips
+from index_helpers import index_argv, script, shard_write_dies, tiny_files, write_clips
 
 SR = 16000
 #: Names a plain line of paths.txt could not hold, and one that is not UTF-8 (bytes 0xE9: Latin-1 "é").
@@ -89,29 +89,18 @@ def decoded(monkeypatch):
     return seen
 
 
-def kill_after_first_shard(model, paths, out, monkeypatch):
-    from embeddings import shards
-
-    real, calls = shards._save_shard, []
-
-    def dying(path, *args):
-        calls.append(path)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        real(path, *args)
-
-    monkeypatch.setattr(shards, "_save_shard", dying)
-    with pytest.raises(KeyboardInterrupt):
+def kill_after_first_shard(model, paths, out):
+    """Embeds ``paths`` into ``out``, killed while writing the second shard."""
+    with shard_write_dies(2), pytest.raises(KeyboardInterrupt):
         embed(model, paths, out)
-    monkeypatch.setattr(shards, "_save_shard", real)
 
 
 def test_a_killed_run_drops_what_is_gone_keeps_its_shards_and_ends_as_a_fresh_run(
-        model, tmp_path, monkeypatch, caplog, decoded):
+        model, tmp_path, caplog, decoded):
     """Killed after shard 1 of 3; then c1 (embedded) and c4 (not yet) deleted, c3 rewritten, c6 added."""
     clips = write_clips(tmp_path / "audio", [f"c{k}.wav" for k in range(7)])
     out = tmp_path / "emb"
-    kill_after_first_shard(model, clips[:6], out, monkeypatch)
+    kill_after_first_shard(model, clips[:6], out)
     os.remove(clips[1])
     os.remove(clips[4])
     sf.write(clips[3], np.zeros(SR // 2, dtype="float32") + 0.05, SR)  # rewritten: another size-preserving content
@@ -131,11 +120,11 @@ def test_a_killed_run_drops_what_is_gone_keeps_its_shards_and_ends_as_a_fresh_ru
     np.testing.assert_allclose(emb, load_audio_set(str(tmp_path / "fresh"))[0], atol=1e-5)
 
 
-def test_a_killed_run_whose_list_still_names_a_deleted_file_lists_it_as_unreadable(model, tmp_path, monkeypatch):
+def test_a_killed_run_whose_list_still_names_a_deleted_file_lists_it_as_unreadable(model, tmp_path):
     """The embedding step's path list unchanged, a listed file deleted: skipped as a fresh run skips it."""
     clips = write_clips(tmp_path / "audio", [f"c{k}.wav" for k in range(5)])
     out = tmp_path / "emb"
-    kill_after_first_shard(model, clips, out, monkeypatch)
+    kill_after_first_shard(model, clips, out)
     os.remove(clips[0])
     info = embed(model, clips, out)
     assert info["rows"] == 4 and info["skipped"] == 1
