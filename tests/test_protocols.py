@@ -173,6 +173,8 @@ def test_laion_protocol_matches_laion_clap(laion_pair, clips, fused):
     expected = _laion_reference_logits(ref, embed_files, roberta, clips, seed=1234)
     got = ours.zero_shot_logits(clips, LABELS, rng=np.random.RandomState(1234))
     assert got.shape == (len(clips), len(LABELS))
+    print(f"laion (fused={fused}) vs laion_clap: {len(clips)} clips, max |logit difference| "
+          f"{(got - expected).abs().max():.2e}")
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
     # The 30-s clips are cropped (and fused) at random: the same seed, the same draws; another seed, others.
     other = ours.zero_shot_logits(clips, LABELS, rng=np.random.RandomState(7))
@@ -262,11 +264,13 @@ def test_msclap_protocol_matches_msclap(msclap_pair, clips, monkeypatch):
         audio = wrapper.get_audio_embeddings(clips, resample=True)
         expected = F.softmax(wrapper.compute_similarity(audio, text).detach().cpu(), dim=1)
     got = ours.zero_shot_logits(clips, LABELS, rng=random.Random(99))
+    print(f"msclap vs msclap: {len(clips)} clips, max |softmax difference| {(got - expected).abs().max():.2e}")
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
     # The logits before the softmax, too (compute_similarity), so that a flat softmax cannot hide a difference.
     with torch.no_grad():
         sims = wrapper.compute_similarity(audio, text)
     cos = ours.embed_audio(clips, return_tensors="pt", rng=random.Random(99)) @ ours.label_embeddings(LABELS).T
+    print(f"msclap vs msclap: max |logit difference| {(ours.model.logit_scale.exp() * cos - sims).abs().max():.2e}")
     torch.testing.assert_close(ours.model.logit_scale.exp() * cos, sims, rtol=0, atol=1e-4)
 
 
@@ -344,6 +348,8 @@ def test_hf_folder_embeds_as_transformers_processor_and_model(clips, tmp_path, f
             expected.append(F.normalize(out if torch.is_tensor(out) else out.pooler_output, dim=-1)[0])
     expected = torch.stack(expected)
     got = ours.embed_audio(clips, return_tensors="pt", rng=np.random.RandomState(5))
+    print(f"hf ({truncation}) vs ClapFeatureExtractor + ClapModel: {len(clips)} clips, max |embedding difference| "
+          f"{(got - expected).abs().max():.2e}")
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
     # Our windows (a named option) differ on the short clips: transformers repeat-pads them to 10 s.
     paper = ours.embed_audio(clips[:3], return_tensors="pt", protocol="paper")
