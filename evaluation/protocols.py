@@ -41,7 +41,7 @@ chunk starts (three ``np.random.choice``), MS CLAP's crop
 global state), a ``random.Random`` for ``msclap`` (or the ``random`` module) —
 the draws here are the references' draws, call for call, so the results are
 identical (the parity tests, ``tests/test_protocols.py``, seed both alike).
-Without one, each clip gets its own generator seeded from its path
+Without one, each clip gets its own generator seeded from its file name
 (:func:`clip_seed`): the same file always gets the same crop, whatever the
 batch or order.
 
@@ -54,6 +54,7 @@ only when its mel is longer than one window (``longer``).
 
 from __future__ import annotations
 
+import os
 import random
 import zlib
 from dataclasses import dataclass
@@ -141,14 +142,20 @@ def get_protocol(name):
 
 
 def clip_seed(path):
-    """The default seed of a clip's random draws: a CRC-32 of its path (the same file, the same crop).
+    """The default seed of a clip's random draws: a CRC-32 of its file name (the same clip, the same crop).
+
+    The name alone, not the folder: a clip gets the same crop in a folder, a path list or a webdataset
+    shard (``shard.tar#name.flac``), and after its folder is moved.
 
     Example
     -------
-    >>> clip_seed("a.wav") == clip_seed("a.wav"), clip_seed("a.wav") == clip_seed("b.wav")
-    (True, False)
+    >>> clip_seed("a.wav") == clip_seed("/data/a.wav") == clip_seed("/x/s.tar#a.wav")
+    True
+    >>> clip_seed("a.wav") == clip_seed("b.wav")
+    False
     """
-    return zlib.crc32(str(path).encode("utf-8", "surrogatepass"))
+    name = os.path.basename(str(path).rsplit("#", 1)[-1])
+    return zlib.crc32(name.encode("utf-8", "surrogatepass"))
 
 
 def protocol_prompts(labels, protocol, templates=None, text_pooling=None):
@@ -218,6 +225,28 @@ def _mel_fusion(mel, chunk, rng):
     shrink = F.interpolate(mel[None, None], size=[chunk, mel.shape[1]], mode="bilinear", align_corners=False,
                            antialias=False)[0, 0]
     return torch.stack([shrink] + [mel[s:s + chunk] for s in starts]), True
+
+
+def laion_input_length(base):
+    """LAION's input length for this backbone: its ``clip_samples`` (480000 in every published model).
+
+    A model built smaller than LAION's (a test's tiny HTS-AT whose window holds fewer frames than
+    ``clip_samples`` gives) is fed what its window holds: ``(max_frames - 1) * hop_size`` samples. LAION's
+    own models hold 1024 frames of hop 480, more than 10 s, so their length is 480000 as in ``hook.py``.
+
+    Example
+    -------
+    >>> import types
+    >>> laion_input_length(types.SimpleNamespace(clip_samples=480000, max_frames=1024, hop_size=480))
+    480000
+    >>> laion_input_length(types.SimpleNamespace(clip_samples=480000, max_frames=128, hop_size=160))
+    20320
+    """
+    length = int(getattr(base, "clip_samples", LAION_MAX_LEN) or LAION_MAX_LEN)
+    max_frames, hop = getattr(base, "max_frames", None), getattr(base, "hop_size", None)
+    if max_frames and hop:
+        length = min(length, (int(max_frames) - 1) * int(hop))
+    return length
 
 
 def laion_input(wav, base, rng, max_len=LAION_MAX_LEN, fused=False):
@@ -378,7 +407,7 @@ class ProtocolAudio(torch.utils.data.Dataset):
                 raise ValueError(f"protocol 'hf': truncation={opts['truncation']!r}, padding={opts['padding']!r}; "
                                  "transformers' ClapFeatureExtractor knows fusion | rand_trunc and "
                                  "repeatpad | repeat | pad.")
-        self.max_len = int(getattr(base, "clip_samples", LAION_MAX_LEN) or LAION_MAX_LEN)
+        self.max_len = laion_input_length(base)
 
     def __len__(self):
         return len(self.paths)

@@ -43,6 +43,7 @@ from embeddings.encoders import encode_texts
 from embeddings.keys import list_digest, model_fingerprint
 from embeddings.lists import caption_table, write_caption_table
 from embeddings.store import STORAGE_DTYPES, load_embedding_info, save_npy, update_info
+from evaluation.protocols import checkpoint_protocol, get_protocol
 from experiment.command_line import setup
 from experiment.lock import hold_folder_lock
 from experiment.runtime import inference_precision
@@ -159,8 +160,9 @@ def main(argv=None):
         paper_rows = load_paper_rows(hparams["target_emb_path"], len(rows), "target_emb_path", "target_csv_path",
                                      "CSV row")
 
-    model, device, _ = load_eval_model(hparams, run_opts, purpose="Curation")
-    fingerprint = model_fingerprint(model)
+    model, device, source = load_eval_model(hparams, run_opts, purpose="Curation")
+    # The fingerprint the embedding step records for this teacher (with its protocol), so ADS can check the two.
+    fingerprint = model_fingerprint(model, get_protocol(hparams.get("protocol") or checkpoint_protocol(source)).name)
     precision = inference_precision(hparams, run_opts)
     storage = STORAGE_DTYPES[hparams["emb_dtype"]]
     prompt_emb = encode_texts(model, hparams["tokenizer"], prompts, max_length=hparams["text_max_length"],
